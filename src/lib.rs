@@ -1,0 +1,33 @@
+//! cairn: a content-addressed, deduplicating, encrypted snapshot store.
+//!
+//! The format layer (always built, no RocksDB or OpenDAL): [`id`], [`wire`],
+//! [`crypto`], [`chunker`], [`filter`], [`pack`], [`index::file`], [`tree`],
+//! [`config`]. Everything that touches storage, the cache or the file system
+//! is behind the `full` feature (on by default).
+
+pub mod chunker;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod filter;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod tree;
+pub mod wire;
+
+#[cfg(feature = "full")]
+pub mod backup;
+#[cfg(feature = "full")]
+pub mod fail;
+#[cfg(feature = "full")]
+pub mod repo;
+#[cfg(feature = "full")]
+pub mod restore;
+#[cfg(feature = "full")]
+pub mod source;
+#[cfg(feature = "full")]
+pub mod storage;
+
+pub use error::{FormatError, FormatResult};
+pub use id::Id;
