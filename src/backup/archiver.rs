@@ -1,0 +1,306 @@
+//! The read half of the backup: walks the sources, chunks and hashes file
+//! content, skips blobs the repository already has, and builds one tree blob
+//! per directory. Files unchanged since the parent snapshot are not read.
+
+use super::saver::BlobSaver;
+use crate::chunker::Chunker;
+use crate::filter::BlobKind;
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::source::exclude::Excludes;
+use crate::source::fs::{node_from_metadata, special_kind, OwnerNames};
+use crate::tree::snapshot::BackupSummary;
+use crate::tree::{Node, NodeKind, Tree};
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How files are compared with the parent snapshot's nodes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChangeDetection {
+    pub ignore_inode: bool,
+    pub ignore_ctime: bool,
+}
+
+/// The backup paths, as a tree of path components. Leaves are backed up
+/// whole; inner nodes become directories holding only the chosen children.
+#[derive(Default)]
+pub struct PathTrie {
+    children: BTreeMap<Vec<u8>, PathTrie>,
+    leaf: bool,
+}
+
+impl PathTrie {
+    /// `paths` must be absolute and normalised. A path inside another one is
+    /// already covered by it.
+    pub fn new(paths: &[PathBuf]) -> PathTrie {
+        let mut root = PathTrie::default();
+        for p in paths {
+            let mut node = &mut root;
+            for c in p.components().skip(1) {
+                if node.leaf {
+                    break;
+                }
+                node = node.children.entry(c.as_os_str().as_bytes().to_vec()).or_default();
+            }
+            node.leaf = true;
+            node.children.clear();
+        }
+        root
+    }
+}
+
+pub struct Archiver<'a, 's> {
+    pub repo: &'a Repository,
+    /// None in a dry run: blobs are counted, not stored.
+    pub saver: Option<&'a BlobSaver<'s>>,
+    pub chunker: Chunker,
+    pub excludes: Excludes,
+    pub one_file_system: bool,
+    pub detection: ChangeDetection,
+    pub interrupted: &'a AtomicBool,
+    pub summary: BackupSummary,
+    owners: OwnerNames,
+    /// Blobs handed to the saver in this run (not yet in the index).
+    queued: HashSet<(BlobKind, Id)>,
+}
+
+impl<'a, 's> Archiver<'a, 's> {
+    pub fn new(
+        repo: &'a Repository,
+        saver: Option<&'a BlobSaver<'s>>,
+        excludes: Excludes,
+        one_file_system: bool,
+        detection: ChangeDetection,
+        interrupted: &'a AtomicBool,
+    ) -> Self {
+        Archiver {
+            repo,
+            saver,
+            chunker: repo.chunker(),
+            excludes,
+            one_file_system,
+            detection,
+            interrupted,
+            summary: BackupSummary::default(),
+            owners: OwnerNames::default(),
+            queued: HashSet::new(),
+        }
+    }
+
+    fn check_interrupted(&self) -> Result<()> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            return Err(crate::fail::Fail::Interrupted.into());
+        }
+        Ok(())
+    }
+
+    /// Stores a blob unless the repository (or this run) already has it.
+    pub fn save_blob(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
+        let id = self.repo.keys.blob_id(&data);
+        if self.queued.contains(&(kind, id)) || self.repo.index.contains(kind, &id)? {
+            return Ok(id);
+        }
+        self.queued.insert((kind, id));
+        self.summary.blobs_added += 1;
+        self.summary.data_added += data.len() as u64;
+        if let Some(saver) = self.saver {
+            saver.save(kind, id, data)?;
+        }
+        Ok(id)
+    }
+
+    fn save_tree(&mut self, mut nodes: Vec<Node>) -> Result<Id> {
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        self.save_blob(BlobKind::Tree, Tree { nodes }.encode())
+    }
+
+    /// Chunks a stream into data blobs; returns the ids and the byte count.
+    pub fn save_stream(&mut self, reader: impl Read) -> Result<(Vec<Id>, u64)> {
+        let chunker = self.chunker.clone();
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        for chunk in chunker.stream(reader) {
+            self.check_interrupted()?;
+            let chunk = chunk?;
+            total += chunk.len() as u64;
+            ids.push(self.save_blob(BlobKind::Data, chunk)?);
+        }
+        self.summary.bytes_processed += total;
+        Ok((ids, total))
+    }
+
+    fn warn(&mut self, message: String) {
+        eprintln!("warning: {message}");
+        self.summary.errors.push(message);
+    }
+
+    /// Backs up the trie rooted at `/` and returns the root tree id.
+    pub fn archive_root(&mut self, trie: &PathTrie, parent_root: Option<Id>) -> Result<Id> {
+        let parent = self.load_parent_tree(parent_root);
+        self.archive_trie(Path::new("/"), trie, parent.as_ref())
+    }
+
+    fn load_parent_tree(&mut self, id: Option<Id>) -> Option<Tree> {
+        // A damaged parent only costs speed: fall back to reading everything.
+        id.and_then(|id| self.repo.load_tree(&id).ok())
+    }
+
+    fn archive_trie(&mut self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<Id> {
+        let mut nodes = Vec::new();
+        for (name, child) in &trie.children {
+            let path = dir.join(std::ffi::OsStr::from_bytes(name));
+            let parent_node = parent.and_then(|t| t.find(name));
+            if child.leaf {
+                let meta = std::fs::symlink_metadata(&path)
+                    .with_context(|| format!("backup path {} cannot be read", path.display()))?;
+                if let Some(node) = self.archive_entry(&path, name, &meta, parent_node, meta.dev())? {
+                    nodes.push(node);
+                }
+            } else {
+                let meta = std::fs::symlink_metadata(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let sub_parent = self.parent_subtree(parent_node);
+                let subtree = self.archive_trie(&path, child, sub_parent.as_ref())?;
+                let node = node_from_metadata(name, &path, &meta, NodeKind::Dir { subtree }, &mut self.owners);
+                nodes.push(node);
+            }
+        }
+        self.save_tree(nodes)
+    }
+
+    fn parent_subtree(&mut self, parent_node: Option<&Node>) -> Option<Tree> {
+        match parent_node.map(|n| &n.kind) {
+            Some(NodeKind::Dir { subtree }) => self.load_parent_tree(Some(*subtree)),
+            _ => None,
+        }
+    }
+
+    /// One entry of any kind. `None`: skipped (unreadable, vanished), already warned.
+    fn archive_entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        meta: &Metadata,
+        parent: Option<&Node>,
+        root_dev: u64,
+    ) -> Result<Option<Node>> {
+        self.check_interrupted()?;
+        let ft = meta.file_type();
+        let mut file_size = None;
+        let kind = if ft.is_file() {
+            match self.archive_file(path, meta, parent) {
+                Ok((content, size)) => {
+                    file_size = Some(size);
+                    NodeKind::File { content }
+                }
+                Err(e) => {
+                    self.warn(format!("{}: {e:#} (not backed up)", path.display()));
+                    return Ok(None);
+                }
+            }
+        } else if ft.is_dir() {
+            self.summary.dirs += 1;
+            let crosses_fs = self.one_file_system && meta.dev() != root_dev;
+            let sub_parent = self.parent_subtree(parent);
+            let subtree = if crosses_fs {
+                self.save_tree(Vec::new())?
+            } else {
+                self.archive_dir(path, sub_parent.as_ref(), root_dev)?
+            };
+            NodeKind::Dir { subtree }
+        } else {
+            match special_kind(path, meta) {
+                Ok(Some(kind)) => {
+                    self.summary.other_entries += 1;
+                    kind
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.warn(format!("{}: {e} (not backed up)", path.display()));
+                    return Ok(None);
+                }
+            }
+        };
+        let mut node = node_from_metadata(name, path, meta, kind, &mut self.owners);
+        if let Some(size) = file_size {
+            // what was stored, even if the file changed while being read
+            node.size = size;
+        }
+        Ok(Some(node))
+    }
+
+    fn archive_dir(&mut self, dir: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<Id> {
+        let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+        match std::fs::read_dir(dir) {
+            Ok(read) => {
+                for entry in read {
+                    match entry {
+                        Ok(e) => entries.push((e.file_name().as_bytes().to_vec(), e.path())),
+                        Err(e) => self.warn(format!("{}: {e} (listing incomplete)", dir.display())),
+                    }
+                }
+            }
+            Err(e) => self.warn(format!("{}: {e} (directory contents not backed up)", dir.display())),
+        }
+        entries.sort();
+        let mut nodes = Vec::with_capacity(entries.len());
+        for (name, path) in entries {
+            if self.excludes.is_excluded(&path) {
+                continue;
+            }
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // vanished
+                Err(e) => {
+                    self.warn(format!("{}: {e} (not backed up)", path.display()));
+                    continue;
+                }
+            };
+            let parent_node = parent.and_then(|t| t.find(&name));
+            if let Some(node) = self.archive_entry(&path, &name, &meta, parent_node, root_dev)? {
+                nodes.push(node);
+            }
+        }
+        self.save_tree(nodes)
+    }
+
+    fn unchanged(&self, meta: &Metadata, parent: &Node) -> bool {
+        use crate::source::fs::ns;
+        matches!(parent.kind, NodeKind::File { .. })
+            && parent.size == meta.size()
+            && parent.mtime_ns == ns(meta.mtime(), meta.mtime_nsec())
+            && (self.detection.ignore_ctime || parent.ctime_ns == ns(meta.ctime(), meta.ctime_nsec()))
+            && (self.detection.ignore_inode || parent.inode == meta.ino())
+    }
+
+    /// The file's content ids and size, reused from the parent when unchanged.
+    fn archive_file(&mut self, path: &Path, meta: &Metadata, parent: Option<&Node>) -> Result<(Vec<Id>, u64)> {
+        if let Some(p) = parent.filter(|p| self.unchanged(meta, p)) {
+            if let NodeKind::File { content } = &p.kind {
+                self.summary.files_unmodified += 1;
+                return Ok((content.clone(), p.size));
+            }
+        }
+        let file = File::open(path)?;
+        let (content, read) = self.save_stream(&file)?;
+        let after = file.metadata()?;
+        if read != after.len() || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() {
+            self.warn(format!(
+                "{}: changed while being read (stored {read} bytes as read; back it up again for a consistent copy)",
+                path.display()
+            ));
+        }
+        if parent.is_some() {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+        Ok((content, read))
+    }
+}

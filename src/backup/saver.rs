@@ -1,0 +1,179 @@
+//! The write half of the backup pipeline. New blobs go through bounded
+//! channels: encoder threads (zstd + AES-SIV, one per core) → packer →
+//! uploaders → index files. Memory is capped by the channel capacities and
+//! the packs in flight, never by the input size.
+//!
+//! ```text
+//! save() ─raw─► encoders ×N ─encoded─► packer ─packs─► uploaders ×M ─► index/<id>
+//! ```
+
+use crate::filter::{BlobEncoder, BlobKind, EncodedBlob};
+use crate::id::Id;
+use crate::index::file::{IndexFile, IndexedPack};
+use crate::pack::{FinishedPack, PackBuilder, TARGET_PACK_SIZE};
+use crate::repo::{layout, Repository};
+use anyhow::{anyhow, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::thread::{Scope, ScopedJoinHandle};
+
+/// Data packs open at once. Spreading blobs over several packs by id keeps a
+/// pack's contents from mirroring file order (and file sizes) one-to-one.
+const OPEN_DATA_PACKS: usize = 2;
+/// Packs uploaded concurrently.
+const UPLOADERS: usize = 2;
+/// An index file is written after this many packs, so a killed backup leaves
+/// most of its uploads indexed and the next run reuses them.
+const PACKS_PER_INDEX_FILE: usize = 16;
+
+struct RawBlob {
+    kind: BlobKind,
+    id: Id,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct SaverStats {
+    pub blobs: AtomicU64,
+    pub raw_bytes: AtomicU64,
+    pub packs: AtomicU64,
+    pub packed_bytes: AtomicU64,
+    pub index_files: AtomicU64,
+}
+
+/// Handle to a running saver; `save` feeds it, `finish` drains and joins it.
+pub struct BlobSaver<'scope> {
+    raw_tx: Option<Sender<RawBlob>>,
+    threads: Vec<ScopedJoinHandle<'scope, Result<()>>>,
+    stats: &'scope SaverStats,
+}
+
+impl<'scope> BlobSaver<'scope> {
+    pub fn start<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        repo: &'scope Repository,
+        compression_level: i32,
+        stats: &'scope SaverStats,
+        pending: &'scope Mutex<Vec<IndexedPack>>,
+    ) -> BlobSaver<'scope> {
+        let encoders = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let (raw_tx, raw_rx) = bounded::<RawBlob>(2 * encoders);
+        let (enc_tx, enc_rx) = bounded::<EncodedBlob>(2 * encoders);
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+        let mut threads = Vec::new();
+        for _ in 0..encoders {
+            let (rx, tx) = (raw_rx.clone(), enc_tx.clone());
+            let mut encoder = BlobEncoder::new(repo.keys.clone(), compression_level);
+            threads.push(scope.spawn(move || {
+                for b in rx {
+                    tx.send(encoder.encode(b.kind, b.id, &b.data)).map_err(|_| stopped())?;
+                }
+                Ok(())
+            }));
+        }
+        drop((raw_rx, enc_tx));
+        threads.push(scope.spawn(move || run_packer(repo, enc_rx, pack_tx)));
+        for _ in 0..UPLOADERS {
+            let rx = pack_rx.clone();
+            threads.push(scope.spawn(move || run_uploader(repo, rx, stats, pending)));
+        }
+        BlobSaver { raw_tx: Some(raw_tx), threads, stats }
+    }
+
+    /// Queues a blob the repository does not have yet. Blocks when the
+    /// pipeline is full (that is the back-pressure that bounds memory).
+    pub fn save(&self, kind: BlobKind, id: Id, data: Vec<u8>) -> Result<()> {
+        self.stats.blobs.fetch_add(1, Relaxed);
+        self.stats.raw_bytes.fetch_add(data.len() as u64, Relaxed);
+        let tx = self.raw_tx.as_ref().expect("save after finish");
+        tx.send(RawBlob { kind, id, data }).map_err(|_| stopped())
+    }
+
+    /// Flushes every open pack, waits for all uploads and writes the last
+    /// index file. Returns the first error of any stage.
+    pub fn finish(mut self) -> Result<()> {
+        self.raw_tx = None;
+        let mut first_error = None;
+        for t in self.threads.drain(..) {
+            let result = t.join().unwrap_or_else(|_| Err(anyhow!("a backup pipeline thread panicked")));
+            if let Err(e) = result {
+                // "pipeline stopped" only echoes the real failure of a later stage
+                if first_error.is_none() || is_stopped(first_error.as_ref().unwrap()) {
+                    first_error = Some(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn stopped() -> anyhow::Error {
+    anyhow!("backup pipeline stopped")
+}
+
+fn is_stopped(e: &anyhow::Error) -> bool {
+    e.to_string() == "backup pipeline stopped"
+}
+
+fn run_packer(repo: &Repository, rx: Receiver<EncodedBlob>, tx: Sender<FinishedPack>) -> Result<()> {
+    let cipher = repo.keys.cipher();
+    let mut data_packs: Vec<PackBuilder> = (0..OPEN_DATA_PACKS).map(|_| PackBuilder::new(BlobKind::Data)).collect();
+    let mut tree_pack = PackBuilder::new(BlobKind::Tree);
+    for blob in rx {
+        let pack = match blob.kind {
+            BlobKind::Data => &mut data_packs[blob.id.0[0] as usize % OPEN_DATA_PACKS],
+            BlobKind::Tree => &mut tree_pack,
+        };
+        pack.push(blob);
+        if pack.size() >= TARGET_PACK_SIZE {
+            let full = std::mem::replace(pack, PackBuilder::new(pack.kind()));
+            tx.send(full.finish(&cipher)).map_err(|_| stopped())?;
+        }
+    }
+    for pack in data_packs.into_iter().chain([tree_pack]) {
+        if !pack.is_empty() {
+            tx.send(pack.finish(&cipher)).map_err(|_| stopped())?;
+        }
+    }
+    Ok(())
+}
+
+fn run_uploader(
+    repo: &Repository,
+    rx: Receiver<FinishedPack>,
+    stats: &SaverStats,
+    pending: &Mutex<Vec<IndexedPack>>,
+) -> Result<()> {
+    for pack in rx {
+        let size = pack.bytes.len() as u64;
+        repo.storage.write(&layout::pack(&pack.id), pack.bytes)?;
+        stats.packs.fetch_add(1, Relaxed);
+        stats.packed_bytes.fetch_add(size, Relaxed);
+        let full = {
+            let mut p = pending.lock().expect("index lock");
+            p.push(IndexedPack { id: pack.id, size, blobs: pack.blobs });
+            if p.len() >= PACKS_PER_INDEX_FILE { std::mem::take(&mut *p) } else { Vec::new() }
+        };
+        if !full.is_empty() {
+            write_index(repo, full, stats)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes whatever uploaded packs are not yet in an index file. Called once
+/// all uploaders are done.
+pub fn flush_index(repo: &Repository, pending: &Mutex<Vec<IndexedPack>>, stats: &SaverStats) -> Result<()> {
+    let rest = std::mem::take(&mut *pending.lock().expect("index lock"));
+    if rest.is_empty() {
+        return Ok(());
+    }
+    write_index(repo, rest, stats)
+}
+
+fn write_index(repo: &Repository, packs: Vec<IndexedPack>, stats: &SaverStats) -> Result<()> {
+    repo.save_index_file(&IndexFile { packs, supersedes: Vec::new() })?;
+    stats.index_files.fetch_add(1, Relaxed);
+    Ok(())
+}

@@ -1,0 +1,35 @@
+use super::{FilterArgs, GlobalArgs};
+use anyhow::{anyhow, Result};
+use cairn::repo::PathTarget;
+use cairn::restore::dump::{dump_file, dump_tar};
+use cairn::tree::NodeKind;
+use std::path::Path;
+
+#[derive(clap::Args)]
+pub struct DumpArgs {
+    /// Snapshot id, unique prefix, or `latest`
+    snapshot: String,
+    /// Path inside the snapshot: a file is written as is, a directory as tar
+    path: String,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(g: &GlobalArgs, a: &DumpArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
+    let path = format!("/{}", a.path.trim_matches('/'));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match repo.resolve_path(snap.tree, &path)? {
+        PathTarget::Entry(node) => match &node.kind {
+            NodeKind::File { content } => dump_file(&repo, content, &mut out)?,
+            other => return Err(anyhow!("{path} is a {}: dump writes files and directories", other.type_name())),
+        },
+        PathTarget::Dir { tree, node } => {
+            let name = node.map(|n| n.name_lossy()).unwrap_or_default();
+            dump_tar(&repo, tree, Path::new(&name), &mut out)?;
+        }
+    }
+    Ok(0)
+}

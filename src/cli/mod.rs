@@ -1,0 +1,140 @@
+//! Argument parsing and one module per command. No logic lives here: each
+//! command maps its arguments to a library call and renders the result.
+
+mod backup;
+mod cat;
+mod dump;
+mod init;
+mod ls;
+mod password;
+mod render;
+mod restore;
+mod snapshots;
+
+use anyhow::{anyhow, Result};
+use cairn::fail::Fail;
+use cairn::repo::snapshots::SnapshotFilter;
+use cairn::repo::{CacheLocation, Repository};
+use cairn::storage::Storage;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Fast, deduplicating, encrypted backups", max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct GlobalArgs {
+    /// Repository: a local path or memory://
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
+    repo: Option<String>,
+    /// Read the password from this file (first line)
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Run this command and use its output as the password
+    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
+    /// Where the local index cache lives (default: the user's cache dir)
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Use a throw-away cache (slower: the index is read from the repository)
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Machine-readable output
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print less
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(init::InitArgs),
+    /// Back up files and directories, or a stream from stdin
+    Backup(backup::BackupArgs),
+    /// List snapshots
+    Snapshots(snapshots::SnapshotsArgs),
+    /// List the entries of a snapshot
+    Ls(ls::LsArgs),
+    /// Restore a snapshot (or part of it) into a directory
+    Restore(restore::RestoreArgs),
+    /// Write a file to stdout, or a directory as a tar stream
+    Dump(dump::DumpArgs),
+    /// Print a repository object as JSON, for debugging
+    Cat(cat::CatArgs),
+}
+
+/// `--host/--tag/--path`: how `latest` and listings are narrowed.
+#[derive(Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host", short = 'H')]
+    hosts: Vec<String>,
+    /// Only snapshots with these tags (repeatable; "a,b" needs both)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only snapshots of this backed-up path (repeatable)
+    #[arg(long = "path")]
+    paths: Vec<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter { hosts: self.hosts.clone(), tags: self.tags.clone(), paths: self.paths.clone() }
+    }
+}
+
+impl GlobalArgs {
+    fn repo_url(&self) -> Result<&str> {
+        self.repo
+            .as_deref()
+            .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
+    }
+
+    fn storage(&self) -> Result<Storage> {
+        Storage::open(self.repo_url()?)
+    }
+
+    fn cache(&self) -> CacheLocation {
+        match (&self.cache_dir, self.no_cache) {
+            (_, true) => CacheLocation::None,
+            (Some(d), false) => CacheLocation::Dir(d.clone()),
+            (None, false) => CacheLocation::default_dir(),
+        }
+    }
+
+    pub fn open(&self) -> Result<Repository> {
+        let storage = self.storage()?;
+        // Say "no repository" before asking for a password it cannot use.
+        if !storage.exists(cairn::repo::layout::CONFIG)? {
+            return Err(Fail::RepoNotFound(storage.location().to_string()).into());
+        }
+        let password = password::read(self, false)?;
+        Repository::open(storage, password.as_bytes(), &self.cache())
+    }
+}
+
+pub fn run() -> Result<i32> {
+    let cli = Cli::parse();
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init(a) => init::run(g, a),
+        Command::Backup(a) => backup::run(g, a),
+        Command::Snapshots(a) => snapshots::run(g, a),
+        Command::Ls(a) => ls::run(g, a),
+        Command::Restore(a) => restore::run(g, a),
+        Command::Dump(a) => dump::run(g, a),
+        Command::Cat(a) => cat::run(g, a),
+    }
+}
+
+pub fn exit_code_of(e: &anyhow::Error) -> i32 {
+    e.chain().find_map(|c| c.downcast_ref::<Fail>()).map_or(1, Fail::exit_code)
+}

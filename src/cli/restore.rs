@@ -1,0 +1,83 @@
+use super::render::bytes;
+use super::{FilterArgs, GlobalArgs};
+use anyhow::{anyhow, Result};
+use cairn::restore::{restore, RestoreOptions, Selection};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:SUBPATH (the contents of SUBPATH land in the target)
+    snapshot: String,
+    /// Directory to restore into
+    #[arg(long, short = 't')]
+    target: PathBuf,
+    /// Restore only these paths or patterns (repeatable)
+    #[arg(long = "include", short = 'i')]
+    includes: Vec<String>,
+    /// Do not restore these paths or patterns (repeatable)
+    #[arg(long = "exclude", short = 'e')]
+    excludes: Vec<String>,
+    /// Read every restored file back and check it against the snapshot
+    #[arg(long)]
+    verify: bool,
+    /// Show what would be restored, write nothing
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let (spec, subpath) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s, Some(p.to_string())),
+        None => (a.snapshot.as_str(), None),
+    };
+    let (id, snap) = repo.find_snapshot(spec, &a.filter.filter())?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        subpath,
+        selection: Selection { includes: a.includes.clone(), excludes: a.excludes.clone() },
+        dry_run: a.dry_run,
+    };
+    let mut out = restore(&repo, snap.tree, &opts)?;
+    if a.verify && !a.dry_run {
+        out.errors.extend(cairn::restore::verify(&repo, snap.tree, &opts)?);
+    }
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "message_type": "summary",
+                "snapshot_id": id.to_hex(),
+                "files_restored": out.files_restored,
+                "files_skipped": out.files_skipped,
+                "dirs": out.dirs,
+                "other_entries": out.other_entries,
+                "bytes_written": out.bytes_written,
+                "packs_read": out.packs_read,
+                "dry_run": a.dry_run,
+                "errors": out.errors,
+            })
+        );
+    } else if !g.quiet {
+        println!(
+            "{} snapshot {} to {}: {} files ({} already matched), {} dirs, {} other entries, {} written",
+            if a.dry_run { "would restore" } else { "restored" },
+            id.short(),
+            a.target.display(),
+            out.files_restored,
+            out.files_skipped,
+            out.dirs,
+            out.other_entries,
+            bytes(out.bytes_written)
+        );
+    }
+    if out.errors.is_empty() {
+        return Ok(0);
+    }
+    for e in &out.errors {
+        eprintln!("error: {e}");
+    }
+    Err(anyhow!("{} problems during restore (listed above); everything else was restored", out.errors.len()))
+}

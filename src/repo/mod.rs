@@ -1,0 +1,271 @@
+//! A repository: storage plus keys, config and the index cache. Every
+//! operation starts from [`Repository::open`].
+
+pub mod layout;
+pub mod snapshots;
+
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::config::{Config, REPO_VERSION};
+use crate::crypto::keyfile::{KdfParams, KeyFile};
+use crate::crypto::{ad, random_bytes, MasterKeys};
+use crate::fail::Fail;
+use crate::filter::{decode_blob, BlobKind};
+use crate::id::Id;
+use crate::index::cache::{BlobLocation, IndexCache};
+use crate::index::file::IndexFile;
+use crate::storage::Storage;
+use crate::tree::Tree;
+use anyhow::{anyhow, Context, Result};
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+pub struct Repository {
+    pub storage: Storage,
+    pub keys: MasterKeys,
+    pub config: Config,
+    pub index: IndexCache,
+    /// Keeps a `--no-cache` cache alive until the repository is dropped.
+    _temp_cache: Option<TempCache>,
+}
+
+/// Where the index cache lives.
+#[derive(Debug, Clone)]
+pub enum CacheLocation {
+    /// `<dir>/<repository id>/`
+    Dir(PathBuf),
+    /// A throw-away cache, deleted when the command ends.
+    None,
+}
+
+impl CacheLocation {
+    pub fn default_dir() -> CacheLocation {
+        let base = dirs::cache_dir().unwrap_or_else(std::env::temp_dir);
+        CacheLocation::Dir(base.join("cairn"))
+    }
+}
+
+struct TempCache(PathBuf);
+impl Drop for TempCache {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { chunker: ChunkerParams::default(), compression_level: 3, kdf: KdfParams::default() }
+    }
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+pub fn username() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// Creates a repository: a key file, then the config (written last: it is
+/// what makes the location a repository).
+pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Config> {
+    if storage.exists(layout::CONFIG)? {
+        return Err(Fail::RepoExists(storage.location().to_string()).into());
+    }
+    if let Some(root) = storage.local_root() {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    }
+    opts.chunker.validate()?;
+    let keys = MasterKeys::generate();
+    let key = KeyFile::create(password, &keys, opts.kdf, now_ns(), hostname(), username())?;
+    let key_bytes = key.encode();
+    storage.write(&layout::key(&Id::of_stored_bytes(&key_bytes)), key_bytes)?;
+    let config = Config {
+        version: REPO_VERSION,
+        id: Id(random_bytes()),
+        chunker: opts.chunker,
+        compression_level: opts.compression_level,
+    };
+    storage.write(layout::CONFIG, keys.cipher().seal(ad::CONFIG, &config.encode()))?;
+    Ok(config)
+}
+
+/// Finds the key file the password opens.
+pub fn unlock(storage: &Storage, password: &[u8]) -> Result<(Id, MasterKeys)> {
+    let key_files = storage.list(layout::KEYS_DIR)?;
+    for obj in &key_files {
+        let Some(id) = layout::id_of(&obj.path) else { continue };
+        let bytes = storage.read(&obj.path)?;
+        let key = KeyFile::decode(&bytes).with_context(|| format!("key file {}", obj.path))?;
+        if let Ok(keys) = key.unlock(password) {
+            return Ok((id, keys));
+        }
+    }
+    Err(Fail::WrongPassword(storage.location().to_string()).into())
+}
+
+impl Repository {
+    pub fn open(storage: Storage, password: &[u8], cache: &CacheLocation) -> Result<Repository> {
+        if !storage.exists(layout::CONFIG)? {
+            return Err(Fail::RepoNotFound(storage.location().to_string()).into());
+        }
+        let (_, keys) = unlock(&storage, password)?;
+        let sealed = storage.read(layout::CONFIG)?;
+        let plain = keys.cipher().open("config", ad::CONFIG, &sealed).context("repository config")?;
+        let config = Config::decode(&plain).context("repository config")?;
+        let (cache_dir, temp) = match cache {
+            CacheLocation::Dir(d) => (d.join(config.id.to_hex()), None),
+            CacheLocation::None => {
+                let d = std::env::temp_dir().join(format!("cairn-nocache-{}", hex::encode(random_bytes::<8>())));
+                (d.clone(), Some(TempCache(d)))
+            }
+        };
+        let index = IndexCache::open(&cache_dir.join("index"))?;
+        let repo = Repository { storage, keys, config, index, _temp_cache: temp };
+        repo.sync_index()?;
+        Ok(repo)
+    }
+
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, self.keys.chunker_seed).expect("validated at open")
+    }
+
+    /// Brings the cache up to date with the index files on storage: ingests
+    /// new ones; if any ingested one disappeared or was superseded, rebuilds.
+    pub fn sync_index(&self) -> Result<()> {
+        let on_storage: Vec<Id> = self
+            .storage
+            .list(layout::INDEX_DIR)?
+            .iter()
+            .filter_map(|o| layout::id_of(&o.path))
+            .collect();
+        let mut ingested = self.index.ingested_index_files()?;
+        let present: std::collections::HashSet<Id> = on_storage.iter().copied().collect();
+        let mut rebuild = !ingested.is_subset(&present);
+        let new: Vec<Id> = on_storage.iter().filter(|id| !ingested.contains(id)).copied().collect();
+        let files = new
+            .par_iter()
+            .map(|id| Ok((*id, self.read_index_file(id)?)))
+            .collect::<Result<Vec<(Id, IndexFile)>>>()?;
+        let superseded: std::collections::HashSet<Id> =
+            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        if superseded.iter().any(|id| ingested.contains(id)) {
+            rebuild = true;
+        }
+        if rebuild {
+            self.index.clear_locations()?;
+            ingested.clear();
+            let all = on_storage
+                .par_iter()
+                .map(|id| Ok((*id, self.read_index_file(id)?)))
+                .collect::<Result<Vec<(Id, IndexFile)>>>()?;
+            return self.ingest_all(&all);
+        }
+        self.ingest_all(&files)
+    }
+
+    fn ingest_all(&self, files: &[(Id, IndexFile)]) -> Result<()> {
+        let superseded: std::collections::HashSet<Id> =
+            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        for (id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
+            self.index.ingest(id, file)?;
+        }
+        Ok(())
+    }
+
+    pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let path = layout::index(id);
+        let sealed = self.storage.read(&path)?;
+        let plain = self.keys.cipher().open("index file", ad::INDEX, &sealed).with_context(|| path.clone())?;
+        IndexFile::decode(&plain).with_context(|| path)
+    }
+
+    /// Writes an index file and records it in the cache.
+    pub fn save_index_file(&self, index: &IndexFile) -> Result<Id> {
+        let sealed = self.keys.cipher().seal(ad::INDEX, &index.encode());
+        let id = Id::of_stored_bytes(&sealed);
+        self.storage.write(&layout::index(&id), sealed)?;
+        self.index.ingest(&id, index)?;
+        Ok(id)
+    }
+
+    pub fn locate(&self, kind: BlobKind, id: &Id) -> Result<BlobLocation> {
+        self.index.lookup(kind, id)?.ok_or_else(|| {
+            anyhow!(
+                "{} blob {} is not in the index: the repository is missing data \
+                 (run `cairn check`)",
+                kind.name(),
+                id.short()
+            )
+        })
+    }
+
+    /// Reads, decrypts, decompresses and verifies one blob.
+    pub fn read_blob(&self, kind: BlobKind, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(kind, id)?;
+        let path = layout::pack(&loc.pack);
+        let b = &loc.blob;
+        let sealed = self.storage.read_range(&path, b.offset..b.offset + u64::from(b.length))?;
+        decode_blob(&self.keys, kind, id, b.raw_length, b.compression, &sealed)
+            .with_context(|| format!("{} blob {} in pack {}", kind.name(), id.short(), path))
+    }
+
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        if let Some(plain) = self.index.tree(id)? {
+            if let Ok(tree) = Tree::decode(&plain) {
+                return Ok(tree);
+            }
+        }
+        let plain = self.read_blob(BlobKind::Tree, id)?;
+        let tree = Tree::decode(&plain).with_context(|| format!("tree {}", id.short()))?;
+        self.index.put_tree(id, &plain)?;
+        Ok(tree)
+    }
+}
+
+/// What a path inside a snapshot names.
+pub enum PathTarget {
+    /// `/` or a directory: its tree (and the node, except for the root).
+    Dir { tree: Id, node: Option<crate::tree::Node> },
+    /// Any other entry.
+    Entry(crate::tree::Node),
+}
+
+impl Repository {
+    /// Follows `path` (absolute, `/`-separated) from a snapshot's root tree.
+    pub fn resolve_path(&self, root: Id, path: &str) -> Result<PathTarget> {
+        let mut current = PathTarget::Dir { tree: root, node: None };
+        for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let PathTarget::Dir { tree, .. } = &current else {
+                return Err(anyhow!("{path}: a path component is not a directory in this snapshot"));
+            };
+            let tree = self.load_tree(tree)?;
+            let node = tree
+                .find(comp.as_bytes())
+                .cloned()
+                .ok_or_else(|| anyhow!("{path}: not found in this snapshot (`cairn ls` shows what is there)"))?;
+            current = match node.kind {
+                crate::tree::NodeKind::Dir { subtree } => PathTarget::Dir { tree: subtree, node: Some(node) },
+                _ => PathTarget::Entry(node),
+            };
+        }
+        Ok(current)
+    }
+}

@@ -1,0 +1,115 @@
+//! The last restore steps: hard links, symlinks and special files, then
+//! metadata (ownership, mode, xattrs, times) with directories deepest first.
+
+use super::plan::Plan;
+use crate::tree::{Node, NodeKind};
+use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Makes `path` a real directory. Anything else there (a file, or a symlink
+/// that could redirect writes outside the target) is replaced.
+pub fn ensure_dir(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            std::fs::remove_file(path)?;
+            std::fs::create_dir(path)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes whatever is at `path` unless it is a regular file (which is then
+/// overwritten in place).
+pub fn remove_if_not_regular(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn finish(plan: &Plan, errors: &mut Vec<String>) {
+    let mut report = |path: &Path, what: &str, e: &dyn std::fmt::Display| {
+        errors.push(format!("{}: {what}: {e}", path.display()));
+    };
+    for f in &plan.files {
+        if let Some(first) = &f.link_to {
+            if let Err(e) = remove_any(&f.path).and_then(|_| std::fs::hard_link(first, &f.path)) {
+                report(&f.path, "cannot create hard link", &e);
+            }
+        }
+    }
+    for (path, node) in &plan.others {
+        if let Err(e) = remove_any(path).and_then(|_| create_special(path, node)) {
+            report(path, "cannot create", &e);
+        }
+    }
+    let is_root = nix::unistd::geteuid().is_root();
+    for f in plan.files.iter().filter(|f| f.link_to.is_none()) {
+        if let Err(e) = apply(&f.path, &f.node, is_root) {
+            report(&f.path, "cannot set metadata", &e);
+        }
+    }
+    for (path, node) in &plan.others {
+        if let Err(e) = apply(path, node, is_root) {
+            report(path, "cannot set metadata", &e);
+        }
+    }
+    for (path, node) in plan.dirs.iter().rev() {
+        if let Err(e) = apply(path, node, is_root) {
+            report(path, "cannot set metadata", &e);
+        }
+    }
+}
+
+fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
+    let mode = Mode::from_bits_truncate(node.mode as libc::mode_t);
+    let (kind, rdev) = match &node.kind {
+        NodeKind::Symlink { target } => return std::os::unix::fs::symlink(OsStr::from_bytes(target), path),
+        NodeKind::Fifo => return nix::unistd::mkfifo(path, mode).map_err(std::io::Error::from),
+        NodeKind::BlockDevice { rdev } => (SFlag::S_IFBLK, *rdev),
+        NodeKind::CharDevice { rdev } => (SFlag::S_IFCHR, *rdev),
+        // A socket cannot be re-created meaningfully; restic skips them too.
+        NodeKind::Socket => return Ok(()),
+        NodeKind::File { .. } | NodeKind::Dir { .. } => return Ok(()),
+    };
+    nix::sys::stat::mknod(path, kind, mode, rdev as libc::dev_t).map_err(std::io::Error::from)
+}
+
+fn apply(path: &Path, node: &Node, is_root: bool) -> std::io::Result<()> {
+    if matches!(node.kind, NodeKind::Socket) {
+        return Ok(());
+    }
+    let symlink = matches!(node.kind, NodeKind::Symlink { .. });
+    if is_root {
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+    }
+    for x in &node.xattrs {
+        // Best effort: the target file system may not support them.
+        let _ = xattr::set(path, OsStr::from_bytes(&x.name), &x.value);
+    }
+    if !symlink {
+        // after chown: chown clears setuid/setgid bits
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))?;
+    }
+    let ts = |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+    utimensat(nix::fcntl::AT_FDCWD, path, &ts(node.atime_ns), &ts(node.mtime_ns), UtimensatFlags::NoFollowSymlink)
+        .map_err(std::io::Error::from)
+}

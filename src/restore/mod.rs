@@ -1,0 +1,269 @@
+//! Restore: plan along the selected paths only, then read each needed pack
+//! once (ranged, coalesced reads), in parallel, writing blobs straight to
+//! their places in the files. Metadata is applied last, directories deepest
+//! first, so nothing later disturbs their times.
+
+pub mod dump;
+mod meta;
+mod plan;
+
+pub use plan::{RestoreOptions, Selection};
+
+use crate::filter::{decode_blob, BlobKind};
+use crate::id::Id;
+use crate::repo::{layout, Repository};
+use anyhow::{Context, Result};
+use plan::{FilePlan, Plan};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Two blob reads of one pack are merged when the gap between them is at
+/// most this (reading a little waste beats another request).
+const COALESCE_GAP: u64 = 1 << 20;
+/// Upper bound of one merged read.
+const MAX_READ: u64 = 32 << 20;
+
+#[derive(Debug, Default)]
+pub struct RestoreOutcome {
+    pub files_restored: u64,
+    pub files_skipped: u64,
+    pub dirs: u64,
+    pub other_entries: u64,
+    pub bytes_written: u64,
+    pub packs_read: u64,
+    /// Everything that went wrong, each naming the path (and object).
+    pub errors: Vec<String>,
+}
+
+pub fn restore(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<RestoreOutcome> {
+    let plan = plan::build(repo, root, opts)?;
+    let mut out = RestoreOutcome {
+        dirs: plan.dirs.len() as u64,
+        other_entries: plan.others.len() as u64,
+        ..Default::default()
+    };
+    if opts.dry_run {
+        out.files_restored = plan.files.len() as u64;
+        out.bytes_written = plan.files.iter().map(|f| f.node.size).sum();
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&opts.target)
+        .with_context(|| format!("cannot create the restore target {}", opts.target.display()))?;
+    for (path, _) in &plan.dirs {
+        if let Err(e) = meta::ensure_dir(path) {
+            out.errors.push(format!("{}: cannot create directory: {e}", path.display()));
+        }
+    }
+    let errors = Mutex::new(Vec::new());
+    let skipped = prepare_files(repo, &plan, &errors);
+    let work = group_by_pack(repo, &plan, &skipped, &errors)?;
+    out.packs_read = work.len() as u64;
+    out.bytes_written = work
+        .par_iter()
+        .map(|(pack, blobs)| restore_pack(repo, pack, blobs, &plan.files, &errors))
+        .sum();
+    out.errors.extend(errors.into_inner().expect("errors lock"));
+    out.files_skipped = skipped.iter().filter(|s| **s).count() as u64;
+    out.files_restored = plan.files.len() as u64 - out.files_skipped;
+    meta::finish(&plan, &mut out.errors);
+    Ok(out)
+}
+
+/// Creates (or truncates) every file that needs content and sizes it, so
+/// holes stay holes. Returns, per file, whether it already matched and is skipped.
+fn prepare_files(repo: &Repository, plan: &Plan, errors: &Mutex<Vec<String>>) -> Vec<bool> {
+    plan.files
+        .par_iter()
+        .map(|f| {
+            if f.link_to.is_some() {
+                return true; // made by hard-linking later
+            }
+            if plan.skip_existing && file_matches(repo, &f.path, f).unwrap_or(false) {
+                return true;
+            }
+            if let Err(e) = create_sized(&f.path, f.node.size) {
+                errors.lock().expect("errors lock").push(format!("{}: cannot create file: {e}", f.path.display()));
+                return true;
+            }
+            false
+        })
+        .collect()
+}
+
+fn create_sized(path: &Path, size: u64) -> std::io::Result<()> {
+    meta::remove_if_not_regular(path)?;
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.set_len(size)
+}
+
+/// Whether an existing file already has exactly the planned content, judged
+/// by hashing it at the planned blob boundaries.
+pub fn file_matches(repo: &Repository, path: &Path, f: &FilePlan) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() && m.len() == f.node.size => {}
+        _ => return Ok(false),
+    }
+    let mut file = File::open(path)?;
+    let mut buf = Vec::new();
+    for (id, len) in f.content.iter().zip(&f.lengths) {
+        buf.resize(*len as usize, 0);
+        file.read_exact(&mut buf)?;
+        if repo.keys.blob_id(&buf) != *id {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Where a blob goes: (file index, offset in file).
+type Targets = Vec<(usize, u64)>;
+
+struct PackWork {
+    blob: crate::pack::PackedBlob,
+    targets: Targets,
+}
+
+fn group_by_pack(
+    repo: &Repository,
+    plan: &Plan,
+    skipped: &[bool],
+    errors: &Mutex<Vec<String>>,
+) -> Result<Vec<(Id, Vec<PackWork>)>> {
+    let mut packs: HashMap<Id, Vec<PackWork>> = HashMap::new();
+    let mut where_is: HashMap<Id, (Id, usize)> = HashMap::new();
+    for (i, f) in plan.files.iter().enumerate() {
+        if skipped[i] {
+            continue;
+        }
+        let mut offset = 0u64;
+        for (id, len) in f.content.iter().zip(&f.lengths) {
+            if let Some(&(pack, slot)) = where_is.get(id) {
+                packs.get_mut(&pack).expect("pack listed")[slot].targets.push((i, offset));
+            } else {
+                match repo.index.lookup(BlobKind::Data, id)? {
+                    Some(loc) => {
+                        let list = packs.entry(loc.pack).or_default();
+                        where_is.insert(*id, (loc.pack, list.len()));
+                        list.push(PackWork { blob: loc.blob, targets: vec![(i, offset)] });
+                    }
+                    None => errors.lock().expect("errors lock").push(format!(
+                        "{}: data blob {} is missing from the index (run `cairn check`)",
+                        f.path.display(),
+                        id.short()
+                    )),
+                }
+            }
+            offset += u64::from(*len);
+        }
+    }
+    let mut out: Vec<(Id, Vec<PackWork>)> = packs.into_iter().collect();
+    out.sort_by_key(|(id, _)| *id);
+    for (_, blobs) in &mut out {
+        blobs.sort_by_key(|b| b.blob.offset);
+    }
+    Ok(out)
+}
+
+/// Reads the needed blobs of one pack and writes them out. Returns bytes written.
+fn restore_pack(repo: &Repository, pack: &Id, blobs: &[PackWork], files: &[FilePlan], errors: &Mutex<Vec<String>>) -> u64 {
+    let path = layout::pack(pack);
+    let mut written = 0u64;
+    let mut handles: HashMap<usize, File> = HashMap::new();
+    let mut fail = |what: String, targets: &mut dyn Iterator<Item = usize>| {
+        let mut names: Vec<String> = targets.map(|i| files[i].path.display().to_string()).collect();
+        names.sort();
+        names.dedup();
+        errors.lock().expect("errors lock").push(format!("{what}; affected files: {}", names.join(", ")));
+    };
+    for group in coalesce(blobs) {
+        let start = group[0].blob.offset;
+        let last = group.last().expect("non-empty group");
+        let end = last.blob.offset + u64::from(last.blob.length);
+        let bytes = match repo.storage.read_range(&path, start..end) {
+            Ok(b) => b,
+            Err(e) => {
+                fail(format!("{e:#}"), &mut group.iter().flat_map(|w| w.targets.iter().map(|t| t.0)));
+                continue;
+            }
+        };
+        for w in group {
+            let b = &w.blob;
+            let sealed = &bytes[(b.offset - start) as usize..][..b.length as usize];
+            let data = match decode_blob(&repo.keys, BlobKind::Data, &b.id, b.raw_length, b.compression, sealed) {
+                Ok(d) => d,
+                Err(e) => {
+                    fail(format!("pack {path}, blob {}: {e}", b.id.short()), &mut w.targets.iter().map(|t| t.0));
+                    continue;
+                }
+            };
+            // All-zero blocks are left unwritten: the file was sized up
+            // front, so they read back as zeros and stay holes.
+            if data.iter().all(|&x| x == 0) {
+                continue;
+            }
+            for &(fi, off) in &w.targets {
+                let f = &files[fi];
+                let result = match handles.entry(fi) {
+                    std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+                    std::collections::hash_map::Entry::Vacant(v) => OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&f.path)
+                        .map(|h| v.insert(h)),
+                }
+                .and_then(|h| h.write_all_at(&data, off));
+                match result {
+                    Ok(()) => written += data.len() as u64,
+                    Err(e) => fail(format!("{}: write failed: {e}", f.path.display()), &mut std::iter::once(fi)),
+                }
+            }
+        }
+    }
+    written
+}
+
+/// Splits a pack's wanted blobs (sorted by offset) into runs read at once.
+fn coalesce(blobs: &[PackWork]) -> Vec<&[PackWork]> {
+    let mut groups = Vec::new();
+    let mut begin = 0;
+    for i in 1..=blobs.len() {
+        let split = i == blobs.len() || {
+            let prev = &blobs[i - 1].blob;
+            let prev_end = prev.offset + u64::from(prev.length);
+            let next = &blobs[i].blob;
+            next.offset.saturating_sub(prev_end) > COALESCE_GAP
+                || next.offset + u64::from(next.length) - blobs[begin].blob.offset > MAX_READ
+        };
+        if split {
+            groups.push(&blobs[begin..i]);
+            begin = i;
+        }
+    }
+    groups
+}
+
+
+/// Reads every restored file back and compares it with the snapshot;
+/// returns one message per file that differs.
+pub fn verify(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Vec<String>> {
+    let plan = plan::build(repo, root, opts)?;
+    Ok(plan
+        .files
+        .par_iter()
+        .filter_map(|f| match file_matches(repo, &f.path, f) {
+            Ok(true) => None,
+            Ok(false) => Some(format!("{}: verification failed: content differs from the snapshot", f.path.display())),
+            Err(e) => Some(format!("{}: verification failed: {e}", f.path.display())),
+        })
+        .collect())
+}

@@ -1,0 +1,171 @@
+//! Restore planning: which entries of a snapshot land where. Only the trees
+//! along the selected paths are loaded.
+
+use crate::id::Id;
+use crate::repo::{PathTarget, Repository};
+use crate::filter::BlobKind;
+use crate::source::exclude::Excludes;
+use crate::tree::{Node, NodeKind};
+use anyhow::{anyhow, Result};
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// `SNAPSHOT:SUBPATH`: the contents of SUBPATH land directly in the target.
+    pub subpath: Option<String>,
+    pub selection: Selection,
+    pub dry_run: bool,
+}
+
+/// `--include` / `--exclude`: absolute paths or glob patterns of backed-up
+/// paths. A selected directory brings everything below it.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub includes: Vec<String>,
+    pub excludes: Vec<String>,
+}
+
+pub struct FilePlan {
+    pub path: PathBuf,
+    pub node: Node,
+    pub content: Vec<Id>,
+    /// Plain length of each content blob (from the index), for offsets.
+    pub lengths: Vec<u32>,
+    /// Restored as a hard link to this earlier file of the same link group.
+    pub link_to: Option<PathBuf>,
+}
+
+pub struct Plan {
+    /// Pre-order: parents before children.
+    pub dirs: Vec<(PathBuf, Node)>,
+    pub files: Vec<FilePlan>,
+    pub others: Vec<(PathBuf, Node)>,
+    pub skip_existing: bool,
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    includes: Option<Excludes>,
+    excludes: Excludes,
+    plan: Plan,
+    link_groups: HashMap<(u64, u64), PathBuf>,
+}
+
+pub fn build(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Plan> {
+    let sel = &opts.selection;
+    let trimmed: Vec<String> = sel.includes.iter().map(|p| p.trim_end_matches('/').to_string()).collect();
+    let includes = if trimmed.is_empty() { None } else { Some(Excludes::new(&trimmed)?) };
+    let mut w = Walker {
+        repo,
+        includes,
+        excludes: Excludes::new(&sel.excludes)?,
+        plan: Plan { dirs: Vec::new(), files: Vec::new(), others: Vec::new(), skip_existing: true },
+        link_groups: HashMap::new(),
+    };
+    let base = opts.subpath.as_deref().map(|s| format!("/{}", s.trim_matches('/'))).unwrap_or_default();
+    match repo.resolve_path(root, &base)? {
+        PathTarget::Dir { tree, .. } => w.walk(tree, &base, &opts.target, false)?,
+        PathTarget::Entry(node) => {
+            let dest = opts.target.join(std::ffi::OsStr::from_bytes(&node.name));
+            w.add(node, &base, dest, true)?;
+        }
+    }
+    Ok(w.plan)
+}
+
+fn has_glob(p: &str) -> bool {
+    p.contains(['*', '?', '[', '{'])
+}
+
+impl Walker<'_> {
+    /// Whether `abs` is selected by the includes (or there are none).
+    fn included(&self, abs: &str) -> bool {
+        self.includes.as_ref().is_none_or(|inc| inc.is_excluded(Path::new(abs)))
+    }
+
+    /// Whether a directory that is not itself included may hold included
+    /// entries: a glob or a bare name can match anywhere, an absolute path
+    /// only below its own ancestors.
+    fn may_contain_included(&self, abs: &str) -> bool {
+        self.includes.as_ref().is_none_or(|inc| {
+            inc.patterns().iter().any(|p| {
+                let p = p.trim_end_matches('/');
+                has_glob(p) || !p.contains('/') || (p.starts_with(abs) && p.as_bytes().get(abs.len()) == Some(&b'/'))
+            })
+        })
+    }
+
+    /// Walks a tree whose entries land under `dest`. `selected`: an ancestor
+    /// was included, so everything below is.
+    fn walk(&mut self, tree: Id, abs_dir: &str, dest: &Path, selected: bool) -> Result<()> {
+        let tree = self.repo.load_tree(&tree)?;
+        for node in tree.nodes {
+            let abs = format!("{abs_dir}/{}", node.name_lossy());
+            let path = dest.join(std::ffi::OsStr::from_bytes(&node.name));
+            if self.excludes.is_excluded(Path::new(&abs)) {
+                continue;
+            }
+            let selected_here = selected || self.included(&abs);
+            if selected_here {
+                self.add(node, &abs, path, true)?;
+            } else if let NodeKind::Dir { subtree } = node.kind {
+                if self.may_contain_included(&abs) {
+                    let before = self.plan.dirs.len() + self.plan.files.len() + self.plan.others.len();
+                    let dir_index = self.plan.dirs.len();
+                    self.plan.dirs.push((path.clone(), node));
+                    self.walk(subtree, &abs, &path, false)?;
+                    let after = self.plan.dirs.len() + self.plan.files.len() + self.plan.others.len();
+                    if after == before + 1 {
+                        // nothing selected inside: do not create it
+                        self.plan.dirs.remove(dir_index);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, node: Node, abs: &str, path: PathBuf, selected: bool) -> Result<()> {
+        match &node.kind {
+            NodeKind::Dir { subtree } => {
+                let subtree = *subtree;
+                self.plan.dirs.push((path.clone(), node));
+                self.walk(subtree, abs, &path, selected)
+            }
+            NodeKind::File { content } => {
+                let content = content.clone();
+                let mut lengths = Vec::with_capacity(content.len());
+                for id in &content {
+                    let loc = self.repo.index.lookup(BlobKind::Data, id)?;
+                    // A missing blob is reported when the content is read.
+                    lengths.push(loc.map_or(0, |l| l.blob.raw_length));
+                }
+                let link_to = if node.links > 1 {
+                    let key = (node.device, node.inode);
+                    match self.link_groups.get(&key) {
+                        Some(first) => Some(first.clone()),
+                        None => {
+                            self.link_groups.insert(key, path.clone());
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let total: u64 = lengths.iter().map(|&l| u64::from(l)).sum();
+                if total != node.size && lengths.iter().all(|&l| l > 0) {
+                    return Err(anyhow!("{abs}: stored content is {total} bytes but the node says {}", node.size));
+                }
+                self.plan.files.push(FilePlan { path, node, content, lengths, link_to });
+                Ok(())
+            }
+            _ => {
+                self.plan.others.push((path, node));
+                Ok(())
+            }
+        }
+    }
+}

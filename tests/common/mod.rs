@@ -1,0 +1,254 @@
+//! Helpers for end-to-end tests: a scratch repository, the real binary, an
+//! awkward source tree, and a byte-exact comparison of two trees.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new().prefix("cairn-e2e-").tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let cache = dir.path().join("cache");
+        Env { dir, repo, cache }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn cairn(&self) -> Command {
+        let mut c = Command::cargo_bin("cairn").unwrap();
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("CAIRN_REPOSITORY", &self.repo)
+            .env("CAIRN_PASSWORD", PASSWORD)
+            .env("CAIRN_CACHE_DIR", &self.cache)
+            .env("TZ", "UTC");
+        c
+    }
+
+    pub fn init(&self) -> &Env {
+        self.cairn().arg("init").assert().success();
+        self
+    }
+
+    /// Runs `cairn ARGS` and returns stdout, failing the test on a non-zero exit.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cairn().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["snapshots", "--json"])).unwrap();
+        v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+pub fn repo_size(repo: &Path) -> u64 {
+    walk_files(repo).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum()
+}
+
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn set_mtime(path: &Path, secs: i64, nanos: i64) {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(secs, nanos);
+    utimensat(nix::fcntl::AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
+}
+
+/// Builds a tree with every kind of awkward entry a backup tool meets.
+pub fn awkward_tree(root: &Path) {
+    let w = |rel: &[u8], data: &[u8], mode: u32| {
+        let p = root.join(OsStr::from_bytes(rel));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    w(b"plain.txt", b"hello, world\n", 0o644);
+    w(b"with space and 'quotes'", b"spaces", 0o600);
+    w("ünïcödé ✓.txt".as_bytes(), b"utf-8 name", 0o640);
+    w(b"not-utf8-\xff\xfe.bin", b"latin-1 name", 0o644);
+    w(b"new\nline", b"a newline in the name", 0o644);
+    w(b"-starts-with-dash", b"dash", 0o644);
+    w(b"*glob?[chars]", b"glob characters", 0o644);
+    w(b"script.sh", b"#!/bin/sh\necho hi\n", 0o755);
+    w(b"setuid-ish", b"special bits", 0o4755);
+    w(b"empty", b"", 0o644);
+    w(&[b'L'; 255], b"a 255-byte name", 0o644);
+    w(b"big/random.bin", &noise(9 * 1024 * 1024 + 123, 1), 0o644);
+    w(b"big/copy-of-random.bin", &noise(9 * 1024 * 1024 + 123, 1), 0o644);
+    w(b"big/text.log", "line of very compressible text\n".repeat(200_000).as_bytes(), 0o644);
+    let mut deep = PathBuf::from("deep");
+    for i in 0..40 {
+        deep.push(format!("level-{i:02}"));
+    }
+    w(deep.join("bottom.txt").as_os_str().as_bytes(), b"deep file", 0o644);
+    std::fs::create_dir_all(root.join("empty-dir/nested-empty")).unwrap();
+    std::fs::set_permissions(root.join("empty-dir"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    // symlinks: relative, absolute, dangling, to a directory
+    std::os::unix::fs::symlink("plain.txt", root.join("link-relative")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("link-absolute")).unwrap();
+    std::os::unix::fs::symlink("does/not/exist", root.join("link-dangling")).unwrap();
+    std::os::unix::fs::symlink("big", root.join("link-to-dir")).unwrap();
+    // hard links: three names, two directories
+    w(b"hard/one", b"hard-linked content", 0o644);
+    std::fs::create_dir_all(root.join("hard2")).unwrap();
+    std::fs::hard_link(root.join("hard/one"), root.join("hard/two")).unwrap();
+    std::fs::hard_link(root.join("hard/one"), root.join("hard2/three")).unwrap();
+    // sparse: 32 MiB with data at 1 MiB and at 20 MiB
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(root.join("sparse.img")).unwrap();
+        f.set_len(32 * 1024 * 1024).unwrap();
+        f.write_all_at(&noise(4096, 7), 1024 * 1024).unwrap();
+        f.write_all_at(&noise(4096, 8), 20 * 1024 * 1024).unwrap();
+    }
+    nix::unistd::mkfifo(&root.join("a-fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    // fixed, odd mtimes (nanoseconds matter), files first, directories last
+    let mut entries = walk_all(root);
+    entries.reverse();
+    for (i, p) in entries.iter().enumerate() {
+        set_mtime(p, 1_500_000_000 + i as i64 * 1000, 123_456_789 + i as i64);
+    }
+    set_mtime(root, 1_600_000_000, 987_654_321);
+}
+
+/// Every entry below `root` (not root itself), parents before children.
+pub fn walk_all(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    fn rec(d: &Path, out: &mut Vec<PathBuf>) {
+        let mut es: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
+        es.sort();
+        for p in es {
+            out.push(p.clone());
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                rec(&p, out);
+            }
+        }
+    }
+    rec(root, &mut out);
+    out
+}
+
+/// What is compared for each entry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    kind: &'static str,
+    mode: u32,
+    mtime: (i64, i64),
+    size: u64,
+    content: Option<blake3::Hash>,
+    link: Option<Vec<u8>>,
+    /// index of the entry's hard-link group (by first path), for files with nlink > 1
+    link_group: Option<Vec<u8>>,
+}
+
+pub fn snapshot_of(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
+    let mut first_of_inode: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for p in walk_all(root) {
+        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let ft = m.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        let kind = if ft.is_file() {
+            "file"
+        } else if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else {
+            "other"
+        };
+        let link_group = (ft.is_file() && m.nlink() > 1)
+            .then(|| first_of_inode.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
+        out.insert(
+            rel,
+            Entry {
+                kind,
+                mode: if ft.is_symlink() { 0 } else { m.mode() & 0o7777 },
+                mtime: (m.mtime(), m.mtime_nsec()),
+                size: if ft.is_file() { m.len() } else { 0 },
+                content: ft.is_file().then(|| blake3::hash(&std::fs::read(&p).unwrap())),
+                link: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()),
+                link_group,
+            },
+        );
+    }
+    out
+}
+
+/// Asserts two trees are identical: names (bytes), kinds, modes, mtimes (ns),
+/// sizes, content, symlink targets and hard-link groups.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let a = snapshot_of(expected);
+    let b = snapshot_of(actual);
+    let mut diffs = Vec::new();
+    for (k, v) in &a {
+        match b.get(k) {
+            None => diffs.push(format!("missing: {}", String::from_utf8_lossy(k))),
+            Some(w) if w != v => diffs.push(format!("differs: {}\n  want {v:?}\n  got  {w:?}", String::from_utf8_lossy(k))),
+            _ => {}
+        }
+    }
+    for k in b.keys().filter(|k| !a.contains_key(*k)) {
+        diffs.push(format!("unexpected: {}", String::from_utf8_lossy(k)));
+    }
+    assert!(diffs.is_empty(), "{} differences:\n{}", diffs.len(), diffs.join("\n"));
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
