@@ -29,7 +29,10 @@ impl Config {
         if c.version != REPO_VERSION {
             return Err(FormatError::Malformed {
                 what: "config",
-                detail: format!("repository version {} is not supported (this cairn reads {REPO_VERSION})", c.version),
+                detail: format!(
+                    "repository version {} is not supported (this cairn reads {REPO_VERSION})",
+                    c.version
+                ),
             });
         }
         c.chunker.validate()?;

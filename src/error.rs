@@ -4,12 +4,20 @@
 /// panicking, whatever the input.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("authentication failed: the {what} was modified, corrupted, or encrypted with another key")]
+    #[error(
+        "authentication failed: the {what} was modified, corrupted, or encrypted with another key"
+    )]
     Authentication { what: &'static str },
     #[error("{what} is truncated ({len} bytes)")]
     Truncated { what: &'static str, len: usize },
-    #[error("{what} has unsupported format version {version} (this cairn reads version {supported})")]
-    UnsupportedVersion { what: &'static str, version: u8, supported: u8 },
+    #[error(
+        "{what} has unsupported format version {version} (this cairn reads version {supported})"
+    )]
+    UnsupportedVersion {
+        what: &'static str,
+        version: u8,
+        supported: u8,
+    },
     #[error("{what} is malformed: {detail}")]
     Malformed { what: &'static str, detail: String },
     #[error("blob content does not match its id {expected} (got {actual}): the data is corrupted")]

@@ -3,7 +3,9 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum Fail {
-    #[error("no repository at {0}: create one with `cairn init`, or check --repo / CAIRN_REPOSITORY")]
+    #[error(
+        "no repository at {0}: create one with `cairn init`, or check --repo / CAIRN_REPOSITORY"
+    )]
     RepoNotFound(String),
     #[error("a repository already exists at {0}: refusing to overwrite it")]
     RepoExists(String),
@@ -11,7 +13,9 @@ pub enum Fail {
     WrongPassword(String),
     #[error("repository is locked: {0}")]
     Locked(String),
-    #[error("interrupted: everything already stored stays valid; run the command again to continue")]
+    #[error(
+        "interrupted: everything already stored stays valid; run the command again to continue"
+    )]
     Interrupted,
 }
 

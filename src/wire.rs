@@ -22,10 +22,17 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> FormatRe
         .split_first()
         .ok_or(FormatError::Truncated { what, len: 0 })?;
     if version != WIRE_VERSION {
-        return Err(FormatError::UnsupportedVersion { what, version, supported: WIRE_VERSION });
+        return Err(FormatError::UnsupportedVersion {
+            what,
+            version,
+            supported: WIRE_VERSION,
+        });
     }
-    let (value, rest) = postcard::take_from_bytes::<T>(body)
-        .map_err(|e| FormatError::Malformed { what, detail: e.to_string() })?;
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| FormatError::Malformed {
+            what,
+            detail: e.to_string(),
+        })?;
     if !rest.is_empty() {
         return Err(FormatError::Malformed {
             what,

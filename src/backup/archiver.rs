@@ -46,7 +46,10 @@ impl PathTrie {
                 if node.leaf {
                     break;
                 }
-                node = node.children.entry(c.as_os_str().as_bytes().to_vec()).or_default();
+                node = node
+                    .children
+                    .entry(c.as_os_str().as_bytes().to_vec())
+                    .or_default();
             }
             node.leaf = true;
             node.children.clear();
@@ -159,7 +162,9 @@ impl<'a, 's> Archiver<'a, 's> {
             if child.leaf {
                 let meta = std::fs::symlink_metadata(&path)
                     .with_context(|| format!("backup path {} cannot be read", path.display()))?;
-                if let Some(node) = self.archive_entry(&path, name, &meta, parent_node, meta.dev())? {
+                if let Some(node) =
+                    self.archive_entry(&path, name, &meta, parent_node, meta.dev())?
+                {
                     nodes.push(node);
                 }
             } else {
@@ -167,7 +172,13 @@ impl<'a, 's> Archiver<'a, 's> {
                     .with_context(|| format!("reading {}", path.display()))?;
                 let sub_parent = self.parent_subtree(parent_node);
                 let subtree = self.archive_trie(&path, child, sub_parent.as_ref())?;
-                let node = node_from_metadata(name, &path, &meta, NodeKind::Dir { subtree }, &mut self.owners);
+                let node = node_from_metadata(
+                    name,
+                    &path,
+                    &meta,
+                    NodeKind::Dir { subtree },
+                    &mut self.owners,
+                );
                 nodes.push(node);
             }
         }
@@ -246,7 +257,10 @@ impl<'a, 's> Archiver<'a, 's> {
                     }
                 }
             }
-            Err(e) => self.warn(format!("{}: {e} (directory contents not backed up)", dir.display())),
+            Err(e) => self.warn(format!(
+                "{}: {e} (directory contents not backed up)",
+                dir.display()
+            )),
         }
         entries.sort();
         let mut nodes = Vec::with_capacity(entries.len());
@@ -275,12 +289,18 @@ impl<'a, 's> Archiver<'a, 's> {
         matches!(parent.kind, NodeKind::File { .. })
             && parent.size == meta.size()
             && parent.mtime_ns == ns(meta.mtime(), meta.mtime_nsec())
-            && (self.detection.ignore_ctime || parent.ctime_ns == ns(meta.ctime(), meta.ctime_nsec()))
+            && (self.detection.ignore_ctime
+                || parent.ctime_ns == ns(meta.ctime(), meta.ctime_nsec()))
             && (self.detection.ignore_inode || parent.inode == meta.ino())
     }
 
     /// The file's content ids and size, reused from the parent when unchanged.
-    fn archive_file(&mut self, path: &Path, meta: &Metadata, parent: Option<&Node>) -> Result<(Vec<Id>, u64)> {
+    fn archive_file(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Result<(Vec<Id>, u64)> {
         if let Some(p) = parent.filter(|p| self.unchanged(meta, p)) {
             if let NodeKind::File { content } = &p.kind {
                 self.summary.files_unmodified += 1;
@@ -290,7 +310,10 @@ impl<'a, 's> Archiver<'a, 's> {
         let file = File::open(path)?;
         let (content, read) = self.save_stream(&file)?;
         let after = file.metadata()?;
-        if read != after.len() || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() {
+        if read != after.len()
+            || after.mtime() != meta.mtime()
+            || after.mtime_nsec() != meta.mtime_nsec()
+        {
             self.warn(format!(
                 "{}: changed while being read (stored {read} bytes as read; back it up again for a consistent copy)",
                 path.display()

@@ -67,13 +67,21 @@ impl BackupOutcome {
 }
 
 /// Backs up file-system paths.
-pub fn backup_paths(repo: &Repository, opts: &BackupOptions, interrupted: &AtomicBool) -> Result<BackupOutcome> {
+pub fn backup_paths(
+    repo: &Repository,
+    opts: &BackupOptions,
+    interrupted: &AtomicBool,
+) -> Result<BackupOutcome> {
     if opts.paths.is_empty() {
-        return Err(anyhow!("nothing to back up: give at least one path (or --stdin)"));
+        return Err(anyhow!(
+            "nothing to back up: give at least one path (or --stdin)"
+        ));
     }
     let mut paths: Vec<String> = Vec::new();
     for p in &opts.paths {
-        let text = p.to_str().ok_or_else(|| anyhow!("backup path {} is not valid UTF-8", p.display()))?;
+        let text = p
+            .to_str()
+            .ok_or_else(|| anyhow!("backup path {} is not valid UTF-8", p.display()))?;
         let norm = normalize_path_text(text);
         std::fs::symlink_metadata(&norm).map_err(|e| anyhow!("backup path {norm}: {e}"))?;
         paths.push(norm);
@@ -85,8 +93,14 @@ pub fn backup_paths(repo: &Repository, opts: &BackupOptions, interrupted: &Atomi
         ParentChoice::None => None,
         ParentChoice::Explicit(spec) => Some(repo.find_snapshot(spec, &SnapshotFilter::default())?),
         ParentChoice::Auto => {
-            let filter = SnapshotFilter { hosts: vec![host.clone()], ..Default::default() };
-            repo.list_snapshots()?.into_iter().rev().find(|(_, s)| filter.matches(s) && s.paths == paths)
+            let filter = SnapshotFilter {
+                hosts: vec![host.clone()],
+                ..Default::default()
+            };
+            repo.list_snapshots()?
+                .into_iter()
+                .rev()
+                .find(|(_, s)| filter.matches(s) && s.paths == paths)
         }
     };
     let excludes = Excludes::new(&opts.excludes)?;
@@ -117,14 +131,19 @@ pub fn backup_stream(
     interrupted: &AtomicBool,
 ) -> Result<BackupOutcome> {
     if !is_valid_name(name.as_bytes()) {
-        return Err(anyhow!("--stdin-filename {name:?} must be a plain file name (no '/')"));
+        return Err(anyhow!(
+            "--stdin-filename {name:?} must be a plain file name (no '/')"
+        ));
     }
     let host = opts.host.clone().unwrap_or_else(hostname);
     run(repo, opts, interrupted, |archiver| {
         let (content, size) = archiver.save_stream(reader)?;
         archiver.summary.files_new += 1;
         let now = now_ns();
-        let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         let node = Node {
             name: name.as_bytes().to_vec(),
             kind: NodeKind::File { content },
@@ -134,7 +153,6 @@ pub fn backup_stream(
             user: username(),
             group: String::new(),
             mtime_ns: now,
-            atime_ns: now,
             ctime_ns: now,
             size,
             inode: 0,
@@ -142,8 +160,16 @@ pub fn backup_stream(
             links: 1,
             xattrs: Vec::new(),
         };
-        let tree = archiver.save_blob(crate::filter::BlobKind::Tree, crate::tree::Tree { nodes: vec![node] }.encode())?;
-        Ok(Snapshot { tree, paths: vec![format!("/{name}")], hostname: host, ..Default::default() })
+        let tree = archiver.save_blob(
+            crate::filter::BlobKind::Tree,
+            crate::tree::Tree { nodes: vec![node] }.encode(),
+        )?;
+        Ok(Snapshot {
+            tree,
+            paths: vec![format!("/{name}")],
+            hostname: host,
+            ..Default::default()
+        })
     })
 }
 
@@ -155,12 +181,21 @@ fn run(
     archive: impl FnOnce(&mut Archiver) -> Result<Snapshot>,
 ) -> Result<BackupOutcome> {
     let start = now_ns();
-    let level = opts.compression_level.unwrap_or(repo.config.compression_level);
+    let level = opts
+        .compression_level
+        .unwrap_or(repo.config.compression_level);
     let stats = SaverStats::default();
     let pending: Mutex<Vec<IndexedPack>> = Mutex::new(Vec::new());
     let (archived, summary, saved) = std::thread::scope(|scope| {
         let saver = (!opts.dry_run).then(|| BlobSaver::start(scope, repo, level, &stats, &pending));
-        let mut archiver = Archiver::new(repo, saver.as_ref(), Excludes::new(&[])?, false, ChangeDetection::default(), interrupted);
+        let mut archiver = Archiver::new(
+            repo,
+            saver.as_ref(),
+            Excludes::new(&[])?,
+            false,
+            ChangeDetection::default(),
+            interrupted,
+        );
         let archived = archive(&mut archiver);
         let summary = std::mem::take(&mut archiver.summary);
         drop(archiver);
@@ -191,6 +226,14 @@ fn run(
     if interrupted.load(Relaxed) {
         return Err(Fail::Interrupted.into());
     }
-    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
-    Ok(BackupOutcome { snapshot_id, snapshot, packs_written: stats.packs.load(Relaxed) })
+    let snapshot_id = if opts.dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snapshot)?)
+    };
+    Ok(BackupOutcome {
+        snapshot_id,
+        snapshot,
+        packs_written: stats.packs.load(Relaxed),
+    })
 }

@@ -57,7 +57,9 @@ impl<'scope> BlobSaver<'scope> {
         stats: &'scope SaverStats,
         pending: &'scope Mutex<Vec<IndexedPack>>,
     ) -> BlobSaver<'scope> {
-        let encoders = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let encoders = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let (raw_tx, raw_rx) = bounded::<RawBlob>(2 * encoders);
         let (enc_tx, enc_rx) = bounded::<EncodedBlob>(2 * encoders);
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
@@ -67,7 +69,8 @@ impl<'scope> BlobSaver<'scope> {
             let mut encoder = BlobEncoder::new(repo.keys.clone(), compression_level);
             threads.push(scope.spawn(move || {
                 for b in rx {
-                    tx.send(encoder.encode(b.kind, b.id, &b.data)).map_err(|_| stopped())?;
+                    tx.send(encoder.encode(b.kind, b.id, &b.data))
+                        .map_err(|_| stopped())?;
                 }
                 Ok(())
             }));
@@ -78,7 +81,11 @@ impl<'scope> BlobSaver<'scope> {
             let rx = pack_rx.clone();
             threads.push(scope.spawn(move || run_uploader(repo, rx, stats, pending)));
         }
-        BlobSaver { raw_tx: Some(raw_tx), threads, stats }
+        BlobSaver {
+            raw_tx: Some(raw_tx),
+            threads,
+            stats,
+        }
     }
 
     /// Queues a blob the repository does not have yet. Blocks when the
@@ -96,7 +103,9 @@ impl<'scope> BlobSaver<'scope> {
         self.raw_tx = None;
         let mut first_error = None;
         for t in self.threads.drain(..) {
-            let result = t.join().unwrap_or_else(|_| Err(anyhow!("a backup pipeline thread panicked")));
+            let result = t
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("a backup pipeline thread panicked")));
             if let Err(e) = result {
                 // "pipeline stopped" only echoes the real failure of a later stage
                 if first_error.is_none() || is_stopped(first_error.as_ref().unwrap()) {
@@ -116,9 +125,15 @@ fn is_stopped(e: &anyhow::Error) -> bool {
     e.to_string() == "backup pipeline stopped"
 }
 
-fn run_packer(repo: &Repository, rx: Receiver<EncodedBlob>, tx: Sender<FinishedPack>) -> Result<()> {
+fn run_packer(
+    repo: &Repository,
+    rx: Receiver<EncodedBlob>,
+    tx: Sender<FinishedPack>,
+) -> Result<()> {
     let cipher = repo.keys.cipher();
-    let mut data_packs: Vec<PackBuilder> = (0..OPEN_DATA_PACKS).map(|_| PackBuilder::new(BlobKind::Data)).collect();
+    let mut data_packs: Vec<PackBuilder> = (0..OPEN_DATA_PACKS)
+        .map(|_| PackBuilder::new(BlobKind::Data))
+        .collect();
     let mut tree_pack = PackBuilder::new(BlobKind::Tree);
     for blob in rx {
         let pack = match blob.kind {
@@ -152,8 +167,16 @@ fn run_uploader(
         stats.packed_bytes.fetch_add(size, Relaxed);
         let full = {
             let mut p = pending.lock().expect("index lock");
-            p.push(IndexedPack { id: pack.id, size, blobs: pack.blobs });
-            if p.len() >= PACKS_PER_INDEX_FILE { std::mem::take(&mut *p) } else { Vec::new() }
+            p.push(IndexedPack {
+                id: pack.id,
+                size,
+                blobs: pack.blobs,
+            });
+            if p.len() >= PACKS_PER_INDEX_FILE {
+                std::mem::take(&mut *p)
+            } else {
+                Vec::new()
+            }
         };
         if !full.is_empty() {
             write_index(repo, full, stats)?;
@@ -164,7 +187,11 @@ fn run_uploader(
 
 /// Writes whatever uploaded packs are not yet in an index file. Called once
 /// all uploaders are done.
-pub fn flush_index(repo: &Repository, pending: &Mutex<Vec<IndexedPack>>, stats: &SaverStats) -> Result<()> {
+pub fn flush_index(
+    repo: &Repository,
+    pending: &Mutex<Vec<IndexedPack>>,
+    stats: &SaverStats,
+) -> Result<()> {
     let rest = std::mem::take(&mut *pending.lock().expect("index lock"));
     if rest.is_empty() {
         return Ok(());
@@ -173,7 +200,10 @@ pub fn flush_index(repo: &Repository, pending: &Mutex<Vec<IndexedPack>>, stats: 
 }
 
 fn write_index(repo: &Repository, packs: Vec<IndexedPack>, stats: &SaverStats) -> Result<()> {
-    repo.save_index_file(&IndexFile { packs, supersedes: Vec::new() })?;
+    repo.save_index_file(&IndexFile {
+        packs,
+        supersedes: Vec::new(),
+    })?;
     stats.index_files.fetch_add(1, Relaxed);
     Ok(())
 }

@@ -18,7 +18,11 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 8 * 1024 * 1024 }
+        ChunkerParams {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -37,17 +41,29 @@ impl ChunkerParams {
     /// fastcdc only checks its limits with `debug_assert!`, so a config read
     /// from storage must be validated here.
     pub fn validate(&self) -> FormatResult<()> {
-        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
-        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
+        let (min, avg, max) = (
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+        );
         let bad = |why: String| Err(FormatError::ChunkerParams(why));
         if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&min) {
-            return bad(format!("min size {min} outside {MINIMUM_MIN}..={MINIMUM_MAX}"));
+            return bad(format!(
+                "min size {min} outside {MINIMUM_MIN}..={MINIMUM_MAX}"
+            ));
         }
         if !(AVERAGE_MIN..=AVERAGE_MAX).contains(&avg) {
-            return bad(format!("average size {avg} outside {AVERAGE_MIN}..={AVERAGE_MAX}"));
+            return bad(format!(
+                "average size {avg} outside {AVERAGE_MIN}..={AVERAGE_MAX}"
+            ));
         }
         if !(MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max) {
-            return bad(format!("max size {max} outside {MAXIMUM_MIN}..={MAXIMUM_MAX}"));
+            return bad(format!(
+                "max size {max} outside {MAXIMUM_MIN}..={MAXIMUM_MAX}"
+            ));
         }
         if min % 2 != 0 || avg % 2 != 0 || max % 2 != 0 {
             return bad("sizes must be even".into());
@@ -96,8 +112,16 @@ impl Chunker {
         }
         let (mask_s, mask_l) = self.masks;
         let (_, len) = cut_gear(
-            data, self.min, self.avg, self.max, mask_s, mask_l, mask_s << 1, mask_l << 1,
-            &self.gear, &self.gear_ls,
+            data,
+            self.min,
+            self.avg,
+            self.max,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
         );
         len
     }
@@ -114,7 +138,13 @@ impl Chunker {
     }
 
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
-        ChunkStream { chunker: self, reader, buf: Vec::new(), start: 0, eof: false }
+        ChunkStream {
+            chunker: self,
+            reader,
+            buf: Vec::new(),
+            start: 0,
+            eof: false,
+        }
     }
 }
 
@@ -209,7 +239,11 @@ mod tests {
         let chunks: Vec<Vec<u8>> = c.stream(Dribble(&data)).map(|r| r.unwrap()).collect();
         assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), expect);
         assert_eq!(chunks.concat(), data);
-        assert!(expect.len() > 50, "expected many chunks, got {}", expect.len());
+        assert!(
+            expect.len() > 50,
+            "expected many chunks, got {}",
+            expect.len()
+        );
     }
 
     #[test]
@@ -223,9 +257,17 @@ mod tests {
 
     #[test]
     fn invalid_params_are_rejected() {
-        let bad = ChunkerParams { min_size: 10, avg_size: 20, max_size: 30 };
+        let bad = ChunkerParams {
+            min_size: 10,
+            avg_size: 20,
+            max_size: 30,
+        };
         assert!(Chunker::new(bad, 1).is_err());
-        let odd = ChunkerParams { min_size: 65537, avg_size: 131072, max_size: 1048576 };
+        let odd = ChunkerParams {
+            min_size: 65537,
+            avg_size: 131072,
+            max_size: 1048576,
+        };
         assert!(odd.validate().is_err());
     }
 }

@@ -2,7 +2,9 @@ use super::render::{bytes, parse_time};
 use super::GlobalArgs;
 use anyhow::{anyhow, Context, Result};
 use cairn::backup::archiver::ChangeDetection;
-use cairn::backup::{backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, SnapshotOptions};
+use cairn::backup::{
+    backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, SnapshotOptions,
+};
 use cairn::source::exclude::Excludes;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -60,14 +62,26 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
     let repo = g.open()?;
     let interrupted = install_interrupt_flag()?;
     let snapshot = SnapshotOptions {
-        tags: a.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
+        tags: a
+            .tags
+            .iter()
+            .flat_map(|t| t.split(','))
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect(),
         host: a.host.clone(),
         time_ns: a.time.as_deref().map(parse_time).transpose()?,
         dry_run: a.dry_run,
         compression_level: a.compression,
     };
     let outcome = if a.stdin {
-        backup_stream(&repo, &a.stdin_filename, std::io::stdin().lock(), &snapshot, &interrupted)?
+        backup_stream(
+            &repo,
+            &a.stdin_filename,
+            std::io::stdin().lock(),
+            &snapshot,
+            &interrupted,
+        )?
     } else {
         let mut excludes = a.excludes.clone();
         for f in &a.exclude_files {
@@ -79,14 +93,19 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
             (None, false) => ParentChoice::Auto,
         };
         if a.paths.is_empty() {
-            return Err(anyhow!("nothing to back up: give at least one path, or --stdin"));
+            return Err(anyhow!(
+                "nothing to back up: give at least one path, or --stdin"
+            ));
         }
         let opts = BackupOptions {
             paths: a.paths.clone(),
             excludes,
             one_file_system: a.one_file_system,
             parent,
-            detection: ChangeDetection { ignore_inode: a.ignore_inode, ignore_ctime: a.ignore_ctime },
+            detection: ChangeDetection {
+                ignore_inode: a.ignore_inode,
+                ignore_ctime: a.ignore_ctime,
+            },
             snapshot,
         };
         backup_paths(&repo, &opts, &interrupted).context("backup failed")?
@@ -151,6 +170,9 @@ fn render(g: &GlobalArgs, o: &BackupOutcome) {
         None => println!("dry run: nothing was stored"),
     }
     if !s.errors.is_empty() {
-        eprintln!("{} entries could not be read and are missing from the snapshot (see warnings above)", s.errors.len());
+        eprintln!(
+            "{} entries could not be read and are missing from the snapshot (see warnings above)",
+            s.errors.len()
+        );
     }
 }

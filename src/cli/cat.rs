@@ -17,13 +17,17 @@ pub struct CatArgs {
 pub fn run(g: &GlobalArgs, a: &CatArgs) -> Result<i32> {
     let repo = g.open()?;
     let id = || -> Result<Id> {
-        let text = a.id.as_deref().ok_or_else(|| anyhow!("cat {} needs an id", a.kind))?;
+        let text =
+            a.id.as_deref()
+                .ok_or_else(|| anyhow!("cat {} needs an id", a.kind))?;
         Id::from_hex(text).ok_or_else(|| anyhow!("{text:?} is not a full 64-digit hex id"))
     };
     let value = match a.kind.as_str() {
         "config" => serde_json::to_value(&repo.config)?,
         "snapshot" => {
-            let spec = a.id.as_deref().ok_or_else(|| anyhow!("cat snapshot needs an id"))?;
+            let spec =
+                a.id.as_deref()
+                    .ok_or_else(|| anyhow!("cat snapshot needs an id"))?;
             let (id, s) = repo.find_snapshot(spec, &Default::default())?;
             snapshot_json(&id, &s)
         }
@@ -42,7 +46,11 @@ pub fn run(g: &GlobalArgs, a: &CatArgs) -> Result<i32> {
             std::io::Write::write_all(&mut std::io::stdout(), &data)?;
             return Ok(0);
         }
-        other => return Err(anyhow!("unknown object kind {other:?}: config, snapshot, index, key, tree, pack or blob")),
+        other => {
+            return Err(anyhow!(
+                "unknown object kind {other:?}: config, snapshot, index, key, tree, pack or blob"
+            ))
+        }
     };
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(0)

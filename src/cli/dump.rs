@@ -24,7 +24,12 @@ pub fn run(g: &GlobalArgs, a: &DumpArgs) -> Result<i32> {
     match repo.resolve_path(snap.tree, &path)? {
         PathTarget::Entry(node) => match &node.kind {
             NodeKind::File { content } => dump_file(&repo, content, &mut out)?,
-            other => return Err(anyhow!("{path} is a {}: dump writes files and directories", other.type_name())),
+            other => {
+                return Err(anyhow!(
+                    "{path} is a {}: dump writes files and directories",
+                    other.type_name()
+                ))
+            }
         },
         PathTarget::Dir { tree, node } => {
             let name = node.map(|n| n.name_lossy()).unwrap_or_default();

@@ -20,12 +20,23 @@ pub fn run(g: &GlobalArgs, a: &InitArgs) -> Result<i32> {
         None => ChunkerParams::default(),
     };
     let password = password::read(g, true)?;
-    let opts = InitOptions { chunker, compression_level: a.compression, ..Default::default() };
+    let opts = InitOptions {
+        chunker,
+        compression_level: a.compression,
+        ..Default::default()
+    };
     let config = cairn::repo::init(&storage, password.as_bytes(), &opts)?;
     if g.json {
-        println!("{}", serde_json::json!({"message_type": "initialized", "id": config.id, "repository": storage.location()}));
+        println!(
+            "{}",
+            serde_json::json!({"message_type": "initialized", "id": config.id, "repository": storage.location()})
+        );
     } else if !g.quiet {
-        println!("created cairn repository {} at {}", config.id.short(), storage.location());
+        println!(
+            "created cairn repository {} at {}",
+            config.id.short(),
+            storage.location()
+        );
         println!("keep the password safe: without it the data cannot be recovered");
     }
     Ok(0)

@@ -21,8 +21,16 @@ pub struct LsArgs {
 pub fn run(g: &GlobalArgs, a: &LsArgs) -> Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
-    let base = a.path.as_deref().map(|p| format!("/{}", p.trim_matches('/'))).unwrap_or_default();
-    let mut out = Lister { repo: &repo, json: g.json, recursive: a.recursive || a.path.is_none() };
+    let base = a
+        .path
+        .as_deref()
+        .map(|p| format!("/{}", p.trim_matches('/')))
+        .unwrap_or_default();
+    let mut out = Lister {
+        repo: &repo,
+        json: g.json,
+        recursive: a.recursive || a.path.is_none(),
+    };
     match repo.resolve_path(snap.tree, &base)? {
         PathTarget::Dir { tree, node } => {
             if let Some(node) = node {
@@ -65,8 +73,16 @@ impl Lister<'_> {
         println!(
             "{} {:>8} {:>8} {:>12} {} {}{}",
             mode_string(node),
-            if node.user.is_empty() { node.uid.to_string() } else { node.user.clone() },
-            if node.group.is_empty() { node.gid.to_string() } else { node.group.clone() },
+            if node.user.is_empty() {
+                node.uid.to_string()
+            } else {
+                node.user.clone()
+            },
+            if node.group.is_empty() {
+                node.gid.to_string()
+            } else {
+                node.group.clone()
+            },
             node.size,
             local_time(node.mtime_ns),
             path,

@@ -20,7 +20,12 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Fast, deduplicating, encrypted backups", max_term_width = 100)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Fast, deduplicating, encrypted backups",
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -87,7 +92,11 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     fn filter(&self) -> SnapshotFilter {
-        SnapshotFilter { hosts: self.hosts.clone(), tags: self.tags.clone(), paths: self.paths.clone() }
+        SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
     }
 }
 
@@ -136,5 +145,7 @@ pub fn run() -> Result<i32> {
 }
 
 pub fn exit_code_of(e: &anyhow::Error) -> i32 {
-    e.chain().find_map(|c| c.downcast_ref::<Fail>()).map_or(1, Fail::exit_code)
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Fail>())
+        .map_or(1, Fail::exit_code)
 }

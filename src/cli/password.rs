@@ -19,7 +19,10 @@ pub fn read(g: &GlobalArgs, confirm: bool) -> Result<String> {
             .output()
             .with_context(|| format!("running the password command {cmd:?}"))?;
         if !out.status.success() {
-            return Err(anyhow!("the password command {cmd:?} failed ({})", out.status));
+            return Err(anyhow!(
+                "the password command {cmd:?} failed ({})",
+                out.status
+            ));
         }
         return Ok(first_line(&String::from_utf8_lossy(&out.stdout)));
     }

@@ -16,7 +16,10 @@ pub fn rfc3339(ns: i64) -> String {
 }
 
 pub fn local_time(ns: i64) -> String {
-    timestamp(ns).to_zoned(TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string()
+    timestamp(ns)
+        .to_zoned(TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// `--time`: "YYYY-MM-DD HH:MM:SS" in local time, or RFC 3339.
@@ -24,8 +27,9 @@ pub fn parse_time(s: &str) -> Result<i64> {
     let ts = if let Ok(t) = s.parse::<Timestamp>() {
         t
     } else {
-        let dt = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", s)
-            .map_err(|_| anyhow!("--time {s:?}: use \"YYYY-MM-DD HH:MM:SS\" (local time) or RFC 3339"))?;
+        let dt = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", s).map_err(|_| {
+            anyhow!("--time {s:?}: use \"YYYY-MM-DD HH:MM:SS\" (local time) or RFC 3339")
+        })?;
         dt.to_zoned(TimeZone::system())?.timestamp()
     };
     i64::try_from(ts.as_nanosecond()).map_err(|_| anyhow!("--time {s:?} is out of range"))
@@ -39,7 +43,11 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
 }
 
 /// `drwxr-xr-x` style.
@@ -76,7 +84,6 @@ pub fn node_json(node: &Node, path: &str) -> serde_json::Value {
         "user": node.user,
         "group": node.group,
         "mtime": rfc3339(node.mtime_ns),
-        "atime": rfc3339(node.atime_ns),
         "ctime": rfc3339(node.ctime_ns),
         "inode": node.inode,
         "links": node.links,

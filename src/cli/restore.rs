@@ -37,12 +37,16 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
     let opts = RestoreOptions {
         target: a.target.clone(),
         subpath,
-        selection: Selection { includes: a.includes.clone(), excludes: a.excludes.clone() },
+        selection: Selection {
+            includes: a.includes.clone(),
+            excludes: a.excludes.clone(),
+        },
         dry_run: a.dry_run,
     };
     let mut out = restore(&repo, snap.tree, &opts)?;
     if a.verify && !a.dry_run {
-        out.errors.extend(cairn::restore::verify(&repo, snap.tree, &opts)?);
+        out.errors
+            .extend(cairn::restore::verify(&repo, snap.tree, &opts)?);
     }
     if g.json {
         println!(
@@ -79,5 +83,8 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
     for e in &out.errors {
         eprintln!("error: {e}");
     }
-    Err(anyhow!("{} problems during restore (listed above); everything else was restored", out.errors.len()))
+    Err(anyhow!(
+        "{} problems during restore (listed above); everything else was restored",
+        out.errors.len()
+    ))
 }

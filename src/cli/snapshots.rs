@@ -16,12 +16,18 @@ pub struct SnapshotsArgs {
 pub fn run(g: &GlobalArgs, a: &SnapshotsArgs) -> Result<i32> {
     let repo = g.open()?;
     let filter = a.filter.filter();
-    let mut list: Vec<(Id, Snapshot)> = repo.list_snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    let mut list: Vec<(Id, Snapshot)> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
     if let Some(n) = a.latest {
         let mut seen: std::collections::HashMap<(String, Vec<String>), usize> = Default::default();
         let mut keep = vec![false; list.len()];
         for (i, (_, s)) in list.iter().enumerate().rev() {
-            let count = seen.entry((s.hostname.clone(), s.paths.clone())).or_default();
+            let count = seen
+                .entry((s.hostname.clone(), s.paths.clone()))
+                .or_default();
             if *count < n {
                 *count += 1;
                 keep[i] = true;
@@ -35,7 +41,10 @@ pub fn run(g: &GlobalArgs, a: &SnapshotsArgs) -> Result<i32> {
         println!("{}", serde_json::Value::Array(arr));
         return Ok(0);
     }
-    println!("{:<8}  {:<19}  {:<16}  {:<16}  paths", "ID", "Time", "Host", "Tags");
+    println!(
+        "{:<8}  {:<19}  {:<16}  {:<16}  paths",
+        "ID", "Time", "Host", "Tags"
+    );
     for (id, s) in &list {
         println!(
             "{:<8}  {:<19}  {:<16}  {:<16}  {}",

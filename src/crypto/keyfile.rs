@@ -17,7 +17,11 @@ pub struct KdfParams {
 
 impl Default for KdfParams {
     fn default() -> Self {
-        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
     }
 }
 
@@ -52,7 +56,14 @@ impl KeyFile {
         let salt = random_bytes::<32>();
         let kek = derive_kek(password, &salt, kdf)?;
         let wrapped_keys = Cipher::new(&kek).seal(ad::KEY, &wire::encode(keys));
-        Ok(KeyFile { kdf, salt, created_ns, hostname, username, wrapped_keys })
+        Ok(KeyFile {
+            kdf,
+            salt,
+            created_ns,
+            hostname,
+            username,
+            wrapped_keys,
+        })
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -105,10 +116,17 @@ mod tests {
     #[test]
     fn unlock_with_right_and_wrong_password() {
         let keys = MasterKeys::generate();
-        let cheap = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let cheap = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
         let kf = KeyFile::create(b"pw", &keys, cheap, 0, "h".into(), "u".into()).unwrap();
         let kf = KeyFile::decode(&kf.encode()).unwrap();
         assert_eq!(kf.unlock(b"pw").unwrap(), keys);
-        assert!(matches!(kf.unlock(b"nope"), Err(FormatError::WrongPassword)));
+        assert!(matches!(
+            kf.unlock(b"nope"),
+            Err(FormatError::WrongPassword)
+        ));
     }
 }

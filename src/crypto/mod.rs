@@ -110,7 +110,10 @@ impl Cipher {
     /// Opens a sealed object; `what` names it in the error.
     pub fn open(&self, what: &'static str, ad: &[u8], sealed: &[u8]) -> FormatResult<Vec<u8>> {
         if sealed.len() < SEAL_OVERHEAD {
-            return Err(FormatError::Truncated { what, len: sealed.len() });
+            return Err(FormatError::Truncated {
+                what,
+                len: sealed.len(),
+            });
         }
         let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).expect("16-byte nonce");
         let tag = aes_siv::Tag::try_from(&sealed[NONCE_LEN..SEAL_OVERHEAD]).expect("16-byte tag");
@@ -145,7 +148,13 @@ mod tests {
         assert!(c.open("x", b"other", &sealed).is_err());
         let mut bad = sealed.clone();
         bad[40] ^= 1;
-        assert!(matches!(c.open("x", b"ad", &bad), Err(FormatError::Authentication { .. })));
-        assert!(matches!(c.open("x", b"ad", &sealed[..10]), Err(FormatError::Truncated { .. })));
+        assert!(matches!(
+            c.open("x", b"ad", &bad),
+            Err(FormatError::Authentication { .. })
+        ));
+        assert!(matches!(
+            c.open("x", b"ad", &sealed[..10]),
+            Err(FormatError::Truncated { .. })
+        ));
     }
 }

@@ -73,7 +73,13 @@ impl BlobEncoder {
             None => (data, Compression::None),
         };
         let sealed = self.keys.cipher().seal(&blob_ad(kind.code(), &id), payload);
-        EncodedBlob { kind, id, sealed, raw_length: data.len() as u32, compression }
+        EncodedBlob {
+            kind,
+            id,
+            sealed,
+            raw_length: data.len() as u32,
+            compression,
+        }
     }
 }
 
@@ -92,7 +98,9 @@ pub fn decode_blob(
             detail: format!("length {raw_length} exceeds the limit {MAX_BLOB_SIZE}"),
         });
     }
-    let payload = keys.cipher().open("blob", &blob_ad(kind.code(), id), sealed)?;
+    let payload = keys
+        .cipher()
+        .open("blob", &blob_ad(kind.code(), id), sealed)?;
     let data = match compression {
         Compression::None => payload,
         Compression::Zstd => zstd::bulk::decompress(&payload, raw_length as usize)
@@ -106,7 +114,10 @@ pub fn decode_blob(
     }
     let actual = keys.blob_id(&data);
     if actual != *id {
-        return Err(FormatError::IdMismatch { expected: id.to_hex(), actual: actual.to_hex() });
+        return Err(FormatError::IdMismatch {
+            expected: id.to_hex(),
+            actual: actual.to_hex(),
+        });
     }
     Ok(data)
 }
@@ -119,13 +130,32 @@ mod tests {
     fn roundtrip_compressible_and_incompressible() {
         let keys = MasterKeys::generate();
         let mut enc = BlobEncoder::new(keys.clone(), 3);
-        for data in [vec![7u8; 100_000], crate::crypto::random_bytes::<1000>().to_vec()] {
+        for data in [
+            vec![7u8; 100_000],
+            crate::crypto::random_bytes::<1000>().to_vec(),
+        ] {
             let id = keys.blob_id(&data);
             let b = enc.encode(BlobKind::Data, id, &data);
-            let back = decode_blob(&keys, BlobKind::Data, &id, b.raw_length, b.compression, &b.sealed).unwrap();
+            let back = decode_blob(
+                &keys,
+                BlobKind::Data,
+                &id,
+                b.raw_length,
+                b.compression,
+                &b.sealed,
+            )
+            .unwrap();
             assert_eq!(back, data);
             // the same bytes presented as another kind or id must not open
-            assert!(decode_blob(&keys, BlobKind::Tree, &id, b.raw_length, b.compression, &b.sealed).is_err());
+            assert!(decode_blob(
+                &keys,
+                BlobKind::Tree,
+                &id,
+                b.raw_length,
+                b.compression,
+                &b.sealed
+            )
+            .is_err());
         }
         let zeros = vec![0u8; 100_000];
         let b = enc.encode(BlobKind::Data, keys.blob_id(&zeros), &zeros);

@@ -51,12 +51,19 @@ fn encode_location(pack: &Id, b: &PackedBlob) -> [u8; 50] {
 
 fn decode_location(kind: BlobKind, id: Id, v: &[u8]) -> Result<BlobLocation> {
     if v.len() != 50 {
-        return Err(anyhow!("index cache entry of {} bytes: the cache is damaged (delete it)", v.len()));
+        return Err(anyhow!(
+            "index cache entry of {} bytes: the cache is damaged (delete it)",
+            v.len()
+        ));
     }
     let compression = match v[48] {
         0 => Compression::None,
         1 => Compression::Zstd,
-        c => return Err(anyhow!("index cache entry with compression {c}: the cache is damaged")),
+        c => {
+            return Err(anyhow!(
+                "index cache entry with compression {c}: the cache is damaged"
+            ))
+        }
     };
     Ok(BlobLocation {
         pack: Id(v[..32].try_into().expect("32 bytes")),
@@ -73,7 +80,8 @@ fn decode_location(kind: BlobKind, id: Id, v: &[u8]) -> Result<BlobLocation> {
 
 impl IndexCache {
     pub fn open(dir: &Path) -> Result<IndexCache> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating cache directory {}", dir.display()))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -101,11 +109,16 @@ impl IndexCache {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column family created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     pub fn lookup(&self, kind: BlobKind, id: &Id) -> Result<Option<BlobLocation>> {
-        match self.db.get_pinned_cf(self.cf(CF_BLOBS), blob_key(kind, id))? {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_BLOBS), blob_key(kind, id))?
+        {
             Some(v) => Ok(Some(decode_location(kind, *id, &v)?)),
             None => Ok(None),
         }
@@ -136,7 +149,10 @@ impl IndexCache {
 
     pub fn ingested_index_files(&self) -> Result<HashSet<Id>> {
         let mut out = HashSet::new();
-        for item in self.db.iterator_cf(self.cf(CF_INDEX_FILES), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_INDEX_FILES), rocksdb::IteratorMode::Start)
+        {
             let (k, _) = item?;
             if let Ok(id) = <[u8; 32]>::try_from(&k[..]) {
                 out.insert(Id(id));
@@ -150,7 +166,7 @@ impl IndexCache {
     pub fn clear_locations(&self) -> Result<()> {
         for name in [CF_BLOBS, CF_INDEX_FILES] {
             let cf = self.cf(name);
-            self.db.delete_range_cf(cf, [0u8; 0], [0xffu8; 34])?;
+            self.db.delete_range_cf(cf, &[][..], &[0xffu8; 34][..])?;
         }
         Ok(())
     }

@@ -37,7 +37,11 @@ impl IndexFile {
             if end > pack.size {
                 return Err(FormatError::Malformed {
                     what: "index file",
-                    detail: format!("pack {} lists blobs beyond its size {}", pack.id.short(), pack.size),
+                    detail: format!(
+                        "pack {} lists blobs beyond its size {}",
+                        pack.id.short(),
+                        pack.size
+                    ),
                 });
             }
         }

@@ -46,7 +46,11 @@ pub struct FinishedPack {
 
 impl PackBuilder {
     pub fn new(kind: BlobKind) -> PackBuilder {
-        PackBuilder { kind, bytes: Vec::new(), blobs: Vec::new() }
+        PackBuilder {
+            kind,
+            bytes: Vec::new(),
+            blobs: Vec::new(),
+        }
     }
 
     pub fn kind(&self) -> BlobKind {
@@ -82,10 +86,16 @@ impl PackBuilder {
     /// For test vectors: the caller seals the header with a fixed nonce.
     pub fn finish_with_sealed_header(mut self, sealed_header: Vec<u8>) -> FinishedPack {
         self.bytes.extend_from_slice(&sealed_header);
-        self.bytes.extend_from_slice(&(sealed_header.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(sealed_header.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(PACK_MAGIC);
         self.bytes.push(PACK_VERSION);
-        FinishedPack { id: Id::of_stored_bytes(&self.bytes), kind: self.kind, bytes: self.bytes, blobs: self.blobs }
+        FinishedPack {
+            id: Id::of_stored_bytes(&self.bytes),
+            kind: self.kind,
+            bytes: self.bytes,
+            blobs: self.blobs,
+        }
     }
 
     pub fn blobs(&self) -> &[PackedBlob] {
@@ -102,17 +112,30 @@ pub fn encode_header(blobs: &[PackedBlob]) -> Vec<u8> {
 pub fn parse_trailer(trailer: &[u8]) -> FormatResult<u32> {
     const WHAT: &str = "pack trailer";
     if trailer.len() != TRAILER_LEN {
-        return Err(FormatError::Truncated { what: WHAT, len: trailer.len() });
+        return Err(FormatError::Truncated {
+            what: WHAT,
+            len: trailer.len(),
+        });
     }
     if &trailer[4..11] != PACK_MAGIC {
-        return Err(FormatError::Malformed { what: WHAT, detail: "bad magic: not a cairn pack".into() });
+        return Err(FormatError::Malformed {
+            what: WHAT,
+            detail: "bad magic: not a cairn pack".into(),
+        });
     }
     if trailer[11] != PACK_VERSION {
-        return Err(FormatError::UnsupportedVersion { what: WHAT, version: trailer[11], supported: PACK_VERSION });
+        return Err(FormatError::UnsupportedVersion {
+            what: WHAT,
+            version: trailer[11],
+            supported: PACK_VERSION,
+        });
     }
     let len = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
     if len > MAX_HEADER_LEN {
-        return Err(FormatError::Malformed { what: WHAT, detail: format!("header length {len} too large") });
+        return Err(FormatError::Malformed {
+            what: WHAT,
+            detail: format!("header length {len} too large"),
+        });
     }
     Ok(len)
 }
@@ -126,7 +149,11 @@ pub fn decode_header(plain: &[u8], blob_area_len: u64) -> FormatResult<Vec<Packe
     for b in &blobs {
         let bad = |detail: String| Err(FormatError::Malformed { what: WHAT, detail });
         if b.offset != expected_offset {
-            return bad(format!("blob {} at offset {}, expected {expected_offset}", b.id.short(), b.offset));
+            return bad(format!(
+                "blob {} at offset {}, expected {expected_offset}",
+                b.id.short(),
+                b.offset
+            ));
         }
         if b.raw_length > MAX_BLOB_SIZE || (b.length as usize) < crate::crypto::SEAL_OVERHEAD {
             return bad(format!("blob {} has impossible lengths", b.id.short()));
@@ -136,7 +163,9 @@ pub fn decode_header(plain: &[u8], blob_area_len: u64) -> FormatResult<Vec<Packe
     if expected_offset != blob_area_len {
         return Err(FormatError::Malformed {
             what: WHAT,
-            detail: format!("blobs cover {expected_offset} bytes but the pack holds {blob_area_len}"),
+            detail: format!(
+                "blobs cover {expected_offset} bytes but the pack holds {blob_area_len}"
+            ),
         });
     }
     Ok(blobs)
@@ -145,14 +174,24 @@ pub fn decode_header(plain: &[u8], blob_area_len: u64) -> FormatResult<Vec<Packe
 /// Parses a whole pack held in memory: trailer, header, blob list.
 pub fn read_pack_header(cipher: &Cipher, pack: &[u8]) -> FormatResult<Vec<PackedBlob>> {
     if pack.len() < TRAILER_LEN {
-        return Err(FormatError::Truncated { what: "pack", len: pack.len() });
+        return Err(FormatError::Truncated {
+            what: "pack",
+            len: pack.len(),
+        });
     }
     let header_len = parse_trailer(&pack[pack.len() - TRAILER_LEN..])? as usize;
     let header_end = pack.len() - TRAILER_LEN;
     let header_start = header_end
         .checked_sub(header_len)
-        .ok_or(FormatError::Truncated { what: "pack", len: pack.len() })?;
-    let plain = cipher.open("pack header", ad::PACK_HEADER, &pack[header_start..header_end])?;
+        .ok_or(FormatError::Truncated {
+            what: "pack",
+            len: pack.len(),
+        })?;
+    let plain = cipher.open(
+        "pack header",
+        ad::PACK_HEADER,
+        &pack[header_start..header_end],
+    )?;
     decode_header(&plain, header_start as u64)
 }
 
@@ -177,7 +216,15 @@ mod tests {
         assert_eq!(blobs, pack.blobs);
         for (i, blob) in blobs.iter().enumerate() {
             let sealed = &pack.bytes[blob.offset as usize..][..blob.length as usize];
-            let data = crate::filter::decode_blob(&keys, blob.kind, &blob.id, blob.raw_length, blob.compression, sealed).unwrap();
+            let data = crate::filter::decode_blob(
+                &keys,
+                blob.kind,
+                &blob.id,
+                blob.raw_length,
+                blob.compression,
+                sealed,
+            )
+            .unwrap();
             assert_eq!(data, vec![i as u8; 1000 + i]);
         }
         let mut cut = pack.bytes.clone();

@@ -59,7 +59,11 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { chunker: ChunkerParams::default(), compression_level: 3, kdf: KdfParams::default() }
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            kdf: KdfParams::default(),
+        }
     }
 }
 
@@ -103,7 +107,10 @@ pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Co
         chunker: opts.chunker,
         compression_level: opts.compression_level,
     };
-    storage.write(layout::CONFIG, keys.cipher().seal(ad::CONFIG, &config.encode()))?;
+    storage.write(
+        layout::CONFIG,
+        keys.cipher().seal(ad::CONFIG, &config.encode()),
+    )?;
     Ok(config)
 }
 
@@ -111,7 +118,9 @@ pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Co
 pub fn unlock(storage: &Storage, password: &[u8]) -> Result<(Id, MasterKeys)> {
     let key_files = storage.list(layout::KEYS_DIR)?;
     for obj in &key_files {
-        let Some(id) = layout::id_of(&obj.path) else { continue };
+        let Some(id) = layout::id_of(&obj.path) else {
+            continue;
+        };
         let bytes = storage.read(&obj.path)?;
         let key = KeyFile::decode(&bytes).with_context(|| format!("key file {}", obj.path))?;
         if let Ok(keys) = key.unlock(password) {
@@ -128,17 +137,29 @@ impl Repository {
         }
         let (_, keys) = unlock(&storage, password)?;
         let sealed = storage.read(layout::CONFIG)?;
-        let plain = keys.cipher().open("config", ad::CONFIG, &sealed).context("repository config")?;
+        let plain = keys
+            .cipher()
+            .open("config", ad::CONFIG, &sealed)
+            .context("repository config")?;
         let config = Config::decode(&plain).context("repository config")?;
         let (cache_dir, temp) = match cache {
             CacheLocation::Dir(d) => (d.join(config.id.to_hex()), None),
             CacheLocation::None => {
-                let d = std::env::temp_dir().join(format!("cairn-nocache-{}", hex::encode(random_bytes::<8>())));
+                let d = std::env::temp_dir().join(format!(
+                    "cairn-nocache-{}",
+                    hex::encode(random_bytes::<8>())
+                ));
                 (d.clone(), Some(TempCache(d)))
             }
         };
         let index = IndexCache::open(&cache_dir.join("index"))?;
-        let repo = Repository { storage, keys, config, index, _temp_cache: temp };
+        let repo = Repository {
+            storage,
+            keys,
+            config,
+            index,
+            _temp_cache: temp,
+        };
         repo.sync_index()?;
         Ok(repo)
     }
@@ -159,13 +180,19 @@ impl Repository {
         let mut ingested = self.index.ingested_index_files()?;
         let present: std::collections::HashSet<Id> = on_storage.iter().copied().collect();
         let mut rebuild = !ingested.is_subset(&present);
-        let new: Vec<Id> = on_storage.iter().filter(|id| !ingested.contains(id)).copied().collect();
+        let new: Vec<Id> = on_storage
+            .iter()
+            .filter(|id| !ingested.contains(id))
+            .copied()
+            .collect();
         let files = new
             .par_iter()
             .map(|id| Ok((*id, self.read_index_file(id)?)))
             .collect::<Result<Vec<(Id, IndexFile)>>>()?;
-        let superseded: std::collections::HashSet<Id> =
-            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         if superseded.iter().any(|id| ingested.contains(id)) {
             rebuild = true;
         }
@@ -182,8 +209,10 @@ impl Repository {
     }
 
     fn ingest_all(&self, files: &[(Id, IndexFile)]) -> Result<()> {
-        let superseded: std::collections::HashSet<Id> =
-            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         for (id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
             self.index.ingest(id, file)?;
         }
@@ -193,7 +222,11 @@ impl Repository {
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
         let path = layout::index(id);
         let sealed = self.storage.read(&path)?;
-        let plain = self.keys.cipher().open("index file", ad::INDEX, &sealed).with_context(|| path.clone())?;
+        let plain = self
+            .keys
+            .cipher()
+            .open("index file", ad::INDEX, &sealed)
+            .with_context(|| path.clone())?;
         IndexFile::decode(&plain).with_context(|| path)
     }
 
@@ -222,7 +255,9 @@ impl Repository {
         let loc = self.locate(kind, id)?;
         let path = layout::pack(&loc.pack);
         let b = &loc.blob;
-        let sealed = self.storage.read_range(&path, b.offset..b.offset + u64::from(b.length))?;
+        let sealed = self
+            .storage
+            .read_range(&path, b.offset..b.offset + u64::from(b.length))?;
         decode_blob(&self.keys, kind, id, b.raw_length, b.compression, &sealed)
             .with_context(|| format!("{} blob {} in pack {}", kind.name(), id.short(), path))
     }
@@ -243,7 +278,10 @@ impl Repository {
 /// What a path inside a snapshot names.
 pub enum PathTarget {
     /// `/` or a directory: its tree (and the node, except for the root).
-    Dir { tree: Id, node: Option<crate::tree::Node> },
+    Dir {
+        tree: Id,
+        node: Option<crate::tree::Node>,
+    },
     /// Any other entry.
     Entry(crate::tree::Node),
 }
@@ -251,18 +289,25 @@ pub enum PathTarget {
 impl Repository {
     /// Follows `path` (absolute, `/`-separated) from a snapshot's root tree.
     pub fn resolve_path(&self, root: Id, path: &str) -> Result<PathTarget> {
-        let mut current = PathTarget::Dir { tree: root, node: None };
+        let mut current = PathTarget::Dir {
+            tree: root,
+            node: None,
+        };
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
             let PathTarget::Dir { tree, .. } = &current else {
-                return Err(anyhow!("{path}: a path component is not a directory in this snapshot"));
+                return Err(anyhow!(
+                    "{path}: a path component is not a directory in this snapshot"
+                ));
             };
             let tree = self.load_tree(tree)?;
-            let node = tree
-                .find(comp.as_bytes())
-                .cloned()
-                .ok_or_else(|| anyhow!("{path}: not found in this snapshot (`cairn ls` shows what is there)"))?;
+            let node = tree.find(comp.as_bytes()).cloned().ok_or_else(|| {
+                anyhow!("{path}: not found in this snapshot (`cairn ls` shows what is there)")
+            })?;
             current = match node.kind {
-                crate::tree::NodeKind::Dir { subtree } => PathTarget::Dir { tree: subtree, node: Some(node) },
+                crate::tree::NodeKind::Dir { subtree } => PathTarget::Dir {
+                    tree: subtree,
+                    node: Some(node),
+                },
                 _ => PathTarget::Entry(node),
             };
         }

@@ -21,7 +21,10 @@ impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
         let host_ok = self.hosts.is_empty() || self.hosts.iter().any(|h| *h == s.hostname);
         let tags_ok = self.tags.is_empty()
-            || self.tags.iter().any(|set| set.split(',').all(|t| s.tags.iter().any(|x| x == t)));
+            || self
+                .tags
+                .iter()
+                .any(|set| set.split(',').all(|t| s.tags.iter().any(|x| x == t)));
         let paths_ok = self.paths.is_empty() || {
             let want: Vec<String> = self.paths.iter().map(|p| normalize_path_text(p)).collect();
             want.iter().all(|p| s.paths.contains(p))
@@ -57,12 +60,21 @@ impl Repository {
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let path = layout::snapshot(id);
         let sealed = self.storage.read(&path)?;
-        let plain = self.keys.cipher().open("snapshot", ad::SNAPSHOT, &sealed).with_context(|| path.clone())?;
+        let plain = self
+            .keys
+            .cipher()
+            .open("snapshot", ad::SNAPSHOT, &sealed)
+            .with_context(|| path.clone())?;
         Snapshot::decode(&plain).with_context(|| path)
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
-        Ok(self.storage.list(layout::SNAPSHOTS_DIR)?.iter().filter_map(|o| layout::id_of(&o.path)).collect())
+        Ok(self
+            .storage
+            .list(layout::SNAPSHOTS_DIR)?
+            .iter()
+            .filter_map(|o| layout::id_of(&o.path))
+            .collect())
     }
 
     /// All snapshots, oldest first.
@@ -84,17 +96,30 @@ impl Repository {
                 .into_iter()
                 .filter(|(_, s)| filter.matches(s))
                 .next_back()
-                .ok_or_else(|| anyhow!("no snapshot matches `latest` with the given --host/--tag/--path"));
+                .ok_or_else(|| {
+                    anyhow!("no snapshot matches `latest` with the given --host/--tag/--path")
+                });
         }
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(anyhow!("{spec:?} is not a snapshot id: give an id, a unique id prefix, or `latest`"));
+            return Err(anyhow!(
+                "{spec:?} is not a snapshot id: give an id, a unique id prefix, or `latest`"
+            ));
         }
         let spec = spec.to_ascii_lowercase();
-        let matches: Vec<Id> = self.snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(&spec)).collect();
+        let matches: Vec<Id> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec))
+            .collect();
         match matches.as_slice() {
             [id] => Ok((*id, self.load_snapshot(id)?)),
-            [] => Err(anyhow!("no snapshot with id {spec}: `cairn snapshots` lists them")),
-            _ => Err(anyhow!("snapshot id prefix {spec} is ambiguous ({} matches): give more digits", matches.len())),
+            [] => Err(anyhow!(
+                "no snapshot with id {spec}: `cairn snapshots` lists them"
+            )),
+            _ => Err(anyhow!(
+                "snapshot id prefix {spec} is ambiguous ({} matches): give more digits",
+                matches.len()
+            )),
         }
     }
 }

@@ -19,15 +19,25 @@ pub struct ContentReader<'a> {
 
 impl<'a> ContentReader<'a> {
     pub fn new(repo: &'a Repository, ids: &'a [Id]) -> Self {
-        ContentReader { repo, ids: ids.iter(), current: Vec::new(), pos: 0 }
+        ContentReader {
+            repo,
+            ids: ids.iter(),
+            current: Vec::new(),
+            pos: 0,
+        }
     }
 }
 
 impl Read for ContentReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.current.len() {
-            let Some(id) = self.ids.next() else { return Ok(0) };
-            self.current = self.repo.read_blob(BlobKind::Data, id).map_err(std::io::Error::other)?;
+            let Some(id) = self.ids.next() else {
+                return Ok(0);
+            };
+            self.current = self
+                .repo
+                .read_blob(BlobKind::Data, id)
+                .map_err(std::io::Error::other)?;
             self.pos = 0;
         }
         let n = buf.len().min(self.current.len() - self.pos);
@@ -52,7 +62,12 @@ pub fn dump_tar(repo: &Repository, tree: Id, prefix: &Path, out: impl Write) -> 
     Ok(())
 }
 
-fn add_tree<W: Write>(repo: &Repository, tar: &mut tar::Builder<W>, tree: Id, dir: &Path) -> Result<()> {
+fn add_tree<W: Write>(
+    repo: &Repository,
+    tar: &mut tar::Builder<W>,
+    tree: Id,
+    dir: &Path,
+) -> Result<()> {
     for node in repo.load_tree(&tree)?.nodes {
         let path: PathBuf = dir.join(std::ffi::OsStr::from_bytes(&node.name));
         let mut h = header_for(&node);
@@ -77,7 +92,11 @@ fn add_tree<W: Write>(repo: &Repository, tar: &mut tar::Builder<W>, tree: Id, di
             }
             NodeKind::BlockDevice { rdev } | NodeKind::CharDevice { rdev } => {
                 let block = matches!(node.kind, NodeKind::BlockDevice { .. });
-                h.set_entry_type(if block { tar::EntryType::Block } else { tar::EntryType::Char });
+                h.set_entry_type(if block {
+                    tar::EntryType::Block
+                } else {
+                    tar::EntryType::Char
+                });
                 h.set_device_major(nix::sys::stat::major(*rdev) as u32)?;
                 h.set_device_minor(nix::sys::stat::minor(*rdev) as u32)?;
                 tar.append_data(&mut h, &path, std::io::empty())?;

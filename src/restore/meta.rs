@@ -82,7 +82,9 @@ pub fn finish(plan: &Plan, errors: &mut Vec<String>) {
 fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
     let mode = Mode::from_bits_truncate(node.mode as libc::mode_t);
     let (kind, rdev) = match &node.kind {
-        NodeKind::Symlink { target } => return std::os::unix::fs::symlink(OsStr::from_bytes(target), path),
+        NodeKind::Symlink { target } => {
+            return std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
+        }
         NodeKind::Fifo => return nix::unistd::mkfifo(path, mode).map_err(std::io::Error::from),
         NodeKind::BlockDevice { rdev } => (SFlag::S_IFBLK, *rdev),
         NodeKind::CharDevice { rdev } => (SFlag::S_IFCHR, *rdev),
@@ -110,6 +112,12 @@ fn apply(path: &Path, node: &Node, is_root: bool) -> std::io::Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))?;
     }
     let ts = |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
-    utimensat(nix::fcntl::AT_FDCWD, path, &ts(node.atime_ns), &ts(node.mtime_ns), UtimensatFlags::NoFollowSymlink)
-        .map_err(std::io::Error::from)
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &ts(node.mtime_ns),
+        &ts(node.mtime_ns),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(std::io::Error::from)
 }

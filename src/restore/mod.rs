@@ -56,7 +56,8 @@ pub fn restore(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Res
         .with_context(|| format!("cannot create the restore target {}", opts.target.display()))?;
     for (path, _) in &plan.dirs {
         if let Err(e) = meta::ensure_dir(path) {
-            out.errors.push(format!("{}: cannot create directory: {e}", path.display()));
+            out.errors
+                .push(format!("{}: cannot create directory: {e}", path.display()));
         }
     }
     let errors = Mutex::new(Vec::new());
@@ -87,7 +88,10 @@ fn prepare_files(repo: &Repository, plan: &Plan, errors: &Mutex<Vec<String>>) ->
                 return true;
             }
             if let Err(e) = create_sized(&f.path, f.node.size) {
-                errors.lock().expect("errors lock").push(format!("{}: cannot create file: {e}", f.path.display()));
+                errors
+                    .lock()
+                    .expect("errors lock")
+                    .push(format!("{}: cannot create file: {e}", f.path.display()));
                 return true;
             }
             false
@@ -148,13 +152,18 @@ fn group_by_pack(
         let mut offset = 0u64;
         for (id, len) in f.content.iter().zip(&f.lengths) {
             if let Some(&(pack, slot)) = where_is.get(id) {
-                packs.get_mut(&pack).expect("pack listed")[slot].targets.push((i, offset));
+                packs.get_mut(&pack).expect("pack listed")[slot]
+                    .targets
+                    .push((i, offset));
             } else {
                 match repo.index.lookup(BlobKind::Data, id)? {
                     Some(loc) => {
                         let list = packs.entry(loc.pack).or_default();
                         where_is.insert(*id, (loc.pack, list.len()));
-                        list.push(PackWork { blob: loc.blob, targets: vec![(i, offset)] });
+                        list.push(PackWork {
+                            blob: loc.blob,
+                            targets: vec![(i, offset)],
+                        });
                     }
                     None => errors.lock().expect("errors lock").push(format!(
                         "{}: data blob {} is missing from the index (run `cairn check`)",
@@ -175,15 +184,26 @@ fn group_by_pack(
 }
 
 /// Reads the needed blobs of one pack and writes them out. Returns bytes written.
-fn restore_pack(repo: &Repository, pack: &Id, blobs: &[PackWork], files: &[FilePlan], errors: &Mutex<Vec<String>>) -> u64 {
+fn restore_pack(
+    repo: &Repository,
+    pack: &Id,
+    blobs: &[PackWork],
+    files: &[FilePlan],
+    errors: &Mutex<Vec<String>>,
+) -> u64 {
     let path = layout::pack(pack);
     let mut written = 0u64;
     let mut handles: HashMap<usize, File> = HashMap::new();
-    let mut fail = |what: String, targets: &mut dyn Iterator<Item = usize>| {
-        let mut names: Vec<String> = targets.map(|i| files[i].path.display().to_string()).collect();
+    let fail = |what: String, targets: &mut dyn Iterator<Item = usize>| {
+        let mut names: Vec<String> = targets
+            .map(|i| files[i].path.display().to_string())
+            .collect();
         names.sort();
         names.dedup();
-        errors.lock().expect("errors lock").push(format!("{what}; affected files: {}", names.join(", ")));
+        errors
+            .lock()
+            .expect("errors lock")
+            .push(format!("{what}; affected files: {}", names.join(", ")));
     };
     for group in coalesce(blobs) {
         let start = group[0].blob.offset;
@@ -192,25 +212,33 @@ fn restore_pack(repo: &Repository, pack: &Id, blobs: &[PackWork], files: &[FileP
         let bytes = match repo.storage.read_range(&path, start..end) {
             Ok(b) => b,
             Err(e) => {
-                fail(format!("{e:#}"), &mut group.iter().flat_map(|w| w.targets.iter().map(|t| t.0)));
+                fail(
+                    format!("{e:#}"),
+                    &mut group.iter().flat_map(|w| w.targets.iter().map(|t| t.0)),
+                );
                 continue;
             }
         };
         for w in group {
             let b = &w.blob;
             let sealed = &bytes[(b.offset - start) as usize..][..b.length as usize];
-            let data = match decode_blob(&repo.keys, BlobKind::Data, &b.id, b.raw_length, b.compression, sealed) {
+            let data = match decode_blob(
+                &repo.keys,
+                BlobKind::Data,
+                &b.id,
+                b.raw_length,
+                b.compression,
+                sealed,
+            ) {
                 Ok(d) => d,
                 Err(e) => {
-                    fail(format!("pack {path}, blob {}: {e}", b.id.short()), &mut w.targets.iter().map(|t| t.0));
+                    fail(
+                        format!("pack {path}, blob {}: {e}", b.id.short()),
+                        &mut w.targets.iter().map(|t| t.0),
+                    );
                     continue;
                 }
             };
-            // All-zero blocks are left unwritten: the file was sized up
-            // front, so they read back as zeros and stay holes.
-            if data.iter().all(|&x| x == 0) {
-                continue;
-            }
             for &(fi, off) in &w.targets {
                 let f = &files[fi];
                 let result = match handles.entry(fi) {
@@ -221,15 +249,46 @@ fn restore_pack(repo: &Repository, pack: &Id, blobs: &[PackWork], files: &[FileP
                         .open(&f.path)
                         .map(|h| v.insert(h)),
                 }
-                .and_then(|h| h.write_all_at(&data, off));
+                .and_then(|h| write_skipping_zeros(h, &data, off));
                 match result {
                     Ok(()) => written += data.len() as u64,
-                    Err(e) => fail(format!("{}: write failed: {e}", f.path.display()), &mut std::iter::once(fi)),
+                    Err(e) => fail(
+                        format!("{}: write failed: {e}", f.path.display()),
+                        &mut std::iter::once(fi),
+                    ),
                 }
             }
         }
     }
     written
+}
+
+/// Holes are made by not writing: files are sized up front, so unwritten
+/// ranges read back as zeros and take no space. Zero blocks (aligned to the
+/// file offset) are skipped; runs of other blocks are written at once.
+const HOLE_BLOCK: u64 = 4096;
+
+fn write_skipping_zeros(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut pos = 0usize;
+    let mut run_start: Option<usize> = None;
+    while pos < data.len() {
+        let abs = offset + pos as u64;
+        let end = (pos + (HOLE_BLOCK - abs % HOLE_BLOCK) as usize).min(data.len());
+        let zero = data[pos..end].iter().all(|&b| b == 0);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(pos),
+            (true, Some(s)) => {
+                file.write_all_at(&data[s..pos], offset + s as u64)?;
+                run_start = None;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(s) = run_start {
+        file.write_all_at(&data[s..], offset + s as u64)?;
+    }
+    Ok(())
 }
 
 /// Splits a pack's wanted blobs (sorted by offset) into runs read at once.
@@ -252,7 +311,6 @@ fn coalesce(blobs: &[PackWork]) -> Vec<&[PackWork]> {
     groups
 }
 
-
 /// Reads every restored file back and compares it with the snapshot;
 /// returns one message per file that differs.
 pub fn verify(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Vec<String>> {
@@ -262,7 +320,10 @@ pub fn verify(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Vec<
         .par_iter()
         .filter_map(|f| match file_matches(repo, &f.path, f) {
             Ok(true) => None,
-            Ok(false) => Some(format!("{}: verification failed: content differs from the snapshot", f.path.display())),
+            Ok(false) => Some(format!(
+                "{}: verification failed: content differs from the snapshot",
+                f.path.display()
+            )),
             Err(e) => Some(format!("{}: verification failed: {e}", f.path.display())),
         })
         .collect())

@@ -1,9 +1,9 @@
 //! Restore planning: which entries of a snapshot land where. Only the trees
 //! along the selected paths are loaded.
 
+use crate::filter::BlobKind;
 use crate::id::Id;
 use crate::repo::{PathTarget, Repository};
-use crate::filter::BlobKind;
 use crate::source::exclude::Excludes;
 use crate::tree::{Node, NodeKind};
 use anyhow::{anyhow, Result};
@@ -56,16 +56,33 @@ struct Walker<'a> {
 
 pub fn build(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Plan> {
     let sel = &opts.selection;
-    let trimmed: Vec<String> = sel.includes.iter().map(|p| p.trim_end_matches('/').to_string()).collect();
-    let includes = if trimmed.is_empty() { None } else { Some(Excludes::new(&trimmed)?) };
+    let trimmed: Vec<String> = sel
+        .includes
+        .iter()
+        .map(|p| p.trim_end_matches('/').to_string())
+        .collect();
+    let includes = if trimmed.is_empty() {
+        None
+    } else {
+        Some(Excludes::new(&trimmed)?)
+    };
     let mut w = Walker {
         repo,
         includes,
         excludes: Excludes::new(&sel.excludes)?,
-        plan: Plan { dirs: Vec::new(), files: Vec::new(), others: Vec::new(), skip_existing: true },
+        plan: Plan {
+            dirs: Vec::new(),
+            files: Vec::new(),
+            others: Vec::new(),
+            skip_existing: true,
+        },
         link_groups: HashMap::new(),
     };
-    let base = opts.subpath.as_deref().map(|s| format!("/{}", s.trim_matches('/'))).unwrap_or_default();
+    let base = opts
+        .subpath
+        .as_deref()
+        .map(|s| format!("/{}", s.trim_matches('/')))
+        .unwrap_or_default();
     match repo.resolve_path(root, &base)? {
         PathTarget::Dir { tree, .. } => w.walk(tree, &base, &opts.target, false)?,
         PathTarget::Entry(node) => {
@@ -83,7 +100,9 @@ fn has_glob(p: &str) -> bool {
 impl Walker<'_> {
     /// Whether `abs` is selected by the includes (or there are none).
     fn included(&self, abs: &str) -> bool {
-        self.includes.as_ref().is_none_or(|inc| inc.is_excluded(Path::new(abs)))
+        self.includes
+            .as_ref()
+            .is_none_or(|inc| inc.is_excluded(Path::new(abs)))
     }
 
     /// Whether a directory that is not itself included may hold included
@@ -93,7 +112,9 @@ impl Walker<'_> {
         self.includes.as_ref().is_none_or(|inc| {
             inc.patterns().iter().any(|p| {
                 let p = p.trim_end_matches('/');
-                has_glob(p) || !p.contains('/') || (p.starts_with(abs) && p.as_bytes().get(abs.len()) == Some(&b'/'))
+                has_glob(p)
+                    || !p.contains('/')
+                    || (p.starts_with(abs) && p.as_bytes().get(abs.len()) == Some(&b'/'))
             })
         })
     }
@@ -113,11 +134,13 @@ impl Walker<'_> {
                 self.add(node, &abs, path, true)?;
             } else if let NodeKind::Dir { subtree } = node.kind {
                 if self.may_contain_included(&abs) {
-                    let before = self.plan.dirs.len() + self.plan.files.len() + self.plan.others.len();
+                    let before =
+                        self.plan.dirs.len() + self.plan.files.len() + self.plan.others.len();
                     let dir_index = self.plan.dirs.len();
                     self.plan.dirs.push((path.clone(), node));
                     self.walk(subtree, &abs, &path, false)?;
-                    let after = self.plan.dirs.len() + self.plan.files.len() + self.plan.others.len();
+                    let after =
+                        self.plan.dirs.len() + self.plan.files.len() + self.plan.others.len();
                     if after == before + 1 {
                         // nothing selected inside: do not create it
                         self.plan.dirs.remove(dir_index);
@@ -157,9 +180,18 @@ impl Walker<'_> {
                 };
                 let total: u64 = lengths.iter().map(|&l| u64::from(l)).sum();
                 if total != node.size && lengths.iter().all(|&l| l > 0) {
-                    return Err(anyhow!("{abs}: stored content is {total} bytes but the node says {}", node.size));
+                    return Err(anyhow!(
+                        "{abs}: stored content is {total} bytes but the node says {}",
+                        node.size
+                    ));
                 }
-                self.plan.files.push(FilePlan { path, node, content, lengths, link_to });
+                self.plan.files.push(FilePlan {
+                    path,
+                    node,
+                    content,
+                    lengths,
+                    link_to,
+                });
                 Ok(())
             }
             _ => {

@@ -29,12 +29,17 @@ impl Excludes {
                 by_name.add(glob);
             }
         }
-        Ok(Excludes { by_path: by_path.build()?, by_name: by_name.build()?, patterns: patterns.to_vec() })
+        Ok(Excludes {
+            by_path: by_path.build()?,
+            by_name: by_name.build()?,
+            patterns: patterns.to_vec(),
+        })
     }
 
     /// Reads patterns from a file: one per line, blank lines and `#` comments skipped.
     pub fn read_pattern_file(path: &Path) -> Result<Vec<String>> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading exclude file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading exclude file {}", path.display()))?;
         Ok(text
             .lines()
             .map(str::trim)
@@ -51,7 +56,8 @@ impl Excludes {
         if self.by_path.is_match(path) {
             return true;
         }
-        path.file_name().is_some_and(|name| self.by_name.is_match(Path::new(name)))
+        path.file_name()
+            .is_some_and(|name| self.by_name.is_match(Path::new(name)))
     }
 }
 
@@ -61,7 +67,8 @@ mod tests {
 
     #[test]
     fn name_and_path_patterns() {
-        let e = Excludes::new(&["*.tmp".into(), "/data/cache".into(), "/srv/**/logs".into()]).unwrap();
+        let e =
+            Excludes::new(&["*.tmp".into(), "/data/cache".into(), "/srv/**/logs".into()]).unwrap();
         assert!(e.is_excluded(Path::new("/x/y/a.tmp")));
         assert!(e.is_excluded(Path::new("/data/cache")));
         assert!(!e.is_excluded(Path::new("/data/cache2")));

@@ -20,7 +20,11 @@ impl OwnerNames {
         self.users
             .entry(uid)
             .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name).unwrap_or_default()
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_default()
             })
             .clone()
     }
@@ -29,7 +33,11 @@ impl OwnerNames {
         self.groups
             .entry(gid)
             .or_insert_with(|| {
-                nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name).unwrap_or_default()
+                nix::unistd::Group::from_gid(gid.into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+                    .unwrap_or_default()
             })
             .clone()
     }
@@ -41,7 +49,13 @@ pub fn ns(secs: i64, nanos: i64) -> i64 {
 
 /// A node for `path` with the given kind; everything else comes from `meta`
 /// (an `lstat`).
-pub fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata, kind: NodeKind, owners: &mut OwnerNames) -> Node {
+pub fn node_from_metadata(
+    name: &[u8],
+    path: &Path,
+    meta: &Metadata,
+    kind: NodeKind,
+    owners: &mut OwnerNames,
+) -> Node {
     Node {
         name: name.to_vec(),
         mode: meta.mode() & 0o7777,
@@ -50,9 +64,12 @@ pub fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata, kind: NodeK
         user: owners.user(meta.uid()),
         group: owners.group(meta.gid()),
         mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-        atime_ns: ns(meta.atime(), meta.atime_nsec()),
         ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-        size: if matches!(kind, NodeKind::File { .. }) { meta.size() } else { 0 },
+        size: if matches!(kind, NodeKind::File { .. }) {
+            meta.size()
+        } else {
+            0
+        },
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),
@@ -64,11 +81,16 @@ pub fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata, kind: NodeK
 /// Extended attributes of the entry itself (not a symlink's target). Failures
 /// (unsupported file system, no permission) yield none.
 fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
     let mut out: Vec<Xattr> = names
         .filter_map(|name| {
             let value = xattr::get(path, &name).ok().flatten()?;
-            Some(Xattr { name: name.as_bytes().to_vec(), value })
+            Some(Xattr {
+                name: name.as_bytes().to_vec(),
+                value,
+            })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -79,7 +101,9 @@ fn read_xattrs(path: &Path) -> Vec<Xattr> {
 pub fn special_kind(path: &Path, meta: &Metadata) -> std::io::Result<Option<NodeKind>> {
     let ft = meta.file_type();
     Ok(Some(if ft.is_symlink() {
-        NodeKind::Symlink { target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec() }
+        NodeKind::Symlink {
+            target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
+        }
     } else if ft.is_block_device() {
         NodeKind::BlockDevice { rdev: meta.rdev() }
     } else if ft.is_char_device() {

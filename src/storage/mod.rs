@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use opendal::{ErrorKind, Operator};
+use std::future::IntoFuture;
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -31,23 +32,31 @@ impl Storage {
             .build()
             .context("starting the I/O runtime")?;
         let (op, local_root) = if url == "memory://" {
-            (Operator::new(opendal::services::Memory::default())?.finish(), None)
+            (Operator::new(opendal::services::Memory::default())?, None)
         } else if url.contains("://") {
             return Err(anyhow!(
                 "unsupported repository URL {url:?}: use a local path or memory://"
             ));
         } else {
-            let root = std::path::absolute(url).with_context(|| format!("repository path {url:?}"))?;
-            let root_str = root.to_str().ok_or_else(|| anyhow!("repository path {url:?} is not UTF-8"))?;
+            let root =
+                std::path::absolute(url).with_context(|| format!("repository path {url:?}"))?;
+            let root_str = root
+                .to_str()
+                .ok_or_else(|| anyhow!("repository path {url:?} is not UTF-8"))?;
             // Objects are written to a temporary file and renamed into place,
             // so a killed process never leaves a half-written object under its
             // final name.
             let builder = opendal::services::Fs::default()
                 .root(root_str)
                 .atomic_write_dir(&format!("{root_str}/.tmp"));
-            (Operator::new(builder)?.finish(), Some(root))
+            (Operator::new(builder)?, Some(root))
         };
-        Ok(Storage { op, runtime, location: url.to_string(), local_root })
+        Ok(Storage {
+            op,
+            runtime,
+            location: url.to_string(),
+            local_root,
+        })
     }
 
     pub fn location(&self) -> &str {
@@ -71,7 +80,7 @@ impl Storage {
         let want = range.end - range.start;
         let buf = self
             .runtime
-            .block_on(self.op.read_with(path).range(range.clone()))
+            .block_on(self.op.read_with(path).range(range.clone()).into_future())
             .map_err(|e| describe(e, "reading", path))?;
         if buf.len() as u64 != want {
             return Err(anyhow!(
@@ -113,7 +122,10 @@ impl Storage {
 
     /// Every object below `dir` (e.g. `"snapshots/"`), recursively.
     pub fn list(&self, dir: &str) -> Result<Vec<ListedObject>> {
-        let entries = match self.runtime.block_on(self.op.list_with(dir).recursive(true)) {
+        let entries = match self
+            .runtime
+            .block_on(self.op.list_with(dir).recursive(true).into_future())
+        {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(describe(e, "listing", dir)),
@@ -121,7 +133,10 @@ impl Storage {
         Ok(entries
             .into_iter()
             .filter(|e| e.metadata().is_file() && !e.path().ends_with('/'))
-            .map(|e| ListedObject { path: e.path().to_string(), size: e.metadata().content_length() })
+            .map(|e| ListedObject {
+                path: e.path().to_string(),
+                size: e.metadata().content_length(),
+            })
             .collect())
     }
 }
@@ -134,7 +149,11 @@ pub enum StorageError {
     #[error("{doing} {path}: permission denied by the storage")]
     PermissionDenied { doing: String, path: String },
     #[error("{doing} {path}: {source}")]
-    Other { doing: String, path: String, source: opendal::Error },
+    Other {
+        doing: String,
+        path: String,
+        source: opendal::Error,
+    },
 }
 
 fn describe(e: opendal::Error, doing: &str, path: &str) -> anyhow::Error {
@@ -142,10 +161,17 @@ fn describe(e: opendal::Error, doing: &str, path: &str) -> anyhow::Error {
     anyhow::Error::new(match e.kind() {
         ErrorKind::NotFound => StorageError::NotFound { doing, path },
         ErrorKind::PermissionDenied => StorageError::PermissionDenied { doing, path },
-        _ => StorageError::Other { doing, path, source: e },
+        _ => StorageError::Other {
+            doing,
+            path,
+            source: e,
+        },
     })
 }
 
 pub fn is_not_found(err: &anyhow::Error) -> bool {
-    matches!(err.downcast_ref::<StorageError>(), Some(StorageError::NotFound { .. }))
+    matches!(
+        err.downcast_ref::<StorageError>(),
+        Some(StorageError::NotFound { .. })
+    )
 }

@@ -11,12 +11,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeKind {
     /// A regular file: its content as an ordered list of data blob ids.
-    File { content: Vec<Id> },
-    Dir { subtree: Id },
+    File {
+        content: Vec<Id>,
+    },
+    Dir {
+        subtree: Id,
+    },
     /// Target as raw bytes (it may not be valid UTF-8, and may dangle).
-    Symlink { target: Vec<u8> },
-    BlockDevice { rdev: u64 },
-    CharDevice { rdev: u64 },
+    Symlink {
+        target: Vec<u8>,
+    },
+    BlockDevice {
+        rdev: u64,
+    },
+    CharDevice {
+        rdev: u64,
+    },
     Fifo,
     Socket,
 }
@@ -53,7 +63,8 @@ pub struct Node {
     pub user: String,
     pub group: String,
     pub mtime_ns: i64,
-    pub atime_ns: i64,
+    // No atime: backing up reads files and so changes it, which would make
+    // every tree differ from its parent's. Restore sets atime = mtime.
     pub ctime_ns: i64,
     /// Content size for files; 0 otherwise.
     pub size: u64,
@@ -100,7 +111,10 @@ impl Tree {
             if i > 0 && tree.nodes[i - 1].name >= node.name {
                 return Err(FormatError::Malformed {
                     what: WHAT,
-                    detail: format!("entries not sorted or duplicated at {:?}", node.name_lossy()),
+                    detail: format!(
+                        "entries not sorted or duplicated at {:?}",
+                        node.name_lossy()
+                    ),
                 });
             }
         }
@@ -129,7 +143,6 @@ mod tests {
             user: String::new(),
             group: String::new(),
             mtime_ns: 0,
-            atime_ns: 0,
             ctime_ns: 0,
             size: 0,
             inode: 0,
@@ -142,12 +155,18 @@ mod tests {
     #[test]
     fn hostile_names_and_order_are_refused() {
         for bad in [&b".."[..], b".", b"a/b", b"", b"a\0"] {
-            let t = Tree { nodes: vec![node(bad)] };
+            let t = Tree {
+                nodes: vec![node(bad)],
+            };
             assert!(Tree::decode(&t.encode()).is_err(), "{bad:?} accepted");
         }
-        let unsorted = Tree { nodes: vec![node(b"b"), node(b"a")] };
+        let unsorted = Tree {
+            nodes: vec![node(b"b"), node(b"a")],
+        };
         assert!(Tree::decode(&unsorted.encode()).is_err());
-        let ok = Tree { nodes: vec![node(b"a"), node(b"b\xff")] };
+        let ok = Tree {
+            nodes: vec![node(b"a"), node(b"b\xff")],
+        };
         assert_eq!(Tree::decode(&ok.encode()).unwrap(), ok);
     }
 }

@@ -19,7 +19,10 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let dir = tempfile::Builder::new().prefix("cairn-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-e2e-")
+            .tempdir()
+            .unwrap();
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
         Env { dir, repo, cache }
@@ -59,13 +62,21 @@ impl Env {
     }
 
     pub fn snapshot_ids(&self) -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["snapshots", "--json"])).unwrap();
-        v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["snapshots", "--json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
 pub fn repo_size(repo: &Path) -> u64 {
-    walk_files(repo).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum()
+    walk_files(repo)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
 }
 
 pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
@@ -103,7 +114,14 @@ pub fn set_mtime(path: &Path, secs: i64, nanos: i64) {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(secs, nanos);
-    utimensat(nix::fcntl::AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
 }
 
 /// Builds a tree with every kind of awkward entry a backup tool meets.
@@ -126,15 +144,33 @@ pub fn awkward_tree(root: &Path) {
     w(b"empty", b"", 0o644);
     w(&[b'L'; 255], b"a 255-byte name", 0o644);
     w(b"big/random.bin", &noise(9 * 1024 * 1024 + 123, 1), 0o644);
-    w(b"big/copy-of-random.bin", &noise(9 * 1024 * 1024 + 123, 1), 0o644);
-    w(b"big/text.log", "line of very compressible text\n".repeat(200_000).as_bytes(), 0o644);
+    w(
+        b"big/copy-of-random.bin",
+        &noise(9 * 1024 * 1024 + 123, 1),
+        0o644,
+    );
+    w(
+        b"big/text.log",
+        "line of very compressible text\n"
+            .repeat(200_000)
+            .as_bytes(),
+        0o644,
+    );
     let mut deep = PathBuf::from("deep");
     for i in 0..40 {
         deep.push(format!("level-{i:02}"));
     }
-    w(deep.join("bottom.txt").as_os_str().as_bytes(), b"deep file", 0o644);
+    w(
+        deep.join("bottom.txt").as_os_str().as_bytes(),
+        b"deep file",
+        0o644,
+    );
     std::fs::create_dir_all(root.join("empty-dir/nested-empty")).unwrap();
-    std::fs::set_permissions(root.join("empty-dir"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::set_permissions(
+        root.join("empty-dir"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
     // symlinks: relative, absolute, dangling, to a directory
     std::os::unix::fs::symlink("plain.txt", root.join("link-relative")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", root.join("link-absolute")).unwrap();
@@ -153,7 +189,11 @@ pub fn awkward_tree(root: &Path) {
         f.write_all_at(&noise(4096, 7), 1024 * 1024).unwrap();
         f.write_all_at(&noise(4096, 8), 20 * 1024 * 1024).unwrap();
     }
-    nix::unistd::mkfifo(&root.join("a-fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("a-fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     // fixed, odd mtimes (nanoseconds matter), files first, directories last
     let mut entries = walk_all(root);
     entries.reverse();
@@ -167,7 +207,10 @@ pub fn awkward_tree(root: &Path) {
 pub fn walk_all(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     fn rec(d: &Path, out: &mut Vec<PathBuf>) {
-        let mut es: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut es: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         es.sort();
         for p in es {
             out.push(p.clone());
@@ -197,7 +240,12 @@ pub fn snapshot_of(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     let mut first_of_inode: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for p in walk_all(root) {
-        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let rel = p
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         let m = std::fs::symlink_metadata(&p).unwrap();
         let ft = m.file_type();
         use std::os::unix::fs::FileTypeExt;
@@ -212,17 +260,33 @@ pub fn snapshot_of(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
         } else {
             "other"
         };
-        let link_group = (ft.is_file() && m.nlink() > 1)
-            .then(|| first_of_inode.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
+        let link_group = (ft.is_file() && m.nlink() > 1).then(|| {
+            first_of_inode
+                .entry(m.ino())
+                .or_insert_with(|| rel.clone())
+                .clone()
+        });
         out.insert(
             rel,
             Entry {
                 kind,
-                mode: if ft.is_symlink() { 0 } else { m.mode() & 0o7777 },
+                mode: if ft.is_symlink() {
+                    0
+                } else {
+                    m.mode() & 0o7777
+                },
                 mtime: (m.mtime(), m.mtime_nsec()),
                 size: if ft.is_file() { m.len() } else { 0 },
-                content: ft.is_file().then(|| blake3::hash(&std::fs::read(&p).unwrap())),
-                link: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()),
+                content: ft
+                    .is_file()
+                    .then(|| blake3::hash(&std::fs::read(&p).unwrap())),
+                link: ft.is_symlink().then(|| {
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec()
+                }),
                 link_group,
             },
         );
@@ -239,14 +303,22 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
     for (k, v) in &a {
         match b.get(k) {
             None => diffs.push(format!("missing: {}", String::from_utf8_lossy(k))),
-            Some(w) if w != v => diffs.push(format!("differs: {}\n  want {v:?}\n  got  {w:?}", String::from_utf8_lossy(k))),
+            Some(w) if w != v => diffs.push(format!(
+                "differs: {}\n  want {v:?}\n  got  {w:?}",
+                String::from_utf8_lossy(k)
+            )),
             _ => {}
         }
     }
     for k in b.keys().filter(|k| !a.contains_key(*k)) {
         diffs.push(format!("unexpected: {}", String::from_utf8_lossy(k)));
     }
-    assert!(diffs.is_empty(), "{} differences:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} differences:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
 
 pub fn is_root() -> bool {

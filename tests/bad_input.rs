@@ -1,0 +1,250 @@
+//! Bad input gets a clear error, the right exit code, and loses nothing.
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn wrong_password_exits_12() {
+    let env = Env::new();
+    env.init();
+    let out = env
+        .cairn()
+        .env("CAIRN_PASSWORD", "not it")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+}
+
+#[test]
+fn missing_repository_exits_10() {
+    let env = Env::new();
+    let out = env.cairn().args(["snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cairn init"));
+}
+
+#[test]
+fn missing_password_is_a_clear_error() {
+    let env = Env::new();
+    env.init();
+    let out = env
+        .cairn()
+        .env_remove("CAIRN_PASSWORD")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CAIRN_PASSWORD"));
+}
+
+#[test]
+fn password_file_and_command_work() {
+    let env = Env::new();
+    env.init();
+    let pw = env.path("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    env.cairn()
+        .env_remove("CAIRN_PASSWORD")
+        .args(["snapshots", "--password-file", pw.to_str().unwrap()])
+        .assert()
+        .success();
+    env.cairn()
+        .env_remove("CAIRN_PASSWORD")
+        .args([
+            "snapshots",
+            "--password-command",
+            &format!("cat {}", pw.display()),
+        ])
+        .assert()
+        .success();
+}
+
+#[test]
+fn init_refuses_an_existing_repository() {
+    let env = Env::new();
+    env.init();
+    let before = walk_files(&env.repo);
+    let out = env.cairn().arg("init").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(
+        walk_files(&env.repo),
+        before,
+        "init over a repository changed it"
+    );
+}
+
+/// Runs cairn as an unprivileged user when the tests run as root (root reads
+/// everything, so "unreadable" needs another user).
+fn unprivileged(env: &Env) -> assert_cmd::Command {
+    let mut c = env.cairn();
+    if is_root() {
+        let bin = assert_cmd::cargo::cargo_bin("cairn");
+        c = assert_cmd::Command::new("setpriv");
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", env.dir.path())
+            .env("CAIRN_REPOSITORY", &env.repo)
+            .env("CAIRN_PASSWORD", PASSWORD)
+            .env("CAIRN_CACHE_DIR", &env.cache)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin);
+    }
+    c
+}
+
+fn open_up(p: &std::path::Path) {
+    // let the unprivileged user into the scratch directory
+    std::process::Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(p)
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn unreadable_file_is_reported_and_the_rest_saved_with_exit_3() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("ok.txt"), b"fine").unwrap();
+    std::fs::write(src.join("secret"), b"nope").unwrap();
+    std::fs::write(src.join("sub/ok2.txt"), b"fine too").unwrap();
+    std::fs::create_dir_all(&env.cache).unwrap();
+    open_up(env.dir.path());
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = unprivileged(&env)
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("secret") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    let ls = unprivileged(&env).args(["ls", "latest"]).output().unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.contains("ok.txt") && ls.contains("ok2.txt"), "{ls}");
+    assert!(!ls.contains("secret"), "{ls}");
+}
+
+#[test]
+fn restore_target_that_cannot_be_written_is_a_clear_error() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let blocker = env.path("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let out = env
+        .cairn()
+        .args(["restore", "latest", "--target"])
+        .arg(blocker.join("sub"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("restore target") && err.contains("a-file"),
+        "{err}"
+    );
+}
+
+/// Backs up `old` then `old + new`: `new`'s blobs land in packs of their own.
+/// Returns the data packs the second backup wrote.
+fn two_backups(env: &Env) -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("old.bin"), noise(3_000_000, 1)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let before = walk_files(&env.repo.join("data"));
+    std::fs::write(src.join("new.bin"), noise(3_000_000, 2)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let new_packs: Vec<_> = walk_files(&env.repo.join("data"))
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    (src, new_packs)
+}
+
+fn data_packs_holding_data(env: &Env, packs: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    packs
+        .iter()
+        .filter(|p| {
+            let id = p.file_name().unwrap().to_str().unwrap();
+            env.ok(&["cat", "pack", id]).contains("\"Data\"")
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn corrupted_pack_names_the_object_and_files_and_others_still_restore() {
+    let env = Env::new();
+    let (src, new_packs) = two_backups(&env);
+    let victims = data_packs_holding_data(&env, &new_packs);
+    assert!(!victims.is_empty());
+    for v in &victims {
+        let mut bytes = std::fs::read(v).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(v, bytes).unwrap();
+    }
+    let target = env.path("t");
+    let out = env
+        .cairn()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let victim_name = victims[0].file_name().unwrap().to_str().unwrap();
+    assert!(
+        err.contains(victim_name),
+        "error does not name the pack: {err}"
+    );
+    assert!(
+        err.contains("new.bin"),
+        "error does not name the affected file: {err}"
+    );
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored.join("old.bin")).unwrap(),
+        noise(3_000_000, 1)
+    );
+}
+
+#[test]
+fn missing_pack_names_the_object_and_files_and_others_still_restore() {
+    let env = Env::new();
+    let (src, new_packs) = two_backups(&env);
+    for v in data_packs_holding_data(&env, &new_packs) {
+        std::fs::remove_file(v).unwrap();
+    }
+    let target = env.path("t");
+    let out = env
+        .cairn()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("new.bin"),
+        "{err}"
+    );
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored.join("old.bin")).unwrap(),
+        noise(3_000_000, 1)
+    );
+}
