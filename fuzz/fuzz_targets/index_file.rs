@@ -1,0 +1,7 @@
+//! Decoding untrusted plaintext as `IndexFile`: an error, never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = cairn::index::file::IndexFile::decode(data);
+});
