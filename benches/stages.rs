@@ -11,7 +11,15 @@ use std::hint::black_box;
 /// 8 MiB of mixed data: half text-like (compressible), half noise.
 fn mixed_data() -> Vec<u8> {
     let mut out = Vec::with_capacity(8 << 20);
-    let words = ["backup ", "snapshot ", "chunk ", "restore ", "pack ", "index ", "tree "];
+    let words = [
+        "backup ",
+        "snapshot ",
+        "chunk ",
+        "restore ",
+        "pack ",
+        "index ",
+        "tree ",
+    ];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = || {
         x ^= x << 13;
@@ -37,9 +45,15 @@ fn stages(c: &mut Criterion) {
 
     g.throughput(Throughput::Bytes(data.len() as u64));
     let chunker = Chunker::new(ChunkerParams::default(), keys.chunker_seed).unwrap();
-    g.bench_function("fastcdc_chunk_lengths", |b| b.iter(|| chunker.chunk_lengths(black_box(&data))));
-    g.bench_function("fastcdc_stream", |b| b.iter(|| chunker.stream(black_box(&data[..])).count()));
-    g.bench_function("blake3_keyed", |b| b.iter(|| keys.blob_id(black_box(&data))));
+    g.bench_function("fastcdc_chunk_lengths", |b| {
+        b.iter(|| chunker.chunk_lengths(black_box(&data)))
+    });
+    g.bench_function("fastcdc_stream", |b| {
+        b.iter(|| chunker.stream(black_box(&data[..])).count())
+    });
+    g.bench_function("blake3_keyed", |b| {
+        b.iter(|| keys.blob_id(black_box(&data)))
+    });
 
     g.throughput(Throughput::Bytes(chunk.len() as u64));
     for level in [1, 3, 6] {
@@ -49,12 +63,18 @@ fn stages(c: &mut Criterion) {
         });
     }
     let cipher = keys.cipher();
-    g.bench_function("aes_siv_seal", |b| b.iter(|| cipher.seal(b"ad", black_box(chunk))));
+    g.bench_function("aes_siv_seal", |b| {
+        b.iter(|| cipher.seal(b"ad", black_box(chunk)))
+    });
     let sealed = cipher.seal(b"ad", chunk);
-    g.bench_function("aes_siv_open", |b| b.iter(|| cipher.open("x", b"ad", black_box(&sealed)).unwrap()));
+    g.bench_function("aes_siv_open", |b| {
+        b.iter(|| cipher.open("x", b"ad", black_box(&sealed)).unwrap())
+    });
     let mut enc = BlobEncoder::new(keys.clone(), 3);
     let id = keys.blob_id(chunk);
-    g.bench_function("blob_encode_zstd3", |b| b.iter(|| enc.encode(BlobKind::Data, id, black_box(chunk))));
+    g.bench_function("blob_encode_zstd3", |b| {
+        b.iter(|| enc.encode(BlobKind::Data, id, black_box(chunk)))
+    });
     g.finish();
 }
 

@@ -80,19 +80,12 @@ fn init_refuses_an_existing_repository() {
 /// Runs cairn as an unprivileged user when the tests run as root (root reads
 /// everything, so "unreadable" needs another user).
 fn unprivileged(env: &Env) -> assert_cmd::Command {
-    let mut c = env.cairn();
-    if is_root() {
-        let bin = assert_cmd::cargo::cargo_bin("cairn");
-        c = assert_cmd::Command::new("setpriv");
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", env.dir.path())
-            .env("CAIRN_REPOSITORY", &env.repo)
-            .env("CAIRN_PASSWORD", PASSWORD)
-            .env("CAIRN_CACHE_DIR", &env.cache)
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(bin);
+    if !is_root() {
+        return env.cairn();
     }
+    let mut c = env.command(assert_cmd::Command::new("setpriv"));
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(assert_cmd::cargo::cargo_bin("cairn"));
     c
 }
 
@@ -198,14 +191,8 @@ fn corrupted_pack_names_the_object_and_files_and_others_still_restore() {
         std::fs::write(v, bytes).unwrap();
     }
     let target = env.path("t");
-    let out = env
-        .cairn()
-        .args(["restore", "latest", "--target"])
-        .arg(&target)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = env.restore_into(&target, &["latest"]);
+    assert_eq!(code, Some(1), "{err}");
     let victim_name = victims[0].file_name().unwrap().to_str().unwrap();
     assert!(
         err.contains(victim_name),
@@ -230,14 +217,8 @@ fn missing_pack_names_the_object_and_files_and_others_still_restore() {
         std::fs::remove_file(v).unwrap();
     }
     let target = env.path("t");
-    let out = env
-        .cairn()
-        .args(["restore", "latest", "--target"])
-        .arg(&target)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = env.restore_into(&target, &["latest"]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("does not exist") && err.contains("new.bin"),
         "{err}"

@@ -90,14 +90,8 @@ fn dot_dot_and_slash_entries_are_refused() {
         env.init();
         plant(&env, evil);
         let target = env.path("deep/target");
-        let out = env
-            .cairn()
-            .args(["restore", "latest", "--target"])
-            .arg(&target)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{evil:?} restored: {err}");
+        let (code, err) = env.restore_into(&target, &["latest"]);
+        assert_eq!(code, Some(1), "{evil:?} restored: {err}");
         assert!(err.contains("unsafe entry name"), "{err}");
         // nothing anywhere in the scratch dir outside the repository and cache holds the payload
         for f in walk_files(env.dir.path()) {

@@ -33,7 +33,11 @@ impl Env {
     }
 
     pub fn cairn(&self) -> Command {
-        let mut c = Command::cargo_bin("cairn").unwrap();
+        self.command(Command::cargo_bin("cairn").unwrap())
+    }
+
+    /// `c` with a clean environment pointing at this repository and cache.
+    pub fn command(&self, mut c: Command) -> Command {
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -47,6 +51,22 @@ impl Env {
     pub fn init(&self) -> &Env {
         self.cairn().arg("init").assert().success();
         self
+    }
+
+    /// Runs `cairn restore ARGS --target TARGET`; returns the exit code and stderr.
+    pub fn restore_into(&self, target: &Path, args: &[&str]) -> (Option<i32>, String) {
+        let out = self
+            .cairn()
+            .arg("restore")
+            .args(args)
+            .arg("--target")
+            .arg(target)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Runs `cairn ARGS` and returns stdout, failing the test on a non-zero exit.
