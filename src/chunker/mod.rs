@@ -167,7 +167,11 @@ impl<R: Read> ChunkStream<'_, R> {
         }
         while !self.eof && self.buf.len() < want {
             let old = self.buf.len();
-            self.buf.resize(want, 0);
+            // Grow geometrically from 64 KiB: most files are small, and
+            // zeroing a 2×max buffer for each of them would cost more than
+            // chunking them.
+            let grow_to = (old.max(32 * 1024) * 2).min(want);
+            self.buf.resize(grow_to, 0);
             match self.reader.read(&mut self.buf[old..]) {
                 Ok(0) => {
                     self.buf.truncate(old);
