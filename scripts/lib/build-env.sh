@@ -4,7 +4,7 @@
 need_pkgs=()
 # bindgen (librocksdb-sys) needs libclang and its headers
 [ -e /usr/lib/llvm-14/lib/libclang.so.1 ] || need_pkgs+=(libclang1-14)
-[ -d /usr/lib/llvm-14/lib/clang ] || need_pkgs+=(libclang-common-14-dev)
+compgen -G "/usr/lib/llvm-14/lib/clang/*/include/stdbool.h" >/dev/null || need_pkgs+=(libclang-common-14-dev)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || need_pkgs+=(libssl-dev)
