@@ -229,3 +229,32 @@ fn missing_pack_names_the_object_and_files_and_others_still_restore() {
         noise(3_000_000, 1)
     );
 }
+
+#[test]
+fn a_cache_held_by_another_process_falls_back_to_a_temporary_one() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"content").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // a backup reading a slow stdin holds the cache while we run other commands
+    let mut slow = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "sleep 3 | CAIRN_REPOSITORY={} CAIRN_PASSWORD='{PASSWORD}' CAIRN_CACHE_DIR={} {} backup --stdin -q",
+            env.repo.display(),
+            env.cache.display(),
+            assert_cmd::cargo::cargo_bin("cairn").display()
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = env.cairn().args(["ls", "latest"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("in use by another cairn process"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/f"));
+    assert!(slow.wait().unwrap().success());
+    assert_eq!(env.snapshot_ids().len(), 2);
+}

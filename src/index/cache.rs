@@ -78,8 +78,18 @@ fn decode_location(kind: BlobKind, id: Id, v: &[u8]) -> Result<BlobLocation> {
     })
 }
 
+/// Why the cache could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheOpenError {
+    /// Another process holds the cache (RocksDB allows one writer).
+    #[error("the index cache at {0} is in use by another cairn process")]
+    Busy(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
 impl IndexCache {
-    pub fn open(dir: &Path) -> Result<IndexCache> {
+    pub fn open(dir: &Path) -> Result<IndexCache, CacheOpenError> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating cache directory {}", dir.display()))?;
         let mut opts = Options::default();
@@ -98,12 +108,15 @@ impl IndexCache {
             ColumnFamilyDescriptor::new(CF_INDEX_FILES, Options::default()),
             ColumnFamilyDescriptor::new(CF_TREES, Options::default()),
         ];
-        let db = DB::open_cf_descriptors(&opts, dir, cfs).with_context(|| {
-            format!(
-                "opening the index cache at {} (another cairn may be using it; \
-                 deleting the directory is safe, it is rebuilt)",
-                dir.display()
-            )
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
+            if e.kind() == rocksdb::ErrorKind::IOError && e.as_ref().contains("lock file") {
+                CacheOpenError::Busy(dir.display().to_string())
+            } else {
+                CacheOpenError::Other(anyhow!(
+                    "opening the index cache at {}: {e} (deleting the directory is safe: it is rebuilt)",
+                    dir.display()
+                ))
+            }
         })?;
         Ok(IndexCache { db })
     }

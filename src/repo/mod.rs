@@ -11,7 +11,7 @@ use crate::crypto::{ad, random_bytes, MasterKeys};
 use crate::fail::Fail;
 use crate::filter::{decode_blob, BlobKind};
 use crate::id::Id;
-use crate::index::cache::{BlobLocation, IndexCache};
+use crate::index::cache::{BlobLocation, CacheOpenError, IndexCache};
 use crate::index::file::IndexFile;
 use crate::storage::Storage;
 use crate::tree::Tree;
@@ -45,6 +45,14 @@ impl CacheLocation {
 }
 
 struct TempCache(PathBuf);
+
+fn open_temp_cache() -> Result<(IndexCache, Option<TempCache>)> {
+    let dir =
+        std::env::temp_dir().join(format!("cairn-cache-{}", hex::encode(random_bytes::<8>())));
+    let temp = TempCache(dir.clone());
+    let index = IndexCache::open(&dir).map_err(|e| anyhow!("{e}"))?;
+    Ok((index, Some(temp)))
+}
 impl Drop for TempCache {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -142,17 +150,24 @@ impl Repository {
             .open("config", ad::CONFIG, &sealed)
             .context("repository config")?;
         let config = Config::decode(&plain).context("repository config")?;
-        let (cache_dir, temp) = match cache {
-            CacheLocation::Dir(d) => (d.join(config.id.to_hex()), None),
-            CacheLocation::None => {
-                let d = std::env::temp_dir().join(format!(
-                    "cairn-nocache-{}",
-                    hex::encode(random_bytes::<8>())
-                ));
-                (d.clone(), Some(TempCache(d)))
+        let (index, temp) = match cache {
+            CacheLocation::Dir(d) => {
+                match IndexCache::open(&d.join(config.id.to_hex()).join("index")) {
+                    Ok(index) => (index, None),
+                    // The cache is never the truth: when another process holds
+                    // it, this one works from a private cache instead of failing.
+                    Err(CacheOpenError::Busy(path)) => {
+                        eprintln!(
+                            "note: the index cache {path} is in use by another cairn process; \
+                         using a temporary cache (slower)"
+                        );
+                        open_temp_cache()?
+                    }
+                    Err(CacheOpenError::Other(e)) => return Err(e),
+                }
             }
+            CacheLocation::None => open_temp_cache()?,
         };
-        let index = IndexCache::open(&cache_dir.join("index"))?;
         let repo = Repository {
             storage,
             keys,
