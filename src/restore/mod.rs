@@ -26,7 +26,7 @@ use std::sync::Mutex;
 /// most this (reading a little waste beats another request).
 const COALESCE_GAP: u64 = 1 << 20;
 /// Upper bound of one merged read.
-const MAX_READ: u64 = 32 << 20;
+const MAX_READ: u64 = 8 << 20;
 
 #[derive(Debug, Default)]
 pub struct RestoreOutcome {
