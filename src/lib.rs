@@ -19,6 +19,8 @@ pub mod wire;
 #[cfg(feature = "full")]
 pub mod backup;
 #[cfg(feature = "full")]
+pub mod check;
+#[cfg(feature = "full")]
 pub mod fail;
 #[cfg(feature = "full")]
 pub mod repo;

@@ -3,6 +3,7 @@
 
 mod backup;
 mod cat;
+mod check;
 mod dump;
 mod init;
 mod ls;
@@ -74,6 +75,8 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Print a repository object as JSON, for debugging
     Cat(cat::CatArgs),
+    /// Verify the repository: structure, and with --read-data every blob
+    Check(check::CheckArgs),
 }
 
 /// `--host/--tag/--path`: how `latest` and listings are narrowed.
@@ -141,6 +144,7 @@ pub fn run() -> Result<i32> {
         Command::Restore(a) => restore::run(g, a),
         Command::Dump(a) => dump::run(g, a),
         Command::Cat(a) => cat::run(g, a),
+        Command::Check(a) => check::run(g, a),
     }
 }
 

@@ -19,7 +19,7 @@ pub const TARGET_PACK_SIZE: usize = 16 * 1024 * 1024;
 pub const MAX_HEADER_LEN: u32 = 64 * 1024 * 1024;
 
 /// Where one blob sits in its pack; the same record appears in index files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PackedBlob {
     pub kind: BlobKind,
     pub id: Id,

@@ -1,0 +1,447 @@
+//! Verification. Structure: every index file opens, every indexed pack
+//! exists with the indexed size and a header that agrees with the index,
+//! every snapshot's trees decode and every blob they reach is indexed. With
+//! `--read-data`: every (selected) pack is read whole, its name checked
+//! against its BLAKE3, and every blob decrypted and verified. Damage is
+//! reported with the snapshots and files it affects.
+
+use crate::crypto::ad;
+use crate::filter::{decode_blob, BlobKind};
+use crate::id::Id;
+use crate::index::file::IndexFile;
+use crate::pack::{decode_header, parse_trailer, read_pack_header, PackedBlob, TRAILER_LEN};
+use crate::repo::{layout, Repository};
+use crate::tree::{NodeKind, Tree};
+use anyhow::{anyhow, Result};
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+/// Which packs `--read-data` reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// Part `n` of `m` (1-based), chosen by pack id, so running 1/m … m/m
+    /// reads every pack once.
+    Subset {
+        n: u32,
+        m: u32,
+    },
+    /// About this percentage of packs, chosen at random.
+    Percent(f64),
+}
+
+impl ReadData {
+    /// Parses `N/M` or `P%`.
+    pub fn parse_subset(s: &str) -> Result<ReadData> {
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("--read-data-subset {s:?}: expected N/M or P%"))?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(anyhow!(
+                    "--read-data-subset {s:?}: the percentage must be 0..100"
+                ));
+            }
+            return Ok(ReadData::Percent(p));
+        }
+        let (n, m) = s
+            .split_once('/')
+            .ok_or_else(|| anyhow!("--read-data-subset {s:?}: expected N/M or P%"))?;
+        let (n, m): (u32, u32) = (n.trim().parse()?, m.trim().parse()?);
+        if m == 0 || n == 0 || n > m {
+            return Err(anyhow!("--read-data-subset {s:?}: need 1 ≤ N ≤ M"));
+        }
+        Ok(ReadData::Subset { n, m })
+    }
+
+    fn selects(&self, pack: &Id) -> bool {
+        match *self {
+            ReadData::None => false,
+            ReadData::All => true,
+            ReadData::Subset { n, m } => {
+                u32::from_be_bytes(pack.0[..4].try_into().expect("4 bytes")) % m == n - 1
+            }
+            ReadData::Percent(p) => {
+                let r = u32::from_le_bytes(crate::crypto::random_bytes::<4>());
+                f64::from(r) / f64::from(u32::MAX) * 100.0 < p
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub errors: Vec<String>,
+    /// Not damage: e.g. packs no index lists (left by an interrupted backup).
+    pub notes: Vec<String>,
+    pub index_files: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub snapshots: usize,
+    pub trees: usize,
+    pub blobs_read: u64,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+struct IndexedBlob {
+    pack: Id,
+    entry: PackedBlob,
+}
+
+pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let errors = Mutex::new(Vec::new());
+    let err = |e: String| errors.lock().expect("errors lock").push(e);
+
+    // 1. index files, straight from storage (the cache is not the truth)
+    let index_ids: Vec<Id> = repo
+        .storage
+        .list(layout::INDEX_DIR)?
+        .iter()
+        .filter_map(|o| layout::id_of(&o.path))
+        .collect();
+    report.index_files = index_ids.len();
+    let files: Vec<(Id, IndexFile)> = index_ids
+        .par_iter()
+        .filter_map(|id| match read_index_checked(repo, id) {
+            Ok(f) => Some((*id, f)),
+            Err(e) => {
+                err(format!("index file {}: {e:#}", id.short()));
+                None
+            }
+        })
+        .collect();
+    let superseded: HashSet<Id> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let mut blobs: HashMap<(BlobKind, Id), IndexedBlob> = HashMap::new();
+    let mut packs: HashMap<Id, (u64, Vec<PackedBlob>)> = HashMap::new();
+    for (_, file) in files.into_iter().filter(|(id, _)| !superseded.contains(id)) {
+        for p in file.packs {
+            for b in &p.blobs {
+                blobs.insert(
+                    (b.kind, b.id),
+                    IndexedBlob {
+                        pack: p.id,
+                        entry: *b,
+                    },
+                );
+            }
+            packs.insert(p.id, (p.size, p.blobs));
+        }
+    }
+
+    // 2. packs: present, right size, header agrees with the index
+    let on_storage: HashMap<Id, u64> = repo
+        .storage
+        .list(layout::DATA_DIR)?
+        .into_iter()
+        .filter_map(|o| {
+            let id = layout::id_of(&o.path)?;
+            if o.path != layout::pack(&id) {
+                err(format!("{}: pack stored under the wrong directory", o.path));
+            }
+            Some((id, o.size))
+        })
+        .collect();
+    report.packs = on_storage.len();
+    let mut unreferenced: Vec<&Id> = on_storage
+        .keys()
+        .filter(|id| !packs.contains_key(id))
+        .collect();
+    unreferenced.sort();
+    if !unreferenced.is_empty() {
+        report.notes.push(format!(
+            "{} packs are in no index (left by an interrupted backup; prune removes them): {}",
+            unreferenced.len(),
+            unreferenced
+                .iter()
+                .map(|id| id.short())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    let damaged: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
+    let read_blobs = std::sync::atomic::AtomicU64::new(0);
+    let mut pack_list: Vec<(&Id, &(u64, Vec<PackedBlob>))> = packs.iter().collect();
+    pack_list.sort_by_key(|(id, _)| **id);
+    let selected: Vec<bool> = pack_list
+        .iter()
+        .map(|(id, _)| read_data.selects(id))
+        .collect();
+    report.packs_read = selected.iter().filter(|s| **s).count();
+    pack_list.par_iter().zip(selected.par_iter()).for_each(|((id, (size, listed)), read_all)| {
+        let path = layout::pack(id);
+        let mark = |blobs: &[PackedBlob]| damaged.lock().expect("damaged lock").extend(blobs.iter().map(|b| b.id));
+        match on_storage.get(id) {
+            None => {
+                err(format!("pack {path} is missing"));
+                mark(listed);
+                return;
+            }
+            Some(actual) if actual != size => {
+                err(format!("pack {path} is {actual} bytes, the index says {size}: truncated or damaged"));
+                mark(listed);
+                return;
+            }
+            _ => {}
+        }
+        let result = if *read_all {
+            read_whole_pack(repo, id, listed, &read_blobs)
+        } else {
+            check_pack_header(repo, id, *size, listed)
+        };
+        if let Err((e, bad)) = result {
+            err(format!("pack {path}: {e}"));
+            mark(&bad);
+        }
+    });
+    report.blobs_read = read_blobs.into_inner();
+
+    // 3. snapshots: every tree decodes, every reachable blob is indexed
+    let damaged = damaged.into_inner().expect("damaged lock");
+    let mut walker = TreeWalker {
+        repo,
+        blobs: &blobs,
+        damaged: &damaged,
+        seen: HashSet::new(),
+        errors: Vec::new(),
+    };
+    let snapshot_ids = repo.snapshot_ids()?;
+    report.snapshots = snapshot_ids.len();
+    for sid in snapshot_ids {
+        match repo.load_snapshot(&sid) {
+            Ok(s) => walker.walk(&sid, s.tree, ""),
+            Err(e) => walker
+                .errors
+                .push(format!("snapshot {}: {e:#}", sid.short())),
+        }
+    }
+    report.trees = walker.seen.len();
+    let mut all = errors.into_inner().expect("errors lock");
+    all.extend(walker.errors);
+    report.errors = all;
+    Ok(report)
+}
+
+fn read_index_checked(repo: &Repository, id: &Id) -> Result<IndexFile> {
+    let sealed = repo.storage.read(&layout::index(id))?;
+    if Id::of_stored_bytes(&sealed) != *id {
+        return Err(anyhow!(
+            "content does not match its name: the file is damaged"
+        ));
+    }
+    let plain = repo.keys.cipher().open("index file", ad::INDEX, &sealed)?;
+    Ok(IndexFile::decode(&plain)?)
+}
+
+type PackFault = (String, Vec<PackedBlob>);
+
+fn check_pack_header(
+    repo: &Repository,
+    id: &Id,
+    size: u64,
+    listed: &[PackedBlob],
+) -> Result<(), PackFault> {
+    let path = layout::pack(id);
+    let fault = |e: String| (e, listed.to_vec());
+    if size < TRAILER_LEN as u64 {
+        return Err(fault("too short to be a pack".into()));
+    }
+    let trailer = repo
+        .storage
+        .read_range(&path, size - TRAILER_LEN as u64..size)
+        .map_err(|e| fault(format!("{e:#}")))?;
+    let header_len = u64::from(parse_trailer(&trailer).map_err(|e| fault(e.to_string()))?);
+    let header_end = size - TRAILER_LEN as u64;
+    let header_start = header_end
+        .checked_sub(header_len)
+        .ok_or_else(|| fault("header longer than the pack".into()))?;
+    let sealed = repo
+        .storage
+        .read_range(&path, header_start..header_end)
+        .map_err(|e| fault(format!("{e:#}")))?;
+    let plain = repo
+        .keys
+        .cipher()
+        .open("pack header", ad::PACK_HEADER, &sealed)
+        .map_err(|e| fault(e.to_string()))?;
+    let header = decode_header(&plain, header_start).map_err(|e| fault(e.to_string()))?;
+    compare_with_index(&header, listed).map_err(fault)
+}
+
+fn compare_with_index(header: &[PackedBlob], listed: &[PackedBlob]) -> Result<(), String> {
+    let in_header: HashSet<&PackedBlob> = header.iter().collect();
+    let missing = listed.iter().filter(|b| !in_header.contains(b)).count();
+    if missing > 0 {
+        return Err(format!(
+            "{missing} blobs listed in the index are not in the pack's header"
+        ));
+    }
+    Ok(())
+}
+
+fn read_whole_pack(
+    repo: &Repository,
+    id: &Id,
+    listed: &[PackedBlob],
+    read_blobs: &std::sync::atomic::AtomicU64,
+) -> Result<(), PackFault> {
+    let bytes = repo
+        .storage
+        .read(&layout::pack(id))
+        .map_err(|e| (format!("{e:#}"), listed.to_vec()))?;
+    let mut problems = Vec::new();
+    if Id::of_stored_bytes(&bytes) != *id {
+        problems.push("content does not match its name (BLAKE3): the pack is damaged".to_string());
+    }
+    let mut bad = Vec::new();
+    match read_pack_header(&repo.keys.cipher(), &bytes) {
+        Ok(header) => {
+            if let Err(e) = compare_with_index(&header, listed) {
+                problems.push(e);
+            }
+        }
+        Err(e) => problems.push(format!("header: {e}")),
+    }
+    for b in listed {
+        read_blobs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let end = b.offset + u64::from(b.length);
+        let ok = end <= bytes.len() as u64
+            && decode_blob(
+                &repo.keys,
+                b.kind,
+                &b.id,
+                b.raw_length,
+                b.compression,
+                &bytes[b.offset as usize..end as usize],
+            )
+            .is_ok();
+        if !ok {
+            bad.push(*b);
+        }
+    }
+    if !bad.is_empty() {
+        problems.push(format!(
+            "{} blobs fail to decrypt or verify: {}",
+            bad.len(),
+            bad.iter()
+                .map(|b| format!("{} {}", b.kind.name(), b.id.short()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err((problems.join("; "), bad))
+    }
+}
+
+/// Walks every snapshot's trees once, reporting unindexed or damaged blobs
+/// with the snapshot and path that reach them.
+struct TreeWalker<'a> {
+    repo: &'a Repository,
+    blobs: &'a HashMap<(BlobKind, Id), IndexedBlob>,
+    damaged: &'a HashSet<Id>,
+    seen: HashSet<Id>,
+    errors: Vec<String>,
+}
+
+impl TreeWalker<'_> {
+    fn walk(&mut self, snapshot: &Id, tree_id: Id, dir: &str) {
+        let where_ = |path: &str| {
+            format!(
+                "snapshot {}, {}",
+                snapshot.short(),
+                if path.is_empty() { "/" } else { path }
+            )
+        };
+        if !self.blobs.contains_key(&(BlobKind::Tree, tree_id)) {
+            self.errors.push(format!(
+                "{}: tree {} is not in any index",
+                where_(dir),
+                tree_id.short()
+            ));
+            return;
+        }
+        if self.damaged.contains(&tree_id) {
+            self.errors.push(format!(
+                "{}: tree {} is in a damaged pack",
+                where_(dir),
+                tree_id.short()
+            ));
+            return;
+        }
+        // A tree reached again (shared by snapshots) was checked already;
+        // its files are reported under the first snapshot that reached it.
+        if !self.seen.insert(tree_id) {
+            return;
+        }
+        let tree: Tree = match self.load(&tree_id) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errors
+                    .push(format!("{}: tree {}: {e:#}", where_(dir), tree_id.short()));
+                return;
+            }
+        };
+        for node in tree.nodes {
+            let path = format!("{dir}/{}", node.name_lossy());
+            match node.kind {
+                NodeKind::Dir { subtree } => self.walk(snapshot, subtree, &path),
+                NodeKind::File { content } => {
+                    let missing = content
+                        .iter()
+                        .filter(|id| !self.blobs.contains_key(&(BlobKind::Data, **id)))
+                        .count();
+                    let bad = content
+                        .iter()
+                        .filter(|id| self.damaged.contains(id))
+                        .count();
+                    if missing > 0 {
+                        self.errors.push(format!(
+                            "{}: {missing} data blobs are not in any index",
+                            where_(&path)
+                        ));
+                    }
+                    if bad > 0 {
+                        self.errors.push(format!(
+                            "{}: {bad} data blobs are in damaged or missing packs",
+                            where_(&path)
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads a tree from its pack as indexed (not from the cache).
+    fn load(&self, id: &Id) -> Result<Tree> {
+        let b = &self.blobs[&(BlobKind::Tree, *id)];
+        let e = &b.entry;
+        let sealed = self.repo.storage.read_range(
+            &layout::pack(&b.pack),
+            e.offset..e.offset + u64::from(e.length),
+        )?;
+        let plain = decode_blob(
+            &self.repo.keys,
+            BlobKind::Tree,
+            id,
+            e.raw_length,
+            e.compression,
+            &sealed,
+        )?;
+        Ok(Tree::decode(&plain)?)
+    }
+}

@@ -1,0 +1,112 @@
+//! `check` finds each kind of damage and names what it affects.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+
+/// A repository with two snapshots: `old.bin` in the first, `new.bin` added
+/// in the second (its blobs in packs of their own). Returns those packs.
+fn damaged_setup(env: &Env) -> Vec<PathBuf> {
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("old.bin"), noise(3_000_000, 1)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let before = walk_files(&env.repo.join("data"));
+    std::fs::write(src.join("new.bin"), noise(3_000_000, 2)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    walk_files(&env.repo.join("data"))
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .filter(|p| {
+            env.ok(&["cat", "pack", p.file_name().unwrap().to_str().unwrap()])
+                .contains("\"Data\"")
+        })
+        .collect()
+}
+
+fn check(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let out = env.cairn().arg("check").args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn a_healthy_repository_checks_clean_with_and_without_reading_data() {
+    let env = Env::new();
+    damaged_setup(&env);
+    for args in [
+        &[][..],
+        &["--read-data"],
+        &["--read-data-subset", "1/2"],
+        &["--read-data-subset", "2/2"],
+        &["--read-data-subset", "50%"],
+    ] {
+        let (code, out) = check(&env, args);
+        assert_eq!(code, Some(0), "check {args:?}: {out}");
+        assert!(out.contains("no errors were found"), "{out}");
+    }
+}
+
+#[test]
+fn a_flipped_byte_is_found_by_read_data_and_names_the_file() {
+    let env = Env::new();
+    let packs = damaged_setup(&env);
+    let victim = &packs[0];
+    let mut bytes = std::fs::read(victim).unwrap();
+    bytes[200] ^= 0x01; // inside the first blob, header intact
+    std::fs::write(victim, bytes).unwrap();
+    let (code, out) = check(&env, &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "a flipped blob byte is invisible to the structural check: {out}"
+    );
+    let (code, out) = check(&env, &["--read-data"]);
+    assert_eq!(code, Some(1), "{out}");
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    assert!(
+        out.contains(name) && out.contains("does not match its name"),
+        "{out}"
+    );
+    assert!(out.contains("new.bin") && !out.contains("old.bin"), "{out}");
+}
+
+#[test]
+fn truncated_and_deleted_packs_are_reported() {
+    let env = Env::new();
+    let packs = damaged_setup(&env);
+    let bytes = std::fs::read(&packs[0]).unwrap();
+    std::fs::write(&packs[0], &bytes[..bytes.len() - 100]).unwrap();
+    let (code, out) = check(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("truncated") && out.contains("new.bin"),
+        "{out}"
+    );
+
+    std::fs::remove_file(&packs[0]).unwrap();
+    let (code, out) = check(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("is missing") && out.contains(packs[0].file_name().unwrap().to_str().unwrap()),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_deleted_index_file_leaves_blobs_unindexed_and_packs_unreferenced() {
+    let env = Env::new();
+    damaged_setup(&env);
+    let newest = walk_files(&env.repo.join("index"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    std::fs::remove_file(newest).unwrap();
+    let (code, out) = check(&env, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not in any index"), "{out}");
+    assert!(out.contains("packs are in no index"), "{out}");
+}
