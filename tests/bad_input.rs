@@ -150,40 +150,10 @@ fn restore_target_that_cannot_be_written_is_a_clear_error() {
     );
 }
 
-/// Backs up `old` then `old + new`: `new`'s blobs land in packs of their own.
-/// Returns the data packs the second backup wrote.
-fn two_backups(env: &Env) -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
-    env.init();
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("old.bin"), noise(3_000_000, 1)).unwrap();
-    env.ok(&["backup", src.to_str().unwrap()]);
-    let before = walk_files(&env.repo.join("data"));
-    std::fs::write(src.join("new.bin"), noise(3_000_000, 2)).unwrap();
-    env.ok(&["backup", src.to_str().unwrap()]);
-    let new_packs: Vec<_> = walk_files(&env.repo.join("data"))
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    (src, new_packs)
-}
-
-fn data_packs_holding_data(env: &Env, packs: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
-    packs
-        .iter()
-        .filter(|p| {
-            let id = p.file_name().unwrap().to_str().unwrap();
-            env.ok(&["cat", "pack", id]).contains("\"Data\"")
-        })
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn corrupted_pack_names_the_object_and_files_and_others_still_restore() {
     let env = Env::new();
-    let (src, new_packs) = two_backups(&env);
-    let victims = data_packs_holding_data(&env, &new_packs);
+    let (src, victims) = two_backups_with_new_data_packs(&env);
     assert!(!victims.is_empty());
     for v in &victims {
         let mut bytes = std::fs::read(v).unwrap();
@@ -212,8 +182,8 @@ fn corrupted_pack_names_the_object_and_files_and_others_still_restore() {
 #[test]
 fn missing_pack_names_the_object_and_files_and_others_still_restore() {
     let env = Env::new();
-    let (src, new_packs) = two_backups(&env);
-    for v in data_packs_holding_data(&env, &new_packs) {
+    let (src, victims) = two_backups_with_new_data_packs(&env);
+    for v in victims {
         std::fs::remove_file(v).unwrap();
     }
     let target = env.path("t");

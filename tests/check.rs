@@ -4,25 +4,8 @@ mod common;
 use common::*;
 use std::path::PathBuf;
 
-/// A repository with two snapshots: `old.bin` in the first, `new.bin` added
-/// in the second (its blobs in packs of their own). Returns those packs.
 fn damaged_setup(env: &Env) -> Vec<PathBuf> {
-    env.init();
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("old.bin"), noise(3_000_000, 1)).unwrap();
-    env.ok(&["backup", src.to_str().unwrap()]);
-    let before = walk_files(&env.repo.join("data"));
-    std::fs::write(src.join("new.bin"), noise(3_000_000, 2)).unwrap();
-    env.ok(&["backup", src.to_str().unwrap()]);
-    walk_files(&env.repo.join("data"))
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .filter(|p| {
-            env.ok(&["cat", "pack", p.file_name().unwrap().to_str().unwrap()])
-                .contains("\"Data\"")
-        })
-        .collect()
+    two_backups_with_new_data_packs(env).1
 }
 
 fn check(env: &Env, args: &[&str]) -> (Option<i32>, String) {

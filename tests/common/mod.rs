@@ -344,3 +344,26 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Backs up `old.bin`, then `old.bin` + `new.bin`: `new.bin`'s blobs land in
+/// packs of their own. Returns the source dir and the data packs of the
+/// second backup (the ones to damage in tests).
+pub fn two_backups_with_new_data_packs(env: &Env) -> (PathBuf, Vec<PathBuf>) {
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("old.bin"), noise(3_000_000, 1)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let before = walk_files(&env.repo.join("data"));
+    std::fs::write(src.join("new.bin"), noise(3_000_000, 2)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let packs = walk_files(&env.repo.join("data"))
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .filter(|p| {
+            env.ok(&["cat", "pack", p.file_name().unwrap().to_str().unwrap()])
+                .contains("\"Data\"")
+        })
+        .collect();
+    (src, packs)
+}
