@@ -117,12 +117,18 @@ impl<'scope> BlobSaver<'scope> {
     }
 }
 
+/// A stage found its neighbour gone: only an echo of the real failure,
+/// which another stage reports.
+#[derive(Debug, thiserror::Error)]
+#[error("backup pipeline stopped")]
+struct PipelineStopped;
+
 fn stopped() -> anyhow::Error {
-    anyhow!("backup pipeline stopped")
+    PipelineStopped.into()
 }
 
 fn is_stopped(e: &anyhow::Error) -> bool {
-    e.to_string() == "backup pipeline stopped"
+    e.is::<PipelineStopped>()
 }
 
 fn run_packer(

@@ -102,16 +102,11 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     let err = |e: String| errors.lock().expect("errors lock").push(e);
 
     // 1. index files, straight from storage (the cache is not the truth)
-    let index_ids: Vec<Id> = repo
-        .storage
-        .list(layout::INDEX_DIR)?
-        .iter()
-        .filter_map(|o| layout::id_of(&o.path))
-        .collect();
+    let index_ids = repo.list_ids(layout::INDEX_DIR)?;
     report.index_files = index_ids.len();
     let files: Vec<(Id, IndexFile)> = index_ids
         .par_iter()
-        .filter_map(|id| match read_index_checked(repo, id) {
+        .filter_map(|id| match repo.read_index_file(id) {
             Ok(f) => Some((*id, f)),
             Err(e) => {
                 err(format!("index file {}: {e:#}", id.short()));
@@ -231,17 +226,6 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     all.extend(walker.errors);
     report.errors = all;
     Ok(report)
-}
-
-fn read_index_checked(repo: &Repository, id: &Id) -> Result<IndexFile> {
-    let sealed = repo.storage.read(&layout::index(id))?;
-    if Id::of_stored_bytes(&sealed) != *id {
-        return Err(anyhow!(
-            "content does not match its name: the file is damaged"
-        ));
-    }
-    let plain = repo.keys.cipher().open("index file", ad::INDEX, &sealed)?;
-    Ok(IndexFile::decode(&plain)?)
 }
 
 type PackFault = (String, Vec<PackedBlob>);

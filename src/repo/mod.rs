@@ -186,12 +186,7 @@ impl Repository {
     /// Brings the cache up to date with the index files on storage: ingests
     /// new ones; if any ingested one disappeared or was superseded, rebuilds.
     pub fn sync_index(&self) -> Result<()> {
-        let on_storage: Vec<Id> = self
-            .storage
-            .list(layout::INDEX_DIR)?
-            .iter()
-            .filter_map(|o| layout::id_of(&o.path))
-            .collect();
+        let on_storage = self.list_ids(layout::INDEX_DIR)?;
         let mut ingested = self.index.ingested_index_files()?;
         let present: std::collections::HashSet<Id> = on_storage.iter().copied().collect();
         let mut rebuild = !ingested.is_subset(&present);
@@ -234,22 +229,54 @@ impl Repository {
         Ok(())
     }
 
+    /// The ids of the objects stored under `dir` (e.g. `index/`).
+    pub fn list_ids(&self, dir: &str) -> Result<Vec<Id>> {
+        Ok(self
+            .storage
+            .list(dir)?
+            .iter()
+            .filter_map(|o| layout::id_of(&o.path))
+            .collect())
+    }
+
+    /// Reads a sealed object named by the BLAKE3 of its bytes, checks the
+    /// name, and opens it. `what` names the object kind in errors.
+    pub fn read_object(
+        &self,
+        path: &str,
+        id: &Id,
+        what: &'static str,
+        ad: &[u8],
+    ) -> Result<Vec<u8>> {
+        let sealed = self.storage.read(path)?;
+        if Id::of_stored_bytes(&sealed) != *id {
+            return Err(anyhow!(
+                "{path}: content does not match its name: the {what} is damaged"
+            ));
+        }
+        self.keys
+            .cipher()
+            .open(what, ad, &sealed)
+            .with_context(|| path.to_string())
+    }
+
+    /// Seals `plain` and stores it under `path_of(BLAKE3 of the sealed bytes)`.
+    pub fn write_object(&self, ad: &[u8], plain: &[u8], path_of: fn(&Id) -> String) -> Result<Id> {
+        let sealed = self.keys.cipher().seal(ad, plain);
+        let id = Id::of_stored_bytes(&sealed);
+        self.storage.write(&path_of(&id), sealed)?;
+        Ok(id)
+    }
+
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
         let path = layout::index(id);
-        let sealed = self.storage.read(&path)?;
-        let plain = self
-            .keys
-            .cipher()
-            .open("index file", ad::INDEX, &sealed)
-            .with_context(|| path.clone())?;
+        let plain = self.read_object(&path, id, "index file", ad::INDEX)?;
         IndexFile::decode(&plain).with_context(|| path)
     }
 
     /// Writes an index file and records it in the cache.
     pub fn save_index_file(&self, index: &IndexFile) -> Result<Id> {
-        let sealed = self.keys.cipher().seal(ad::INDEX, &index.encode());
-        let id = Id::of_stored_bytes(&sealed);
-        self.storage.write(&layout::index(&id), sealed)?;
+        let id = self.write_object(ad::INDEX, &index.encode(), layout::index)?;
         self.index.ingest(&id, index)?;
         Ok(id)
     }

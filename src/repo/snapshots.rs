@@ -51,30 +51,17 @@ pub fn normalize_path_text(p: &str) -> String {
 
 impl Repository {
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        let sealed = self.keys.cipher().seal(ad::SNAPSHOT, &snap.encode());
-        let id = Id::of_stored_bytes(&sealed);
-        self.storage.write(&layout::snapshot(&id), sealed)?;
-        Ok(id)
+        self.write_object(ad::SNAPSHOT, &snap.encode(), layout::snapshot)
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let path = layout::snapshot(id);
-        let sealed = self.storage.read(&path)?;
-        let plain = self
-            .keys
-            .cipher()
-            .open("snapshot", ad::SNAPSHOT, &sealed)
-            .with_context(|| path.clone())?;
+        let plain = self.read_object(&path, id, "snapshot", ad::SNAPSHOT)?;
         Snapshot::decode(&plain).with_context(|| path)
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
-        Ok(self
-            .storage
-            .list(layout::SNAPSHOTS_DIR)?
-            .iter()
-            .filter_map(|o| layout::id_of(&o.path))
-            .collect())
+        self.list_ids(layout::SNAPSHOTS_DIR)
     }
 
     /// All snapshots, oldest first.
