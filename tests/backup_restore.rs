@@ -154,7 +154,13 @@ fn unchanged_second_backup_adds_under_one_percent() {
     assert_eq!(v["files_new"], 0, "{v}");
     assert_eq!(v["files_changed"], 0, "{v}");
     assert_eq!(v["files_unmodified"], 19, "{v}");
-    assert_eq!(v["data_added"], 0, "{v}");
+    // The root tree mirrors absolute paths, so it records the ancestors of
+    // the source (/tmp, ...). Other processes change /tmp's mtime, which may
+    // legitimately add those few small tree records: never file data.
+    assert!(
+        v["data_added"].as_u64().unwrap() < 1024,
+        "more than ancestor trees added: {v}"
+    );
     assert_eq!(
         v["total_bytes_processed"], 0,
         "an unchanged file was read: {v}"
