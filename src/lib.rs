@@ -2,7 +2,7 @@
 //!
 //! The format layer (always built, no RocksDB or OpenDAL): [`id`], [`wire`],
 //! [`crypto`], [`chunker`], [`filter`], [`pack`], [`index::file`], [`tree`],
-//! [`config`]. Everything that touches storage, the cache or the file system
+//! [`config`], [`lock_record`]. Everything that touches storage, the cache or the file system
 //! is behind the `full` feature (on by default).
 
 pub mod chunker;
@@ -12,6 +12,7 @@ pub mod error;
 pub mod filter;
 pub mod id;
 pub mod index;
+pub mod lock_record;
 pub mod pack;
 pub mod tree;
 pub mod wire;
@@ -21,11 +22,15 @@ pub mod backup;
 #[cfg(feature = "full")]
 pub mod check;
 #[cfg(feature = "full")]
+pub mod crash_point;
+#[cfg(feature = "full")]
 pub mod fail;
 #[cfg(feature = "full")]
 pub mod repo;
 #[cfg(feature = "full")]
 pub mod restore;
+#[cfg(feature = "full")]
+pub mod retention;
 #[cfg(feature = "full")]
 pub mod source;
 #[cfg(feature = "full")]

@@ -128,6 +128,18 @@ fn plaintext_decoders_survive_damage() {
     };
     let key = KeyFile::create(b"pw", &keys(), cheap, 0, "h".into(), "u".into()).unwrap();
     torture("key file", &key.encode(), |b| KeyFile::decode(b).is_ok());
+    let lock = cairn::lock_record::LockRecord {
+        exclusive: true,
+        hostname: "h".into(),
+        username: "u".into(),
+        pid: 7,
+        command: "prune".into(),
+        created_ns: 1,
+        refreshed_ns: 2,
+    };
+    torture("lock", &lock.encode(), |b| {
+        cairn::lock_record::LockRecord::decode(b).is_ok()
+    });
 }
 
 #[test]

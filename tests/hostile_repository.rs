@@ -5,6 +5,7 @@ mod common;
 use cairn::filter::{BlobEncoder, BlobKind};
 use cairn::index::file::{IndexFile, IndexedPack};
 use cairn::pack::PackBuilder;
+use cairn::repo::lock::{LockKind, LockOptions};
 use cairn::repo::{layout, CacheLocation, Repository};
 use cairn::storage::Storage;
 use cairn::tree::snapshot::Snapshot;
@@ -37,6 +38,14 @@ fn plant(env: &Env, evil: &[u8]) {
         storage,
         PASSWORD.as_bytes(),
         &CacheLocation::Dir(env.cache.clone()),
+    )
+    .unwrap();
+    repo.lock(
+        LockKind::Shared,
+        &LockOptions {
+            retry: std::time::Duration::ZERO,
+            command: "test".into(),
+        },
     )
     .unwrap();
     let mut enc = BlobEncoder::new(repo.keys.clone(), 0);

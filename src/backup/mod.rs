@@ -229,6 +229,7 @@ fn run(
     let snapshot_id = if opts.dry_run {
         None
     } else {
+        crate::crash_point::crash_point("before-snapshot");
         Some(repo.save_snapshot(&snapshot)?)
     };
     Ok(BackupOutcome {

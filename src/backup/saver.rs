@@ -7,6 +7,7 @@
 //! save() ─raw─► encoders ×N ─encoded─► packer ─packs─► uploaders ×M ─► index/<id>
 //! ```
 
+use crate::crash_point::crash_point;
 use crate::filter::{BlobEncoder, BlobKind, EncodedBlob};
 use crate::id::Id;
 use crate::index::file::{IndexFile, IndexedPack};
@@ -169,6 +170,7 @@ fn run_uploader(
     for pack in rx {
         let size = pack.bytes.len() as u64;
         repo.storage.write(&layout::pack(&pack.id), pack.bytes)?;
+        crash_point("pack-uploaded");
         stats.packs.fetch_add(1, Relaxed);
         stats.packed_bytes.fetch_add(size, Relaxed);
         let full = {
@@ -210,6 +212,7 @@ fn write_index(repo: &Repository, packs: Vec<IndexedPack>, stats: &SaverStats) -
         packs,
         supersedes: Vec::new(),
     })?;
+    crash_point("index-written");
     stats.index_files.fetch_add(1, Relaxed);
     Ok(())
 }

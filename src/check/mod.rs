@@ -5,11 +5,12 @@
 //! against its BLAKE3, and every blob decrypted and verified. Damage is
 //! reported with the snapshots and files it affects.
 
-use crate::crypto::ad;
+pub mod repair;
+
 use crate::filter::{decode_blob, BlobKind};
 use crate::id::Id;
 use crate::index::file::IndexFile;
-use crate::pack::{decode_header, parse_trailer, read_pack_header, PackedBlob, TRAILER_LEN};
+use crate::pack::{read_pack_header, PackedBlob};
 use crate::repo::{layout, Repository};
 use crate::tree::{NodeKind, Tree};
 use anyhow::{anyhow, Result};
@@ -236,30 +237,10 @@ fn check_pack_header(
     size: u64,
     listed: &[PackedBlob],
 ) -> Result<(), PackFault> {
-    let path = layout::pack(id);
     let fault = |e: String| (e, listed.to_vec());
-    if size < TRAILER_LEN as u64 {
-        return Err(fault("too short to be a pack".into()));
-    }
-    let trailer = repo
-        .storage
-        .read_range(&path, size - TRAILER_LEN as u64..size)
+    let header = repo
+        .read_pack_header(id, size)
         .map_err(|e| fault(format!("{e:#}")))?;
-    let header_len = u64::from(parse_trailer(&trailer).map_err(|e| fault(e.to_string()))?);
-    let header_end = size - TRAILER_LEN as u64;
-    let header_start = header_end
-        .checked_sub(header_len)
-        .ok_or_else(|| fault("header longer than the pack".into()))?;
-    let sealed = repo
-        .storage
-        .read_range(&path, header_start..header_end)
-        .map_err(|e| fault(format!("{e:#}")))?;
-    let plain = repo
-        .keys
-        .cipher()
-        .open("pack header", ad::PACK_HEADER, &sealed)
-        .map_err(|e| fault(e.to_string()))?;
-    let header = decode_header(&plain, header_start).map_err(|e| fault(e.to_string()))?;
     compare_with_index(&header, listed).map_err(fault)
 }
 

@@ -59,7 +59,7 @@ pub struct BackupArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "backup")?;
     let interrupted = install_interrupt_flag()?;
     let snapshot = SnapshotOptions {
         tags: a

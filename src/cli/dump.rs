@@ -16,7 +16,7 @@ pub struct DumpArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: &DumpArgs) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "dump")?;
     let (_, snap) = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
     let path = format!("/{}", a.path.trim_matches('/'));
     let stdout = std::io::stdout();

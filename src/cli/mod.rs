@@ -5,15 +5,20 @@ mod backup;
 mod cat;
 mod check;
 mod dump;
+mod forget;
 mod init;
 mod ls;
 mod password;
+mod prune;
 mod render;
+mod repair;
 mod restore;
 mod snapshots;
+mod unlock;
 
 use anyhow::{anyhow, Result};
 use cairn::fail::Fail;
+use cairn::repo::lock::{LockKind, LockOptions};
 use cairn::repo::snapshots::SnapshotFilter;
 use cairn::repo::{CacheLocation, Repository};
 use cairn::storage::Storage;
@@ -57,6 +62,20 @@ pub struct GlobalArgs {
     /// Print less
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Wait this long for a conflicting lock to go away (e.g. 30s, 5m, 1h)
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "0s")]
+    retry_lock: std::time::Duration,
+    /// Take no lock (read-only commands on read-only storage)
+    #[arg(long, global = true)]
+    no_lock: bool,
+}
+
+/// `30s`, `5m`, `1h30m`, ...
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|_| anyhow!("{s:?} is not a duration: use e.g. 30s, 5m or 1h30m"))?;
+    std::time::Duration::try_from(d).map_err(|_| anyhow!("{s:?}: a duration cannot be negative"))
 }
 
 #[derive(Subcommand)]
@@ -77,6 +96,15 @@ enum Command {
     Cat(cat::CatArgs),
     /// Verify the repository: structure, and with --read-data every blob
     Check(check::CheckArgs),
+    /// Remove snapshots by policy (--keep-*) or by id
+    Forget(forget::ForgetArgs),
+    /// Delete data no snapshot needs; repack mostly unused packs
+    Prune(prune::PruneCommand),
+    /// Remove stale locks (or, with --remove-all, every lock)
+    Unlock(unlock::UnlockArgs),
+    /// Rebuild damaged repository structures
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
 }
 
 /// `--host/--tag/--path`: how `latest` and listings are narrowed.
@@ -131,6 +159,20 @@ impl GlobalArgs {
         let password = password::read(self, false)?;
         Repository::open(storage, password.as_bytes(), &self.cache())
     }
+
+    /// Opens the repository and takes the lock `command` needs (unless
+    /// --no-lock, which only read-only commands survive).
+    pub fn open_locked(&self, kind: LockKind, command: &str) -> Result<Repository> {
+        let repo = self.open()?;
+        if !self.no_lock {
+            let opts = LockOptions {
+                retry: self.retry_lock,
+                command: command.to_string(),
+            };
+            repo.lock(kind, &opts)?;
+        }
+        Ok(repo)
+    }
 }
 
 pub fn run() -> Result<i32> {
@@ -145,6 +187,10 @@ pub fn run() -> Result<i32> {
         Command::Dump(a) => dump::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Check(a) => check::run(g, a),
+        Command::Forget(a) => forget::run(g, a),
+        Command::Prune(a) => prune::run(g, a),
+        Command::Unlock(a) => unlock::run(g, a),
+        Command::Repair(a) => repair::run(g, a),
     }
 }
 

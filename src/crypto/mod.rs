@@ -21,6 +21,7 @@ pub mod ad {
     pub const KEY: &[u8] = b"cairn/v1/key";
     pub const INDEX: &[u8] = b"cairn/v1/index";
     pub const SNAPSHOT: &[u8] = b"cairn/v1/snapshot";
+    pub const LOCK: &[u8] = b"cairn/v1/lock";
     pub const PACK_HEADER: &[u8] = b"cairn/v1/pack-header";
     pub const BLOB_PREFIX: &[u8] = b"cairn/v1/blob";
 }

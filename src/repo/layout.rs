@@ -7,6 +7,7 @@ pub const KEYS_DIR: &str = "keys/";
 pub const DATA_DIR: &str = "data/";
 pub const INDEX_DIR: &str = "index/";
 pub const SNAPSHOTS_DIR: &str = "snapshots/";
+pub const LOCKS_DIR: &str = "locks/";
 
 pub fn key(id: &Id) -> String {
     format!("keys/{id}")
@@ -23,6 +24,10 @@ pub fn index(id: &Id) -> String {
 
 pub fn snapshot(id: &Id) -> String {
     format!("snapshots/{id}")
+}
+
+pub fn lock(id: &Id) -> String {
+    format!("locks/{id}")
 }
 
 /// The id at the end of a listed object's path, if it is one.

@@ -2,7 +2,11 @@
 //! operation starts from [`Repository::open`].
 
 pub mod layout;
+pub mod lock;
+mod rewrite_index;
 pub mod snapshots;
+
+pub use rewrite_index::IndexRewrite;
 
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::config::{Config, REPO_VERSION};
@@ -13,17 +17,22 @@ use crate::filter::{decode_blob, BlobKind};
 use crate::id::Id;
 use crate::index::cache::{BlobLocation, CacheOpenError, IndexCache};
 use crate::index::file::IndexFile;
+use crate::pack::{decode_header, parse_trailer, PackedBlob, TRAILER_LEN};
 use crate::storage::Storage;
 use crate::tree::Tree;
 use anyhow::{anyhow, Context, Result};
+use lock::{LockKind, LockOptions, RepoLock};
 use rayon::prelude::*;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 pub struct Repository {
     pub storage: Storage,
     pub keys: MasterKeys,
     pub config: Config,
     pub index: IndexCache,
+    /// The lock this process holds, if it took one.
+    held_lock: OnceLock<RepoLock>,
     /// Keeps a `--no-cache` cache alive until the repository is dropped.
     _temp_cache: Option<TempCache>,
 }
@@ -173,10 +182,39 @@ impl Repository {
             keys,
             config,
             index,
+            held_lock: OnceLock::new(),
             _temp_cache: temp,
         };
         repo.sync_index()?;
         Ok(repo)
+    }
+
+    /// Takes the repository lock (held until the repository is dropped),
+    /// then re-reads the index: what a command relies on must be read under
+    /// its lock, or a prune that finished meanwhile could have removed it.
+    pub fn lock(&self, kind: LockKind, opts: &LockOptions) -> Result<()> {
+        let lock = RepoLock::acquire(&self.storage, &self.keys, kind, opts)?;
+        if self.held_lock.set(lock).is_err() {
+            return Err(anyhow!(
+                "the repository lock is already held by this process"
+            ));
+        }
+        self.sync_index()
+    }
+
+    /// Fails unless this process holds a lock of at least `kind` that is
+    /// still in force. Called before every write that commits something.
+    pub fn ensure_lock(&self, kind: LockKind, before: &str) -> Result<()> {
+        let lock = self.held_lock.get().ok_or_else(|| {
+            anyhow!(
+                "writing {before} needs a repository lock, and this command runs without one \
+                 (drop --no-lock)"
+            )
+        })?;
+        if kind == LockKind::Exclusive && lock.kind() != LockKind::Exclusive {
+            return Err(anyhow!("writing {before} needs an exclusive lock"));
+        }
+        lock.ensure_valid(before)
     }
 
     pub fn chunker(&self) -> Chunker {
@@ -276,6 +314,7 @@ impl Repository {
 
     /// Writes an index file and records it in the cache.
     pub fn save_index_file(&self, index: &IndexFile) -> Result<Id> {
+        self.ensure_lock(LockKind::Shared, "an index file")?;
         let id = self.write_object(ad::INDEX, &index.encode(), layout::index)?;
         self.index.ingest(&id, index)?;
         Ok(id)
@@ -302,6 +341,28 @@ impl Repository {
             .read_range(&path, b.offset..b.offset + u64::from(b.length))?;
         decode_blob(&self.keys, kind, id, b.raw_length, b.compression, &sealed)
             .with_context(|| format!("{} blob {} in pack {}", kind.name(), id.short(), path))
+    }
+
+    /// Reads a pack's header from storage alone (trailer, then header: two
+    /// ranged reads), without the index.
+    pub fn read_pack_header(&self, id: &Id, size: u64) -> Result<Vec<PackedBlob>> {
+        let path = layout::pack(id);
+        if size < TRAILER_LEN as u64 {
+            return Err(anyhow!("{path}: too short to be a pack"));
+        }
+        let header_end = size - TRAILER_LEN as u64;
+        let trailer = self.storage.read_range(&path, header_end..size)?;
+        let header_len = u64::from(parse_trailer(&trailer).with_context(|| path.clone())?);
+        let header_start = header_end
+            .checked_sub(header_len)
+            .ok_or_else(|| anyhow!("{path}: header longer than the pack"))?;
+        let sealed = self.storage.read_range(&path, header_start..header_end)?;
+        let plain = self
+            .keys
+            .cipher()
+            .open("pack header", ad::PACK_HEADER, &sealed)
+            .with_context(|| path.clone())?;
+        Ok(decode_header(&plain, header_start).with_context(|| path.clone())?)
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {

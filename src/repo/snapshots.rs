@@ -51,6 +51,7 @@ pub fn normalize_path_text(p: &str) -> String {
 
 impl Repository {
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        self.ensure_lock(super::lock::LockKind::Shared, "the snapshot")?;
         self.write_object(ad::SNAPSHOT, &snap.encode(), layout::snapshot)
     }
 

@@ -8,10 +8,12 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 /// A repository location and the operator that reaches it. Calls block the
-/// calling thread; they must not be made from inside a tokio worker.
+/// calling thread; they must not be made from inside a tokio worker. Clones
+/// share the operator and the I/O runtime (the lock refresher uses one).
+#[derive(Clone)]
 pub struct Storage {
     op: Operator,
-    runtime: tokio::runtime::Runtime,
+    runtime: std::sync::Arc<tokio::runtime::Runtime>,
     location: String,
     local_root: Option<PathBuf>,
 }
@@ -53,7 +55,7 @@ impl Storage {
         };
         Ok(Storage {
             op,
-            runtime,
+            runtime: std::sync::Arc::new(runtime),
             location: url.to_string(),
             local_root,
         })

@@ -1,0 +1,195 @@
+use super::prune::{print_plan, print_result, PruneArgs};
+use super::render::local_time;
+use super::snapshots::snapshot_json;
+use super::{FilterArgs, GlobalArgs};
+use anyhow::Result;
+use cairn::repo::lock::LockKind;
+use cairn::retention::forget::{execute_forget, plan_forget, ForgetOptions, GroupBy};
+use cairn::retention::policy::{KeepPolicy, Within};
+use cairn::retention::prune::{execute_prune, plan_prune};
+
+#[derive(clap::Args)]
+pub struct ForgetArgs {
+    /// Snapshots to forget in any case (ids, prefixes or `latest`)
+    snapshots: Vec<String>,
+    /// Keep the last N snapshots (-1: all)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_last: Option<i64>,
+    /// Keep the last snapshot of each of the last N hours (-1: every hour)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_hourly: Option<i64>,
+    /// Keep the last snapshot of each of the last N days (-1: every day)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_daily: Option<i64>,
+    /// Keep the last snapshot of each of the last N ISO weeks (-1: every week)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_weekly: Option<i64>,
+    /// Keep the last snapshot of each of the last N months (-1: every month)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_monthly: Option<i64>,
+    /// Keep the last snapshot of each of the last N years (-1: every year)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_yearly: Option<i64>,
+    /// Keep snapshots newer than DURATION before the newest (e.g. 1y6m7d12h; m = months)
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<Within>,
+    /// Keep snapshots with these tags (repeatable; "a,b" needs both)
+    #[arg(long = "keep-tag", value_name = "TAGS")]
+    keep_tags: Vec<String>,
+    /// Apply the policy to each group of snapshots with equal host, paths and/or tags
+    #[arg(long, default_value = "host,paths")]
+    group_by: GroupBy,
+    /// Show what would be forgotten, change nothing
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_args: PruneArgs,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+impl ForgetArgs {
+    fn policy(&self) -> Result<KeepPolicy> {
+        for (flag, n) in [
+            ("--keep-last", self.keep_last),
+            ("--keep-hourly", self.keep_hourly),
+            ("--keep-daily", self.keep_daily),
+            ("--keep-weekly", self.keep_weekly),
+            ("--keep-monthly", self.keep_monthly),
+            ("--keep-yearly", self.keep_yearly),
+        ] {
+            if n.is_some_and(|n| n < -1) {
+                return Err(anyhow::anyhow!(
+                    "{flag} must be -1 (all), 0 (off) or a count"
+                ));
+            }
+        }
+        Ok(KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            tags: self
+                .keep_tags
+                .iter()
+                .map(|t| {
+                    t.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .collect(),
+        })
+    }
+}
+
+pub fn run(g: &GlobalArgs, a: &ForgetArgs) -> Result<i32> {
+    let repo = g.open_locked(LockKind::Exclusive, "forget")?;
+    let filter = a.filter.filter();
+    let remove = a
+        .snapshots
+        .iter()
+        .map(|spec| Ok(repo.find_snapshot(spec, &filter)?.0))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = ForgetOptions {
+        policy: a.policy()?,
+        group_by: Some(a.group_by),
+        remove,
+        filter,
+    };
+    if opts.policy.is_empty() && opts.remove.is_empty() && !g.json {
+        eprintln!("no policy and no snapshots given: nothing is forgotten");
+    }
+    let plan = plan_forget(&repo, &opts)?;
+    if g.json {
+        let groups: Vec<serde_json::Value> = plan
+            .groups
+            .iter()
+            .map(|grp| {
+                let pick = |keep: bool| -> Vec<serde_json::Value> {
+                    grp.decisions
+                        .iter()
+                        .filter(|(d, _)| d.keep == keep)
+                        .map(|(d, s)| snapshot_json(&d.id, s))
+                        .collect()
+                };
+                let reasons: Vec<serde_json::Value> = grp
+                    .decisions
+                    .iter()
+                    .filter(|(d, _)| d.keep)
+                    .map(|(d, s)| {
+                        serde_json::json!({"snapshot": snapshot_json(&d.id, s), "matches": d.matches})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "host": grp.key.host,
+                    "paths": grp.key.paths,
+                    "tags": grp.key.tags,
+                    "keep": pick(true),
+                    "remove": pick(false),
+                    "reasons": reasons,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(groups));
+    } else if !g.quiet {
+        print_forget_plan(&plan);
+    }
+    let removed = if a.dry_run {
+        0
+    } else {
+        execute_forget(&repo, &plan)?
+    };
+    if !g.json && !g.quiet {
+        let n = plan.to_remove().len();
+        if a.dry_run {
+            println!("would remove {n} snapshots (dry run)");
+        } else {
+            println!("removed {removed} snapshots");
+        }
+    }
+    if a.prune {
+        let popts = a.prune_args.options()?;
+        let pplan = plan_prune(&repo, &popts)?;
+        print_plan(g, &pplan.stats, a.dry_run);
+        if !a.dry_run {
+            let r = execute_prune(&repo, pplan)?;
+            print_result(g, &r);
+        }
+    }
+    Ok(0)
+}
+
+fn print_forget_plan(plan: &cairn::retention::forget::ForgetPlan) {
+    for (id, s) in &plan.explicit {
+        println!("remove {} {} (named)", id.short(), local_time(s.time_ns));
+    }
+    for grp in &plan.groups {
+        let mut what = Vec::new();
+        if let Some(h) = &grp.key.host {
+            what.push(format!("host {h}"));
+        }
+        if let Some(p) = &grp.key.paths {
+            what.push(format!("paths {}", p.join(" ")));
+        }
+        if let Some(t) = &grp.key.tags {
+            what.push(format!("tags [{}]", t.join(",")));
+        }
+        println!("snapshots of {}:", what.join(", "));
+        for (d, s) in &grp.decisions {
+            println!(
+                "  {} {}  {}  {}",
+                if d.keep { "keep  " } else { "remove" },
+                d.id.short(),
+                local_time(s.time_ns),
+                d.matches.join(", ")
+            );
+        }
+    }
+}

@@ -1,0 +1,137 @@
+use super::render::bytes;
+use super::GlobalArgs;
+use anyhow::{anyhow, Result};
+use cairn::repo::lock::LockKind;
+use cairn::retention::prune::{execute_prune, plan_prune, PruneOptions, PruneResult, PruneStats};
+
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    /// Unused space tolerated afterwards, in percent of the repository
+    #[arg(long, default_value = "5%", value_name = "PERCENT")]
+    max_unused: String,
+    /// Repack at most this much per run (e.g. 500M, 10G)
+    #[arg(long, value_name = "SIZE")]
+    max_repack_size: Option<String>,
+}
+
+impl PruneArgs {
+    pub fn options(&self) -> Result<PruneOptions> {
+        let p = self.max_unused.trim().trim_end_matches('%');
+        let max_unused_percent: f64 = p
+            .parse()
+            .ok()
+            .filter(|p| (0.0..100.0).contains(p))
+            .ok_or_else(|| {
+                anyhow!(
+                    "--max-unused {:?}: give a percentage below 100, e.g. 5%",
+                    self.max_unused
+                )
+            })?;
+        let max_repack_bytes = self
+            .max_repack_size
+            .as_deref()
+            .map(parse_size)
+            .transpose()?;
+        Ok(PruneOptions {
+            max_unused_percent,
+            max_repack_bytes,
+        })
+    }
+}
+
+/// `500M`, `10G`, `4096` (binary units).
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| anyhow!("{s:?} is not a size: use e.g. 500M or 10G"))
+}
+
+#[derive(clap::Args)]
+pub struct PruneCommand {
+    #[command(flatten)]
+    args: PruneArgs,
+    /// Show what would be done, change nothing
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+}
+
+pub fn run(g: &GlobalArgs, a: &PruneCommand) -> Result<i32> {
+    let repo = g.open_locked(LockKind::Exclusive, "prune")?;
+    let plan = plan_prune(&repo, &a.args.options()?)?;
+    print_plan(g, &plan.stats, a.dry_run);
+    if !a.dry_run {
+        let r = execute_prune(&repo, plan)?;
+        print_result(g, &r);
+    }
+    Ok(0)
+}
+
+pub fn print_plan(g: &GlobalArgs, s: &PruneStats, dry_run: bool) {
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({"message_type": "prune_plan", "dry_run": dry_run, "plan": s})
+        );
+        return;
+    }
+    if g.quiet {
+        return;
+    }
+    println!(
+        "{} snapshots use {} of {} blobs ({} of {} in {} packs)",
+        s.snapshots,
+        s.blobs_used,
+        s.blobs,
+        bytes(s.bytes_used),
+        bytes(s.bytes),
+        s.packs
+    );
+    println!(
+        "{}delete {} unused packs ({}) and {} packs no index lists ({})",
+        if dry_run { "would " } else { "" },
+        s.packs_unused,
+        bytes(s.bytes_unused_packs),
+        s.packs_unindexed,
+        bytes(s.bytes_unindexed)
+    );
+    println!(
+        "{}repack {} packs ({}, of which {} is still used)",
+        if dry_run { "would " } else { "" },
+        s.packs_repack,
+        bytes(s.bytes_repack),
+        bytes(s.bytes_repack_used)
+    );
+    println!(
+        "frees about {}; {} unused stays in kept packs",
+        bytes(s.bytes_freed),
+        bytes(s.bytes_unused_left)
+    );
+}
+
+pub fn print_result(g: &GlobalArgs, r: &PruneResult) {
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({"message_type": "prune_result", "result": r})
+        );
+    } else if !g.quiet {
+        println!(
+            "wrote {} packs ({}) and {} index files; deleted {} packs and {} old index files",
+            r.packs_written,
+            bytes(r.bytes_written),
+            r.index_files_written,
+            r.packs_deleted,
+            r.index_files_deleted
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! `forget`: group the snapshots, apply the keep policy to each group, and
+//! delete the snapshot objects the policy (or the user, by id) gives up.
+//! Plan first, so `--dry-run` and the API show exactly what would happen.
+
+use super::policy::{apply, Candidate, Decision, KeepPolicy};
+use crate::id::Id;
+use crate::repo::lock::LockKind;
+use crate::repo::snapshots::SnapshotFilter;
+use crate::repo::{layout, now_ns, Repository};
+use crate::tree::snapshot::Snapshot;
+use anyhow::{anyhow, Result};
+use jiff::tz::TimeZone;
+use std::collections::BTreeMap;
+
+/// What snapshots are grouped by before the policy is applied (`--group-by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupBy {
+    pub host: bool,
+    pub paths: bool,
+    pub tags: bool,
+}
+
+impl Default for GroupBy {
+    fn default() -> Self {
+        GroupBy {
+            host: true,
+            paths: true,
+            tags: false,
+        }
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = anyhow::Error;
+
+    /// `host,paths,tags` in any combination; empty for one group.
+    fn from_str(s: &str) -> Result<GroupBy> {
+        let mut g = GroupBy {
+            host: false,
+            paths: false,
+            tags: false,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "host" => g.host = true,
+                "paths" => g.paths = true,
+                "tags" => g.tags = true,
+                other => {
+                    return Err(anyhow!(
+                        "--group-by: unknown field {other:?} (use host, paths and/or tags)"
+                    ))
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// The values a group shares; `None` for a field not grouped by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub host: Option<String>,
+    pub paths: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+}
+
+impl GroupBy {
+    fn key(&self, s: &Snapshot) -> GroupKey {
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        GroupKey {
+            host: self.host.then(|| s.hostname.clone()),
+            paths: self.paths.then(|| sorted(&s.paths)),
+            tags: self.tags.then(|| sorted(&s.tags)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ForgetOptions {
+    pub policy: KeepPolicy,
+    pub group_by: Option<GroupBy>,
+    /// Snapshots named on the command line: removed whatever the policy says.
+    pub remove: Vec<Id>,
+    /// Only snapshots matching this take part.
+    pub filter: SnapshotFilter,
+}
+
+pub struct ForgetGroup {
+    pub key: GroupKey,
+    /// Newest first, each with its snapshot.
+    pub decisions: Vec<(Decision, Snapshot)>,
+}
+
+pub struct ForgetPlan {
+    pub groups: Vec<ForgetGroup>,
+    /// Named explicitly, removed in any case.
+    pub explicit: Vec<(Id, Snapshot)>,
+}
+
+impl ForgetPlan {
+    /// Every snapshot to delete, once.
+    pub fn to_remove(&self) -> Vec<Id> {
+        let mut ids: Vec<Id> = self.explicit.iter().map(|(id, _)| *id).collect();
+        for g in &self.groups {
+            ids.extend(
+                g.decisions
+                    .iter()
+                    .filter(|(d, _)| !d.keep)
+                    .map(|(d, _)| d.id),
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// Decides, touching nothing.
+pub fn plan_forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
+    let all = repo.list_snapshots()?;
+    let explicit: Vec<(Id, Snapshot)> = all
+        .iter()
+        .filter(|(id, _)| opts.remove.contains(id))
+        .cloned()
+        .collect();
+    let mut groups = Vec::new();
+    if !opts.policy.is_empty() {
+        let group_by = opts.group_by.unwrap_or_default();
+        let mut by_key: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
+        for (id, s) in all.into_iter().filter(|(_, s)| opts.filter.matches(s)) {
+            by_key.entry(group_by.key(&s)).or_default().push((id, s));
+        }
+        let tz = TimeZone::system();
+        let now = now_ns();
+        for (key, members) in by_key {
+            let candidates: Vec<Candidate> = members
+                .iter()
+                .map(|(id, s)| Candidate {
+                    id: *id,
+                    time_ns: s.time_ns,
+                    tags: s.tags.clone(),
+                })
+                .collect();
+            let snapshots: BTreeMap<Id, Snapshot> = members.into_iter().collect();
+            let decisions = apply(&candidates, &opts.policy, now, &tz)
+                .into_iter()
+                .map(|d| {
+                    let s = snapshots[&d.id].clone();
+                    (d, s)
+                })
+                .collect();
+            groups.push(ForgetGroup { key, decisions });
+        }
+    }
+    Ok(ForgetPlan { groups, explicit })
+}
+
+/// Deletes the snapshots the plan gives up. Needs the exclusive lock.
+pub fn execute_forget(repo: &Repository, plan: &ForgetPlan) -> Result<usize> {
+    let ids = plan.to_remove();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    repo.ensure_lock(LockKind::Exclusive, "(deleting) snapshots")?;
+    for id in &ids {
+        repo.storage.delete(&layout::snapshot(id))?;
+    }
+    Ok(ids.len())
+}
