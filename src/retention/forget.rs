@@ -83,7 +83,7 @@ impl GroupBy {
 pub struct ForgetOptions {
     pub policy: KeepPolicy,
     pub group_by: Option<GroupBy>,
-    /// Snapshots named on the command line: removed whatever the policy says.
+    /// Snapshots named on the command line: the only ones considered.
     pub remove: Vec<Id>,
     /// Only snapshots matching this take part.
     pub filter: SnapshotFilter,
@@ -97,7 +97,7 @@ pub struct ForgetGroup {
 
 pub struct ForgetPlan {
     pub groups: Vec<ForgetGroup>,
-    /// Named explicitly, removed in any case.
+    /// Named explicitly with no policy: removed.
     pub explicit: Vec<(Id, Snapshot)>,
 }
 
@@ -119,44 +119,56 @@ impl ForgetPlan {
     }
 }
 
-/// Decides, touching nothing.
+/// Decides, touching nothing. As in restic, snapshots named by id narrow
+/// the set the policy sees; named without a policy, they are removed.
 pub fn plan_forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan> {
-    let all = repo.list_snapshots()?;
-    let explicit: Vec<(Id, Snapshot)> = all
-        .iter()
-        .filter(|(id, _)| opts.remove.contains(id))
-        .cloned()
+    let candidates: Vec<(Id, Snapshot)> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(id, s)| opts.filter.matches(s) && (opts.remove.is_empty() || opts.remove.contains(id)))
         .collect();
-    let mut groups = Vec::new();
-    if !opts.policy.is_empty() {
-        let group_by = opts.group_by.unwrap_or_default();
-        let mut by_key: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
-        for (id, s) in all.into_iter().filter(|(_, s)| opts.filter.matches(s)) {
-            by_key.entry(group_by.key(&s)).or_default().push((id, s));
-        }
-        let tz = TimeZone::system();
-        let now = now_ns();
-        for (key, members) in by_key {
-            let candidates: Vec<Candidate> = members
-                .iter()
-                .map(|(id, s)| Candidate {
-                    id: *id,
-                    time_ns: s.time_ns,
-                    tags: s.tags.clone(),
-                })
-                .collect();
-            let snapshots: BTreeMap<Id, Snapshot> = members.into_iter().collect();
-            let decisions = apply(&candidates, &opts.policy, now, &tz)
-                .into_iter()
-                .map(|d| {
-                    let s = snapshots[&d.id].clone();
-                    (d, s)
-                })
-                .collect();
-            groups.push(ForgetGroup { key, decisions });
-        }
+    if opts.policy.is_empty() {
+        let explicit = if opts.remove.is_empty() {
+            Vec::new()
+        } else {
+            candidates
+        };
+        return Ok(ForgetPlan {
+            groups: Vec::new(),
+            explicit,
+        });
     }
-    Ok(ForgetPlan { groups, explicit })
+    let group_by = opts.group_by.unwrap_or_default();
+    let mut by_key: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
+    for (id, s) in candidates {
+        by_key.entry(group_by.key(&s)).or_default().push((id, s));
+    }
+    let tz = TimeZone::system();
+    let now = now_ns();
+    let mut groups = Vec::new();
+    for (key, members) in by_key {
+        let policy_view: Vec<Candidate> = members
+            .iter()
+            .map(|(id, s)| Candidate {
+                id: *id,
+                time_ns: s.time_ns,
+                tags: s.tags.clone(),
+            })
+            .collect();
+        let snapshots: BTreeMap<Id, Snapshot> = members.into_iter().collect();
+        let decisions = apply(&policy_view, &opts.policy, now, &tz)
+            .into_iter()
+            .map(|d| {
+                let s = snapshots[&d.id].clone();
+                (d, s)
+            })
+            .collect();
+        groups.push(ForgetGroup { key, decisions });
+    }
+    Ok(ForgetPlan {
+        groups,
+        explicit: Vec::new(),
+    })
 }
 
 /// Deletes the snapshots the plan gives up. Needs the exclusive lock.
