@@ -6,7 +6,6 @@ pub mod saver;
 
 use crate::fail::Fail;
 use crate::id::Id;
-use crate::index::file::IndexedPack;
 use crate::repo::snapshots::{normalize_path_text, SnapshotFilter};
 use crate::repo::{hostname, now_ns, username, Repository};
 use crate::source::exclude::Excludes;
@@ -185,7 +184,7 @@ fn run(
         .compression_level
         .unwrap_or(repo.config.compression_level);
     let stats = SaverStats::default();
-    let pending: Mutex<Vec<IndexedPack>> = Mutex::new(Vec::new());
+    let pending: Mutex<saver::PendingIndex> = Mutex::default();
     let (archived, summary, saved) = std::thread::scope(|scope| {
         let saver = (!opts.dry_run).then(|| BlobSaver::start(scope, repo, level, &stats, &pending));
         let mut archiver = Archiver::new(

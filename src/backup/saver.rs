@@ -24,9 +24,36 @@ use std::thread::{Scope, ScopedJoinHandle};
 const OPEN_DATA_PACKS: usize = 2;
 /// Packs uploaded concurrently.
 const UPLOADERS: usize = 2;
-/// An index file is written after this many packs, so a killed backup leaves
-/// most of its uploads indexed and the next run reuses them.
+/// An index file is written after this many packs, or once the oldest
+/// unindexed pack is this old, so a killed backup leaves most of its uploads
+/// indexed and the next run reuses them.
 const PACKS_PER_INDEX_FILE: usize = 16;
+const INDEX_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Uploaded packs no index file lists yet.
+#[derive(Default)]
+pub struct PendingIndex {
+    packs: Vec<IndexedPack>,
+    oldest: Option<std::time::Instant>,
+}
+
+impl PendingIndex {
+    /// Adds a pack; returns the packs to index now, if it is time.
+    fn add(&mut self, pack: IndexedPack) -> Vec<IndexedPack> {
+        self.packs.push(pack);
+        let oldest = *self.oldest.get_or_insert_with(std::time::Instant::now);
+        if self.packs.len() >= PACKS_PER_INDEX_FILE || oldest.elapsed() >= INDEX_AT_LEAST_EVERY {
+            self.take()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn take(&mut self) -> Vec<IndexedPack> {
+        self.oldest = None;
+        std::mem::take(&mut self.packs)
+    }
+}
 
 struct RawBlob {
     kind: BlobKind,
@@ -56,7 +83,7 @@ impl<'scope> BlobSaver<'scope> {
         repo: &'scope Repository,
         compression_level: i32,
         stats: &'scope SaverStats,
-        pending: &'scope Mutex<Vec<IndexedPack>>,
+        pending: &'scope Mutex<PendingIndex>,
     ) -> BlobSaver<'scope> {
         let encoders = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -165,7 +192,7 @@ fn run_uploader(
     repo: &Repository,
     rx: Receiver<FinishedPack>,
     stats: &SaverStats,
-    pending: &Mutex<Vec<IndexedPack>>,
+    pending: &Mutex<PendingIndex>,
 ) -> Result<()> {
     for pack in rx {
         let size = pack.bytes.len() as u64;
@@ -173,19 +200,11 @@ fn run_uploader(
         crash_point("pack-uploaded");
         stats.packs.fetch_add(1, Relaxed);
         stats.packed_bytes.fetch_add(size, Relaxed);
-        let full = {
-            let mut p = pending.lock().expect("index lock");
-            p.push(IndexedPack {
-                id: pack.id,
-                size,
-                blobs: pack.blobs,
-            });
-            if p.len() >= PACKS_PER_INDEX_FILE {
-                std::mem::take(&mut *p)
-            } else {
-                Vec::new()
-            }
-        };
+        let full = pending.lock().expect("index lock").add(IndexedPack {
+            id: pack.id,
+            size,
+            blobs: pack.blobs,
+        });
         if !full.is_empty() {
             write_index(repo, full, stats)?;
         }
@@ -197,10 +216,10 @@ fn run_uploader(
 /// all uploaders are done.
 pub fn flush_index(
     repo: &Repository,
-    pending: &Mutex<Vec<IndexedPack>>,
+    pending: &Mutex<PendingIndex>,
     stats: &SaverStats,
 ) -> Result<()> {
-    let rest = std::mem::take(&mut *pending.lock().expect("index lock"));
+    let rest = pending.lock().expect("index lock").take();
     if rest.is_empty() {
         return Ok(());
     }

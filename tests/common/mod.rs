@@ -367,3 +367,44 @@ pub fn two_backups_with_new_data_packs(env: &Env) -> (PathBuf, Vec<PathBuf>) {
         .collect();
     (src, packs)
 }
+
+/// Writes `count` files of `size` incompressible bytes, `f0`, `f1`, ...,
+/// seeded from `seed` (the same arguments give the same files).
+pub fn noise_files(dir: &Path, count: usize, size: usize, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..count {
+        std::fs::write(dir.join(format!("f{i}")), noise(size, seed * 1000 + i as u64)).unwrap();
+    }
+}
+
+impl Env {
+    /// `check` (with `extra` flags) must pass; returns its notes (e.g. packs
+    /// no index lists, which an interrupted backup leaves).
+    pub fn check_clean(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["check", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.cairn().args(&args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "check failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Restores snapshot `id` into a fresh directory and compares it with `expected`.
+    pub fn assert_restores(&self, id: &str, snapshot_path: &Path, expected: &Path) {
+        let target = tempfile::tempdir_in(self.dir.path()).unwrap();
+        let (code, err) = self.restore_into(target.path(), &[id]);
+        assert_eq!(code, Some(0), "restore {id}: {err}");
+        let inner = snapshot_path.strip_prefix("/").unwrap();
+        assert_same_tree(expected, &target.path().join(inner));
+    }
+}

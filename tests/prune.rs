@@ -1,0 +1,121 @@
+//! `prune`: space comes back, nothing needed goes, a dry run changes nothing.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+
+/// Every object of the repository with its size.
+fn listing(env: &Env) -> BTreeMap<std::path::PathBuf, u64> {
+    walk_files(&env.repo)
+        .into_iter()
+        .filter(|p| !p.starts_with(env.repo.join("locks")))
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect()
+}
+
+#[test]
+fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 12, 2_000_000, 1);
+    let s = src.to_str().unwrap();
+    env.ok(&["backup", s]);
+    // replace half of the files
+    for i in 0..6 {
+        std::fs::write(src.join(format!("f{i}")), noise(2_000_000, 900 + i)).unwrap();
+    }
+    env.ok(&["backup", s]);
+    let before = repo_size(&env.repo);
+
+    // forget + dry run: nothing changes on storage (snapshots aside)
+    env.ok(&["forget", "--keep-last", "1"]);
+    let listed = listing(&env);
+    let plan = env.ok(&["prune", "--dry-run"]);
+    assert!(plan.contains("would repack") || plan.contains("would delete"), "{plan}");
+    assert_eq!(listing(&env), listed, "a dry run changed the repository");
+
+    env.ok(&["prune"]);
+    let after = repo_size(&env.repo);
+
+    let fresh = Env::new();
+    fresh.init();
+    fresh.ok(&["backup", s]);
+    let fresh_size = repo_size(&fresh.repo);
+    assert!(
+        after as f64 <= fresh_size as f64 * 1.10,
+        "after prune {after} bytes, a fresh backup {fresh_size} (before prune {before})"
+    );
+    // the six replaced files were 12 MB
+    assert!(
+        before - after >= 11_000_000,
+        "prune freed too little: {before} → {after}"
+    );
+
+    // what is left is complete and exact
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+    let id = env.snapshot_ids().pop().unwrap();
+    env.assert_restores(&id, &src, &src);
+    // a second prune has nothing left to do
+    let again = env.ok(&["prune", "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(again.lines().next().unwrap()).unwrap();
+    assert_eq!(plan["plan"]["packs_repack"], 0, "{again}");
+    assert_eq!(plan["plan"]["packs_unused"], 0, "{again}");
+}
+
+#[test]
+fn prune_keeps_everything_any_snapshot_needs() {
+    let env = Env::new();
+    env.init();
+    let a = env.path("a");
+    let b = env.path("b");
+    awkward_tree(&a);
+    noise_files(&b, 4, 1_500_000, 7);
+    env.ok(&["backup", a.to_str().unwrap()]);
+    env.ok(&["backup", b.to_str().unwrap()]);
+    std::fs::write(b.join("f0"), noise(1_500_000, 70)).unwrap();
+    env.ok(&["backup", b.to_str().unwrap()]);
+    let ids = env.snapshot_ids();
+    // forget the middle snapshot only: the other two must stay whole
+    env.ok(&["forget", &ids[1]]);
+    let before = repo_size(&env.repo);
+    env.ok(&["prune", "--max-unused", "0%"]);
+    assert!(repo_size(&env.repo) < before);
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+    env.assert_restores(&ids[0], &a, &a);
+    env.assert_restores(&ids[2], &b, &b);
+}
+
+#[test]
+fn prune_with_no_snapshots_empties_the_repository_and_refuses_a_damaged_one() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 3, 1_000_000, 3);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["backup", src.to_str().unwrap(), "--force"]);
+    // damage: delete a data pack; prune must stop and change nothing
+    let victim = walk_files(&env.repo.join("data"))[0].clone();
+    std::fs::remove_file(&victim).unwrap();
+    let listed = listing(&env);
+    let out = env.cairn().arg("prune").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing") && err.contains("repair index"), "{err}");
+    assert_eq!(listing(&env), listed);
+
+    // forget everything: prune leaves no data behind
+    env.ok(&["repair", "index"]);
+    let ids = env.snapshot_ids();
+    let mut args = vec!["forget"];
+    args.extend(ids.iter().map(String::as_str));
+    env.ok(&args);
+    env.ok(&["prune"]);
+    assert!(walk_files(&env.repo.join("data")).is_empty());
+    assert_eq!(walk_files(&env.repo.join("index")).len(), 1);
+    assert!(env.check_clean(&[]).is_empty());
+}
