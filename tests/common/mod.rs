@@ -36,15 +36,28 @@ impl Env {
         self.command(Command::cargo_bin("cairn").unwrap())
     }
 
+    /// The whole environment cairn runs with: this repository and cache only.
+    pub fn env_vars(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        vec![
+            ("PATH", std::env::var_os("PATH").unwrap_or_default()),
+            ("HOME", self.dir.path().into()),
+            ("CAIRN_REPOSITORY", self.repo.clone().into()),
+            ("CAIRN_PASSWORD", PASSWORD.into()),
+            ("CAIRN_CACHE_DIR", self.cache.clone().into()),
+            ("TZ", "UTC".into()),
+        ]
+    }
+
     /// `c` with a clean environment pointing at this repository and cache.
     pub fn command(&self, mut c: Command) -> Command {
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("CAIRN_REPOSITORY", &self.repo)
-            .env("CAIRN_PASSWORD", PASSWORD)
-            .env("CAIRN_CACHE_DIR", &self.cache)
-            .env("TZ", "UTC");
+        c.env_clear().envs(self.env_vars());
+        c
+    }
+
+    /// The binary as a plain process (to spawn, pipe and kill it).
+    pub fn process(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"));
+        c.env_clear().envs(self.env_vars());
         c
     }
 

@@ -1,0 +1,122 @@
+//! Locks: a backup (shared) blocks prune and forget (exclusive) but not
+//! other backups; waiting works; a killed holder's lock is stale; a holder
+//! whose lock was removed commits nothing.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `cairn backup --stdin` that holds its shared lock until its stdin closes.
+fn holding_backup(env: &Env) -> Child {
+    let mut child = env
+        .process()
+        .args(["backup", "--stdin", "--stdin-filename", "held.bin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(&noise(100_000, 5))
+        .unwrap();
+    // wait until its lock is on storage
+    let locks = env.repo.join("locks");
+    let start = Instant::now();
+    while walk_files(&locks).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no lock appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn finish(mut child: Child) -> std::process::Output {
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn run(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let out = env.cairn().args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_running_backup_blocks_prune_and_forget_but_not_other_backups() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 2, 200_000, 1);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let holder = holding_backup(&env);
+    let pid = holder.id();
+
+    for args in [&["prune"][..], &["forget", "--keep-last", "1"], &["repair", "index"]] {
+        let (code, err) = run(&env, args);
+        assert_eq!(code, Some(11), "{args:?}: {err}");
+        assert!(
+            err.contains("shared lock") && err.contains("`backup`") && err.contains(&format!("pid {pid}")),
+            "{args:?}: {err}"
+        );
+    }
+    // shared locks coexist
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert!(env.check_clean(&[]).is_empty());
+
+    // a prune that may wait goes ahead once the backup is done
+    let waiting = std::thread::spawn({
+        let mut cmd = env.cairn();
+        move || cmd.args(["prune", "--retry-lock", "60s"]).output().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let out = finish(holder);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pruned = waiting.join().unwrap();
+    assert!(pruned.status.success(), "{}", String::from_utf8_lossy(&pruned.stderr));
+    assert!(String::from_utf8_lossy(&pruned.stderr).contains("waiting up to 60 s"));
+
+    assert_eq!(env.snapshot_ids().len(), 3);
+    let dumped = env
+        .cairn()
+        .args(["dump", "latest", "/held.bin", "--path", "/held.bin"])
+        .output()
+        .unwrap();
+    assert!(dumped.status.success());
+    assert!(dumped.stdout == noise(100_000, 5), "the held stream did not restore");
+    assert!(walk_files(&env.repo.join("locks")).is_empty(), "locks left behind");
+}
+
+#[test]
+fn a_killed_holders_lock_is_stale_and_unlock_removes_it() {
+    let env = Env::new();
+    env.init();
+    let mut holder = holding_backup(&env);
+    holder.kill().unwrap(); // SIGKILL
+    holder.wait().unwrap();
+    assert_eq!(walk_files(&env.repo.join("locks")).len(), 1);
+    // the holder's process is gone: its lock does not block
+    env.ok(&["prune"]);
+    let out = env.ok(&["unlock"]);
+    assert!(out.contains("removed 1 locks"), "{out}");
+    assert!(walk_files(&env.repo.join("locks")).is_empty());
+    assert!(env.check_clean(&[]).is_empty());
+}
+
+#[test]
+fn a_holder_whose_lock_was_removed_commits_nothing() {
+    let env = Env::new();
+    env.init();
+    let holder = holding_backup(&env);
+    // a live lock is not stale: plain unlock leaves it
+    assert!(env.ok(&["unlock"]).contains("removed 0 locks"));
+    env.ok(&["unlock", "--remove-all"]);
+    let out = finish(holder);
+    assert_eq!(out.status.code(), Some(11));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was removed"), "{err}");
+    assert!(env.snapshot_ids().is_empty(), "a snapshot was written without a lock");
+}
