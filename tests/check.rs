@@ -55,6 +55,18 @@ fn a_flipped_byte_is_found_by_read_data_and_names_the_file() {
         "{out}"
     );
     assert!(out.contains("new.bin") && !out.contains("old.bin"), "{out}");
+    assert_unaffected_file_restores(&env);
+}
+
+/// `old.bin` lives in packs of the first backup: damage to the second
+/// backup's packs must not stop its restore.
+fn assert_unaffected_file_restores(env: &Env) {
+    let src = env.path("src");
+    let target = env.path("unaffected");
+    let (code, err) = env.restore_into(&target, &["latest", "--include", "old.bin"]);
+    assert_eq!(code, Some(0), "{err}");
+    let restored = target.join(src.strip_prefix("/").unwrap()).join("old.bin");
+    assert!(std::fs::read(restored).unwrap() == std::fs::read(src.join("old.bin")).unwrap());
 }
 
 #[test]
@@ -77,6 +89,7 @@ fn truncated_and_deleted_packs_are_reported() {
         out.contains("is missing") && out.contains(packs[0].file_name().unwrap().to_str().unwrap()),
         "{out}"
     );
+    assert_unaffected_file_restores(&env);
 }
 
 #[test]
@@ -92,4 +105,12 @@ fn a_deleted_index_file_leaves_blobs_unindexed_and_packs_unreferenced() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("not in any index"), "{out}");
     assert!(out.contains("packs are in no index"), "{out}");
+
+    // the packs still say what they hold: repair brings the index back
+    let out = env.ok(&["repair", "index"]);
+    assert!(out.contains("replaced"), "{out}");
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+    let src = env.path("src");
+    let id = env.snapshot_ids().pop().unwrap();
+    env.assert_restores(&id, &src, &src);
 }

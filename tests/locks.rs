@@ -120,3 +120,48 @@ fn a_holder_whose_lock_was_removed_commits_nothing() {
     assert!(err.contains("was removed"), "{err}");
     assert!(env.snapshot_ids().is_empty(), "a snapshot was written without a lock");
 }
+
+#[test]
+fn two_backups_at_once_and_a_prune_meanwhile_lose_nothing() {
+    let env = Env::new();
+    env.init();
+    let (a, b, gone) = (env.path("a"), env.path("b"), env.path("gone"));
+    noise_files(&a, 6, 3_000_000, 1);
+    noise_files(&b, 6, 3_000_000, 2);
+    noise_files(&gone, 2, 3_000_000, 3);
+    // garbage for the prune to collect
+    env.ok(&["backup", gone.to_str().unwrap()]);
+    let gone_id = env.snapshot_ids().pop().unwrap();
+    env.ok(&["forget", &gone_id]);
+
+    let spawn = |args: &[&str]| {
+        env.process()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let backup_a = spawn(&["backup", a.to_str().unwrap()]);
+    let backup_b = spawn(&["backup", b.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(50));
+    let prune = spawn(&["prune", "--retry-lock", "2m"]);
+    for (what, child) in [("backup a", backup_a), ("backup b", backup_b), ("prune", prune)] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+    let snaps: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+    for s in snaps.as_array().unwrap() {
+        let path = std::path::PathBuf::from(s["paths"][0].as_str().unwrap());
+        env.assert_restores(s["id"].as_str().unwrap(), &path, &path);
+    }
+    // the forgotten 6 MB are gone, the 36 MB of a and b are not
+    let size = repo_size(&env.repo);
+    assert!((36_000_000..40_000_000).contains(&size), "repository is {size} bytes");
+}
