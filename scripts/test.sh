@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/build-env.sh
 
+# restic is the reference the forget tests compare policies with
+if ! command -v restic >/dev/null; then
+  echo "== installing restic (reference for the forget tests)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic >/dev/null; }
+fi
+
 echo "== cargo test (profile $CAIRN_PROFILE)"
 cargo test --profile "$CAIRN_PROFILE" --all-targets
 
