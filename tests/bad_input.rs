@@ -228,3 +228,38 @@ fn a_cache_held_by_another_process_falls_back_to_a_temporary_one() {
     assert!(slow.wait().unwrap().success());
     assert_eq!(env.snapshot_ids().len(), 2);
 }
+
+/// A restore that runs out of disk space says so and names the file; the
+/// repository is untouched and a restore with room succeeds. Needs root (to
+/// mount a small tmpfs).
+#[test]
+fn restore_onto_a_full_disk_names_the_file_and_damages_nothing() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 1, 200_000, 1);
+    std::fs::write(src.join("big.bin"), noise(6_000_000, 2)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let small = env.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    let (code, err) = env.restore_into(&small, &["latest"]);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("big.bin") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+    let id = env.snapshot_ids().pop().unwrap();
+    env.assert_restores(&id, &src, &src);
+}
