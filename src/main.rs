@@ -4,6 +4,13 @@
 mod cli;
 
 fn main() {
+    // Like other Unix tools, end quietly when the reader of our output goes
+    // away (`cairn ls latest | head`) instead of panicking on a closed pipe.
+    // Everything already stored stays valid, as after any kill.
+    // SAFETY: restoring the default disposition, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let code = match cli::run() {
         Ok(code) => code,
         Err(e) => {

@@ -346,3 +346,48 @@ fn dry_run_stores_nothing() {
     assert_eq!(repo_size(&env.repo), before);
     assert!(env.snapshot_ids().is_empty());
 }
+
+#[test]
+fn json_backup_reports_status_lines_then_the_summary() {
+    use std::io::Write;
+    let env = Env::new();
+    env.init();
+    let mut child = env
+        .process()
+        .args([
+            "backup",
+            "--json",
+            "--stdin",
+            "--stdin-filename",
+            "slow.bin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for part in 0..3 {
+        stdin.write_all(&noise(2_000_000, part)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (summary, status) = lines.split_last().unwrap();
+    assert_eq!(summary["message_type"], "summary");
+    assert_eq!(summary["total_bytes_processed"], 6_000_000);
+    assert!(status.len() >= 2, "{status:?}");
+    let mut last = 0;
+    for s in status {
+        assert_eq!(s["message_type"], "status");
+        let done = s["bytes_done"].as_u64().unwrap();
+        assert!(done >= last && done <= 6_000_000, "{s}");
+        last = done;
+    }
+    assert!(last >= 2_000_000, "progress never moved: {status:?}");
+}

@@ -89,12 +89,19 @@ fn backup_killed_at_each_step_leaves_a_valid_repository() {
     ] {
         let s = scenario();
         assert!(crash_backup_at(&s, point), "{point} was never reached");
-        assert_eq!(s.env.snapshot_ids().len(), 1, "{point}: a snapshot appeared");
+        assert_eq!(
+            s.env.snapshot_ids().len(),
+            1,
+            "{point}: a snapshot appeared"
+        );
         let added = recovers(&s, point);
         if point.starts_with("index-written") || point.starts_with("before-snapshot") {
             // everything was uploaded and indexed: the next backup re-uses
             // it (and adds only the tree records of changed ancestor dirs)
-            assert!(added < 100_000, "{point}: the next backup uploaded {added} bytes again");
+            assert!(
+                added < 100_000,
+                "{point}: the next backup uploaded {added} bytes again"
+            );
         }
     }
 }
@@ -151,6 +158,9 @@ fn prune_killed_at_each_step_loses_nothing() {
         );
         let added = recovers(&s, point);
         // only the tree records of changed ancestor directories are new
-        assert!(added < 100_000, "{point}: data of the kept snapshot was lost ({added} bytes re-added)");
+        assert!(
+            added < 100_000,
+            "{point}: data of the kept snapshot was lost ({added} bytes re-added)"
+        );
     }
 }

@@ -59,7 +59,9 @@ fn restic(env: &Env, args: &[&str]) -> String {
         .arg("--no-cache")
         .args(args)
         .output()
-        .expect("restic must be installed to compare forget policies (scripts/test.sh installs it)");
+        .expect(
+            "restic must be installed to compare forget policies (scripts/test.sh installs it)",
+        );
     assert!(
         out.status.success(),
         "restic {args:?}: {}",
@@ -110,7 +112,14 @@ fn forget_keeps_exactly_what_restic_keeps() {
     // counts are left" rule, which cairn follows (see the policy unit tests).
     let policies: &[&[&str]] = &[
         &["--keep-last", "3"],
-        &["--keep-daily", "4", "--keep-weekly", "3", "--keep-monthly", "4"],
+        &[
+            "--keep-daily",
+            "4",
+            "--keep-weekly",
+            "3",
+            "--keep-monthly",
+            "4",
+        ],
         &["--keep-monthly", "5", "--keep-yearly", "1"],
         &["--keep-hourly", "3", "--keep-within", "2m"],
         &["--keep-within", "1y2m10d"],
@@ -125,7 +134,10 @@ fn forget_keeps_exactly_what_restic_keeps() {
         let ours = kept_by_host(&env.ok(&args));
         let theirs = kept_by_host(&restic(&env, &args));
         assert!(!ours.is_empty(), "{policy:?}: no groups");
-        assert_eq!(ours, theirs, "policy {policy:?}: cairn (left) and restic differ");
+        assert_eq!(
+            ours, theirs,
+            "policy {policy:?}: cairn (left) and restic differ"
+        );
     }
     // dry runs changed nothing
     assert_eq!(env.snapshot_ids().len(), 30);
@@ -144,7 +156,14 @@ fn forget_removes_by_policy_or_by_id_and_says_why_it_keeps() {
         env.ok(&["backup", "--time", &time, "--tag", tag, src]);
     }
     let all = env.snapshot_ids(); // oldest first
-    let out = env.ok(&["forget", "--json", "--keep-last", "2", "--keep-tag", "keepme"]);
+    let out = env.ok(&[
+        "forget",
+        "--json",
+        "--keep-last",
+        "2",
+        "--keep-tag",
+        "keepme",
+    ]);
     let groups: serde_json::Value = serde_json::from_str(&out).unwrap();
     let reasons = groups[0]["reasons"].as_array().unwrap();
     let why: BTreeMap<String, Vec<String>> = reasons
@@ -165,7 +184,10 @@ fn forget_removes_by_policy_or_by_id_and_says_why_it_keeps() {
     assert_eq!(why["keepme"], vec!["has tags keepme"]);
     assert_eq!(why["d"], vec!["last snapshot"]);
     assert_eq!(why["c"], vec!["last snapshot"]);
-    assert_eq!(env.snapshot_ids(), vec![all[1].clone(), all[3].clone(), all[4].clone()]);
+    assert_eq!(
+        env.snapshot_ids(),
+        vec![all[1].clone(), all[3].clone(), all[4].clone()]
+    );
     // by id (prefix): exactly that one goes
     env.ok(&["forget", &all[3][..8]]);
     assert_eq!(env.snapshot_ids(), vec![all[1].clone(), all[4].clone()]);

@@ -23,7 +23,10 @@ fn ctrl_c_stops_cleanly_and_indexes_what_was_uploaded() {
     let data = env.repo.join("data");
     let start = std::time::Instant::now();
     while packs_so_far(&data) < 2 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no pack was uploaded");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no pack was uploaded"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     nix::sys::signal::kill(

@@ -29,7 +29,10 @@ fn holding_backup(env: &Env) -> Child {
     let locks = env.repo.join("locks");
     let start = Instant::now();
     while walk_files(&locks).is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(20), "no lock appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no lock appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child
@@ -42,7 +45,10 @@ fn finish(mut child: Child) -> std::process::Output {
 
 fn run(env: &Env, args: &[&str]) -> (Option<i32>, String) {
     let out = env.cairn().args(args).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -55,11 +61,17 @@ fn a_running_backup_blocks_prune_and_forget_but_not_other_backups() {
     let holder = holding_backup(&env);
     let pid = holder.id();
 
-    for args in [&["prune"][..], &["forget", "--keep-last", "1"], &["repair", "index"]] {
+    for args in [
+        &["prune"][..],
+        &["forget", "--keep-last", "1"],
+        &["repair", "index"],
+    ] {
         let (code, err) = run(&env, args);
         assert_eq!(code, Some(11), "{args:?}: {err}");
         assert!(
-            err.contains("shared lock") && err.contains("`backup`") && err.contains(&format!("pid {pid}")),
+            err.contains("shared lock")
+                && err.contains("`backup`")
+                && err.contains(&format!("pid {pid}")),
             "{args:?}: {err}"
         );
     }
@@ -74,9 +86,17 @@ fn a_running_backup_blocks_prune_and_forget_but_not_other_backups() {
     });
     std::thread::sleep(Duration::from_millis(800));
     let out = finish(holder);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pruned = waiting.join().unwrap();
-    assert!(pruned.status.success(), "{}", String::from_utf8_lossy(&pruned.stderr));
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
     assert!(String::from_utf8_lossy(&pruned.stderr).contains("waiting up to 60 s"));
 
     assert_eq!(env.snapshot_ids().len(), 3);
@@ -86,8 +106,14 @@ fn a_running_backup_blocks_prune_and_forget_but_not_other_backups() {
         .output()
         .unwrap();
     assert!(dumped.status.success());
-    assert!(dumped.stdout == noise(100_000, 5), "the held stream did not restore");
-    assert!(walk_files(&env.repo.join("locks")).is_empty(), "locks left behind");
+    assert!(
+        dumped.stdout == noise(100_000, 5),
+        "the held stream did not restore"
+    );
+    assert!(
+        walk_files(&env.repo.join("locks")).is_empty(),
+        "locks left behind"
+    );
 }
 
 #[test]
@@ -118,7 +144,10 @@ fn a_holder_whose_lock_was_removed_commits_nothing() {
     assert_eq!(out.status.code(), Some(11));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("was removed"), "{err}");
-    assert!(env.snapshot_ids().is_empty(), "a snapshot was written without a lock");
+    assert!(
+        env.snapshot_ids().is_empty(),
+        "a snapshot was written without a lock"
+    );
 }
 
 #[test]
@@ -146,7 +175,11 @@ fn two_backups_at_once_and_a_prune_meanwhile_lose_nothing() {
     let backup_b = spawn(&["backup", b.to_str().unwrap()]);
     std::thread::sleep(Duration::from_millis(50));
     let prune = spawn(&["prune", "--retry-lock", "2m"]);
-    for (what, child) in [("backup a", backup_a), ("backup b", backup_b), ("prune", prune)] {
+    for (what, child) in [
+        ("backup a", backup_a),
+        ("backup b", backup_b),
+        ("prune", prune),
+    ] {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
@@ -163,5 +196,8 @@ fn two_backups_at_once_and_a_prune_meanwhile_lose_nothing() {
     }
     // the forgotten 6 MB are gone, the 36 MB of a and b are not
     let size = repo_size(&env.repo);
-    assert!((36_000_000..40_000_000).contains(&size), "repository is {size} bytes");
+    assert!(
+        (36_000_000..40_000_000).contains(&size),
+        "repository is {size} bytes"
+    );
 }

@@ -36,7 +36,10 @@ fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
     env.ok(&["forget", "--keep-last", "1"]);
     let listed = listing(&env);
     let plan = env.ok(&["prune", "--dry-run"]);
-    assert!(plan.contains("would repack") || plan.contains("would delete"), "{plan}");
+    assert!(
+        plan.contains("would repack") || plan.contains("would delete"),
+        "{plan}"
+    );
     assert_eq!(listing(&env), listed, "a dry run changed the repository");
 
     env.ok(&["prune"]);
@@ -105,7 +108,10 @@ fn prune_with_no_snapshots_empties_the_repository_and_refuses_a_damaged_one() {
     let out = env.cairn().arg("prune").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("missing") && err.contains("repair index"), "{err}");
+    assert!(
+        err.contains("missing") && err.contains("repair index"),
+        "{err}"
+    );
     assert_eq!(listing(&env), listed);
 
     // forget everything: prune leaves no data behind

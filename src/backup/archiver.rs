@@ -2,6 +2,7 @@
 //! content, skips blobs the repository already has, and builds one tree blob
 //! per directory. Files unchanged since the parent snapshot are not read.
 
+use super::progress::Progress;
 use super::saver::BlobSaver;
 use crate::chunker::Chunker;
 use crate::filter::BlobKind;
@@ -67,6 +68,7 @@ pub struct Archiver<'a, 's> {
     pub one_file_system: bool,
     pub detection: ChangeDetection,
     pub interrupted: &'a AtomicBool,
+    pub progress: &'a Progress,
     pub summary: BackupSummary,
     owners: OwnerNames,
     /// Blobs handed to the saver in this run (not yet in the index).
@@ -81,6 +83,7 @@ impl<'a, 's> Archiver<'a, 's> {
         one_file_system: bool,
         detection: ChangeDetection,
         interrupted: &'a AtomicBool,
+        progress: &'a Progress,
     ) -> Self {
         Archiver {
             repo,
@@ -90,6 +93,7 @@ impl<'a, 's> Archiver<'a, 's> {
             one_file_system,
             detection,
             interrupted,
+            progress,
             summary: BackupSummary::default(),
             owners: OwnerNames::default(),
             queued: HashSet::new(),
@@ -128,7 +132,11 @@ impl<'a, 's> Archiver<'a, 's> {
         let chunker = self.chunker.clone();
         let mut ids = Vec::new();
         let mut total = 0u64;
-        for chunk in chunker.stream(reader) {
+        let counted = CountingReader {
+            inner: reader,
+            progress: self.progress,
+        };
+        for chunk in chunker.stream(counted) {
             self.check_interrupted()?;
             let chunk = chunk?;
             total += chunk.len() as u64;
@@ -304,6 +312,7 @@ impl<'a, 's> Archiver<'a, 's> {
         if let Some(p) = parent.filter(|p| self.unchanged(meta, p)) {
             if let NodeKind::File { content } = &p.kind {
                 self.summary.files_unmodified += 1;
+                self.progress.file_done(p.size);
                 return Ok((content.clone(), p.size));
             }
         }
@@ -319,11 +328,27 @@ impl<'a, 's> Archiver<'a, 's> {
                 path.display()
             ));
         }
+        self.progress.file_done(0);
         if parent.is_some() {
             self.summary.files_changed += 1;
         } else {
             self.summary.files_new += 1;
         }
         Ok((content, read))
+    }
+}
+
+/// Counts bytes into the progress as they are read (the chunker holds up to
+/// a maximum chunk before it emits anything, so counting chunks would lag).
+struct CountingReader<'p, R> {
+    inner: R,
+    progress: &'p Progress,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.bytes_read(n as u64);
+        Ok(n)
     }
 }

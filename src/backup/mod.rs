@@ -2,6 +2,7 @@
 //! the commit point). See format-spec/invariants.md.
 
 pub mod archiver;
+pub mod progress;
 pub mod saver;
 
 use crate::fail::Fail;
@@ -13,6 +14,7 @@ use crate::tree::snapshot::{BackupSummary, Snapshot};
 use crate::tree::{is_valid_name, Node, NodeKind};
 use anyhow::{anyhow, Result};
 use archiver::{Archiver, ChangeDetection, PathTrie};
+use progress::Progress;
 use saver::{BlobSaver, SaverStats};
 use std::io::Read;
 use std::path::PathBuf;
@@ -70,6 +72,7 @@ pub fn backup_paths(
     repo: &Repository,
     opts: &BackupOptions,
     interrupted: &AtomicBool,
+    progress: &Progress,
 ) -> Result<BackupOutcome> {
     if opts.paths.is_empty() {
         return Err(anyhow!(
@@ -103,21 +106,37 @@ pub fn backup_paths(
         }
     };
     let excludes = Excludes::new(&opts.excludes)?;
-    let trie = PathTrie::new(&paths.iter().map(PathBuf::from).collect::<Vec<_>>());
+    let scan_excludes = Excludes::new(&opts.excludes)?;
+    let roots: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    let trie = PathTrie::new(&roots);
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
-    run(repo, &opts.snapshot, interrupted, |archiver| {
-        archiver.excludes = excludes;
-        archiver.one_file_system = opts.one_file_system;
-        archiver.detection = opts.detection;
-        let tree = archiver.archive_root(&trie, parent_tree)?;
-        Ok(Snapshot {
-            tree,
-            paths,
-            hostname: host,
-            parent: parent.map(|(id, _)| id),
-            excludes: opts.excludes.clone(),
-            ..Default::default()
-        })
+    let scan_stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            progress::scan(
+                &roots,
+                &scan_excludes,
+                opts.one_file_system,
+                progress,
+                &scan_stop,
+            )
+        });
+        let outcome = run(repo, &opts.snapshot, interrupted, progress, |archiver| {
+            archiver.excludes = excludes;
+            archiver.one_file_system = opts.one_file_system;
+            archiver.detection = opts.detection;
+            let tree = archiver.archive_root(&trie, parent_tree)?;
+            Ok(Snapshot {
+                tree,
+                paths,
+                hostname: host,
+                parent: parent.map(|(id, _)| id),
+                excludes: opts.excludes.clone(),
+                ..Default::default()
+            })
+        });
+        scan_stop.store(true, Relaxed);
+        outcome
     })
 }
 
@@ -128,6 +147,7 @@ pub fn backup_stream(
     reader: impl Read,
     opts: &SnapshotOptions,
     interrupted: &AtomicBool,
+    progress: &Progress,
 ) -> Result<BackupOutcome> {
     if !is_valid_name(name.as_bytes()) {
         return Err(anyhow!(
@@ -135,7 +155,7 @@ pub fn backup_stream(
         ));
     }
     let host = opts.host.clone().unwrap_or_else(hostname);
-    run(repo, opts, interrupted, |archiver| {
+    run(repo, opts, interrupted, progress, |archiver| {
         let (content, size) = archiver.save_stream(reader)?;
         archiver.summary.files_new += 1;
         let now = now_ns();
@@ -177,6 +197,7 @@ fn run(
     repo: &Repository,
     opts: &SnapshotOptions,
     interrupted: &AtomicBool,
+    progress: &Progress,
     archive: impl FnOnce(&mut Archiver) -> Result<Snapshot>,
 ) -> Result<BackupOutcome> {
     let start = now_ns();
@@ -194,6 +215,7 @@ fn run(
             false,
             ChangeDetection::default(),
             interrupted,
+            progress,
         );
         let archived = archive(&mut archiver);
         let summary = std::mem::take(&mut archiver.summary);

@@ -2,6 +2,7 @@ use super::render::{bytes, parse_time};
 use super::GlobalArgs;
 use anyhow::{anyhow, Context, Result};
 use cairn::backup::archiver::ChangeDetection;
+use cairn::backup::progress::Progress;
 use cairn::backup::{
     backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, SnapshotOptions,
 };
@@ -74,13 +75,31 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
         dry_run: a.dry_run,
         compression_level: a.compression,
     };
-    let outcome = if a.stdin {
+    let progress = Progress::default();
+    let stop_display = AtomicBool::new(false);
+    let outcome = std::thread::scope(|scope| {
+        let _display = super::progress::show(scope, g, &progress, &stop_display);
+        run_backup(a, &repo, snapshot, &interrupted, &progress)
+    })?;
+    render(g, &outcome);
+    Ok(if outcome.is_incomplete() { 3 } else { 0 })
+}
+
+fn run_backup(
+    a: &BackupArgs,
+    repo: &cairn::repo::Repository,
+    snapshot: SnapshotOptions,
+    interrupted: &AtomicBool,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
+    Ok(if a.stdin {
         backup_stream(
-            &repo,
+            repo,
             &a.stdin_filename,
             std::io::stdin().lock(),
             &snapshot,
-            &interrupted,
+            interrupted,
+            progress,
         )?
     } else {
         let mut excludes = a.excludes.clone();
@@ -108,10 +127,8 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
             },
             snapshot,
         };
-        backup_paths(&repo, &opts, &interrupted).context("backup failed")?
-    };
-    render(g, &outcome);
-    Ok(if outcome.is_incomplete() { 3 } else { 0 })
+        backup_paths(repo, &opts, interrupted, progress).context("backup failed")?
+    })
 }
 
 /// Ctrl-C / SIGTERM set a flag the backup checks; a second Ctrl-C exits at once.

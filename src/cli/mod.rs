@@ -9,6 +9,7 @@ mod forget;
 mod init;
 mod ls;
 mod password;
+mod progress;
 mod prune;
 mod render;
 mod repair;

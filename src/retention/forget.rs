@@ -125,7 +125,9 @@ pub fn plan_forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetPlan
     let candidates: Vec<(Id, Snapshot)> = repo
         .list_snapshots()?
         .into_iter()
-        .filter(|(id, s)| opts.filter.matches(s) && (opts.remove.is_empty() || opts.remove.contains(id)))
+        .filter(|(id, s)| {
+            opts.filter.matches(s) && (opts.remove.is_empty() || opts.remove.contains(id))
+        })
         .collect();
     if opts.policy.is_empty() {
         let explicit = if opts.remove.is_empty() {

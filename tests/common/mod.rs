@@ -386,7 +386,11 @@ pub fn two_backups_with_new_data_packs(env: &Env) -> (PathBuf, Vec<PathBuf>) {
 pub fn noise_files(dir: &Path, count: usize, size: usize, seed: u64) {
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..count {
-        std::fs::write(dir.join(format!("f{i}")), noise(size, seed * 1000 + i as u64)).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}")),
+            noise(size, seed * 1000 + i as u64),
+        )
+        .unwrap();
     }
 }
 

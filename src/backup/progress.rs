@@ -1,0 +1,104 @@
+//! Live counters of a running backup, for whoever shows them (the CLI's bar
+//! or JSON lines, the API). The archiver counts what it has done; a scanner
+//! walking the same paths alongside counts what there is, which gives the
+//! percentage and the ETA once it finishes (usually long before the backup).
+
+use crate::source::exclude::Excludes;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub total_files: AtomicU64,
+    pub total_bytes: AtomicU64,
+    /// The totals are final.
+    pub scan_done: AtomicBool,
+}
+
+/// One reading of the counters.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ProgressView {
+    pub files_done: u64,
+    pub bytes_done: u64,
+    pub total_files: u64,
+    pub total_bytes: u64,
+    pub scan_done: bool,
+}
+
+impl Progress {
+    pub fn view(&self) -> ProgressView {
+        ProgressView {
+            files_done: self.files_done.load(Relaxed),
+            bytes_done: self.bytes_done.load(Relaxed),
+            total_files: self.total_files.load(Relaxed),
+            total_bytes: self.total_bytes.load(Relaxed),
+            scan_done: self.scan_done.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn file_done(&self, bytes_not_streamed: u64) {
+        self.files_done.fetch_add(1, Relaxed);
+        self.bytes_done.fetch_add(bytes_not_streamed, Relaxed);
+    }
+
+    pub(crate) fn bytes_read(&self, n: u64) {
+        self.bytes_done.fetch_add(n, Relaxed);
+    }
+}
+
+impl ProgressView {
+    /// 0..=1, or None while the totals are still growing.
+    pub fn fraction(&self) -> Option<f64> {
+        (self.scan_done && self.total_bytes > 0)
+            .then(|| (self.bytes_done as f64 / self.total_bytes as f64).min(1.0))
+    }
+}
+
+/// Counts the regular files and bytes under `paths` as the archiver will
+/// see them (same excludes, same file-system boundary rule). Stops early
+/// when `stop` is set; an unreadable entry is skipped (the archiver reports it).
+pub fn scan(
+    paths: &[PathBuf],
+    excludes: &Excludes,
+    one_file_system: bool,
+    progress: &Progress,
+    stop: &AtomicBool,
+) {
+    for root in paths {
+        let Ok(meta) = std::fs::symlink_metadata(root) else {
+            continue;
+        };
+        let mut stack = vec![(root.clone(), meta)];
+        let root_dev = stack[0].1.dev();
+        while let Some((path, meta)) = stack.pop() {
+            if stop.load(Relaxed) {
+                return;
+            }
+            if meta.is_file() {
+                progress.total_files.fetch_add(1, Relaxed);
+                progress.total_bytes.fetch_add(meta.len(), Relaxed);
+            } else if meta.is_dir() && !(one_file_system && meta.dev() != root_dev) {
+                push_children(&path, excludes, &mut stack);
+            }
+        }
+    }
+    progress.scan_done.store(true, Relaxed);
+}
+
+fn push_children(dir: &Path, excludes: &Excludes, stack: &mut Vec<(PathBuf, std::fs::Metadata)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if excludes.is_excluded(&path) {
+            continue;
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            stack.push((path, meta));
+        }
+    }
+}
