@@ -20,12 +20,7 @@ pub struct RepairReport {
 /// Needs the exclusive lock.
 pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
     let old: Vec<Id> = repo.list_ids(layout::INDEX_DIR)?;
-    let listed: Vec<(Id, u64)> = repo
-        .storage
-        .list(layout::DATA_DIR)?
-        .into_iter()
-        .filter_map(|o| Some((layout::id_of(&o.path)?, o.size)))
-        .collect();
+    let listed = repo.list_packs()?;
     let read: Vec<std::result::Result<IndexedPack, (Id, String)>> = listed
         .par_iter()
         .map(|(id, size)| match repo.read_pack_header(id, *size) {

@@ -1,4 +1,4 @@
-use super::prune::{print_plan, print_result, PruneArgs};
+use super::prune::{prune, PruneArgs};
 use super::render::local_time;
 use super::snapshots::snapshot_json;
 use super::{FilterArgs, GlobalArgs};
@@ -6,7 +6,6 @@ use anyhow::Result;
 use cairn::repo::lock::LockKind;
 use cairn::retention::forget::{execute_forget, plan_forget, ForgetOptions, GroupBy};
 use cairn::retention::policy::{KeepPolicy, Within};
-use cairn::retention::prune::{execute_prune, plan_prune};
 
 #[derive(clap::Args)]
 pub struct ForgetArgs {
@@ -155,13 +154,7 @@ pub fn run(g: &GlobalArgs, a: &ForgetArgs) -> Result<i32> {
         }
     }
     if a.prune {
-        let popts = a.prune_args.options()?;
-        let pplan = plan_prune(&repo, &popts)?;
-        print_plan(g, &pplan.stats, a.dry_run);
-        if !a.dry_run {
-            let r = execute_prune(&repo, pplan)?;
-            print_result(g, &r);
-        }
+        prune(g, &repo, &a.prune_args, a.dry_run)?;
     }
     Ok(0)
 }

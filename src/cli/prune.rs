@@ -2,6 +2,7 @@ use super::render::bytes;
 use super::GlobalArgs;
 use anyhow::{anyhow, Result};
 use cairn::repo::lock::LockKind;
+use cairn::repo::Repository;
 use cairn::retention::prune::{execute_prune, plan_prune, PruneOptions, PruneResult, PruneStats};
 
 #[derive(clap::Args)]
@@ -67,16 +68,23 @@ pub struct PruneCommand {
 
 pub fn run(g: &GlobalArgs, a: &PruneCommand) -> Result<i32> {
     let repo = g.open_locked(LockKind::Exclusive, "prune")?;
-    let plan = plan_prune(&repo, &a.args.options()?)?;
-    print_plan(g, &plan.stats, a.dry_run);
-    if !a.dry_run {
-        let r = execute_prune(&repo, plan)?;
-        print_result(g, &r);
-    }
+    prune(g, &repo, &a.args, a.dry_run)?;
     Ok(0)
 }
 
-pub fn print_plan(g: &GlobalArgs, s: &PruneStats, dry_run: bool) {
+/// Plans, shows the plan, and (unless a dry run) executes and reports.
+/// Also the tail of `forget --prune`.
+pub fn prune(g: &GlobalArgs, repo: &Repository, args: &PruneArgs, dry_run: bool) -> Result<()> {
+    let plan = plan_prune(repo, &args.options()?)?;
+    print_plan(g, &plan.stats, dry_run);
+    if !dry_run {
+        let r = execute_prune(repo, plan)?;
+        print_result(g, &r);
+    }
+    Ok(())
+}
+
+fn print_plan(g: &GlobalArgs, s: &PruneStats, dry_run: bool) {
     if g.json {
         println!(
             "{}",
@@ -118,7 +126,7 @@ pub fn print_plan(g: &GlobalArgs, s: &PruneStats, dry_run: bool) {
     );
 }
 
-pub fn print_result(g: &GlobalArgs, r: &PruneResult) {
+fn print_result(g: &GlobalArgs, r: &PruneResult) {
     if g.json {
         println!(
             "{}",

@@ -9,7 +9,7 @@ use crate::crypto::{ad, MasterKeys};
 use crate::fail::Fail;
 use crate::id::Id;
 use crate::lock_record::{LockRecord, REFRESH_EVERY_NS, VALID_FOR_NS};
-use crate::repo::{hostname, layout, now_ns, username};
+use crate::repo::{hostname, layout, now_ns, store_sealed, username};
 use crate::storage::{is_not_found, Storage};
 use anyhow::{anyhow, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
@@ -140,10 +140,13 @@ struct Current {
 
 impl State {
     fn write(&self, record: &LockRecord) -> Result<Id> {
-        let sealed = self.keys.cipher().seal(ad::LOCK, &record.encode());
-        let id = Id::of_stored_bytes(&sealed);
-        self.storage.write(&layout::lock(&id), sealed)?;
-        Ok(id)
+        store_sealed(
+            &self.storage,
+            &self.keys,
+            ad::LOCK,
+            &record.encode(),
+            layout::lock,
+        )
     }
 
     /// Writes a fresh copy of the lock, then deletes the old one.

@@ -104,6 +104,22 @@ pub fn username() -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
+/// Seals `plain` and stores it under `path_of(BLAKE3 of the sealed bytes)`;
+/// for writers that hold storage and keys but no [`Repository`] (the lock
+/// refresher).
+pub(crate) fn store_sealed(
+    storage: &Storage,
+    keys: &MasterKeys,
+    ad: &[u8],
+    plain: &[u8],
+    path_of: fn(&Id) -> String,
+) -> Result<Id> {
+    let sealed = keys.cipher().seal(ad, plain);
+    let id = Id::of_stored_bytes(&sealed);
+    storage.write(&path_of(&id), sealed)?;
+    Ok(id)
+}
+
 /// Creates a repository: a key file, then the config (written last: it is
 /// what makes the location a repository).
 pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Config> {
@@ -300,10 +316,17 @@ impl Repository {
 
     /// Seals `plain` and stores it under `path_of(BLAKE3 of the sealed bytes)`.
     pub fn write_object(&self, ad: &[u8], plain: &[u8], path_of: fn(&Id) -> String) -> Result<Id> {
-        let sealed = self.keys.cipher().seal(ad, plain);
-        let id = Id::of_stored_bytes(&sealed);
-        self.storage.write(&path_of(&id), sealed)?;
-        Ok(id)
+        store_sealed(&self.storage, &self.keys, ad, plain, path_of)
+    }
+
+    /// Every pack on storage with its size (`data/`).
+    pub fn list_packs(&self) -> Result<Vec<(Id, u64)>> {
+        Ok(self
+            .storage
+            .list(layout::DATA_DIR)?
+            .into_iter()
+            .filter_map(|o| Some((layout::id_of(&o.path)?, o.size)))
+            .collect())
     }
 
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {

@@ -119,12 +119,7 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
         }
     }
 
-    let on_storage: HashMap<Id, u64> = repo
-        .storage
-        .list(layout::DATA_DIR)?
-        .into_iter()
-        .filter_map(|o| Some((layout::id_of(&o.path)?, o.size)))
-        .collect();
+    let on_storage: HashMap<Id, u64> = repo.list_packs()?.into_iter().collect();
     for p in packs.values() {
         match on_storage.get(&p.id) {
             Some(size) if *size == p.size => {}
