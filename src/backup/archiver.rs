@@ -3,7 +3,7 @@
 //! per directory. Files unchanged since the parent snapshot are not read.
 
 use super::progress::Progress;
-use super::saver::BlobSaver;
+use super::saver::{BlobSaver, InFlight};
 use crate::chunker::Chunker;
 use crate::filter::BlobKind;
 use crate::id::Id;
@@ -13,7 +13,7 @@ use crate::source::fs::{node_from_metadata, special_kind, OwnerNames};
 use crate::tree::snapshot::BackupSummary;
 use crate::tree::{Node, NodeKind, Tree};
 use anyhow::{Context, Result};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -71,8 +71,8 @@ pub struct Archiver<'a, 's> {
     pub progress: &'a Progress,
     pub summary: BackupSummary,
     owners: OwnerNames,
-    /// Blobs handed to the saver in this run (not yet in the index).
-    queued: HashSet<(BlobKind, Id)>,
+    /// Blobs handed to the saver in this run and not yet in the index.
+    in_flight: &'a InFlight,
 }
 
 impl<'a, 's> Archiver<'a, 's> {
@@ -82,6 +82,7 @@ impl<'a, 's> Archiver<'a, 's> {
         excludes: Excludes,
         one_file_system: bool,
         detection: ChangeDetection,
+        in_flight: &'a InFlight,
         interrupted: &'a AtomicBool,
         progress: &'a Progress,
     ) -> Self {
@@ -96,7 +97,7 @@ impl<'a, 's> Archiver<'a, 's> {
             progress,
             summary: BackupSummary::default(),
             owners: OwnerNames::default(),
-            queued: HashSet::new(),
+            in_flight,
         }
     }
 
@@ -110,10 +111,12 @@ impl<'a, 's> Archiver<'a, 's> {
     /// Stores a blob unless the repository (or this run) already has it.
     pub fn save_blob(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
         let id = self.repo.keys.blob_id(&data);
-        if self.queued.contains(&(kind, id)) || self.repo.index.contains(kind, &id)? {
+        // In-flight first: the saver drops a blob from it only after its index
+        // file is in the cache, so this order never misses a blob.
+        if self.in_flight.contains(kind, &id) || self.repo.index.contains(kind, &id)? {
             return Ok(id);
         }
-        self.queued.insert((kind, id));
+        self.in_flight.insert(kind, id);
         self.summary.blobs_added += 1;
         self.summary.data_added += data.len() as u64;
         if let Some(saver) = self.saver {

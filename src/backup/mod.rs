@@ -15,7 +15,7 @@ use crate::tree::{is_valid_name, Node, NodeKind};
 use anyhow::{anyhow, Result};
 use archiver::{Archiver, ChangeDetection, PathTrie};
 use progress::Progress;
-use saver::{BlobSaver, SaverStats};
+use saver::{BlobSaver, InFlight, SaverStats};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -206,14 +206,17 @@ fn run(
         .unwrap_or(repo.config.compression_level);
     let stats = SaverStats::default();
     let pending: Mutex<saver::PendingIndex> = Mutex::default();
+    let in_flight = InFlight::default();
     let (archived, summary, saved) = std::thread::scope(|scope| {
-        let saver = (!opts.dry_run).then(|| BlobSaver::start(scope, repo, level, &stats, &pending));
+        let saver = (!opts.dry_run)
+            .then(|| BlobSaver::start(scope, repo, level, &stats, &pending, &in_flight));
         let mut archiver = Archiver::new(
             repo,
             saver.as_ref(),
             Excludes::new(&[])?,
             false,
             ChangeDetection::default(),
+            &in_flight,
             interrupted,
             progress,
         );
@@ -225,7 +228,7 @@ fn run(
     })?;
     // Whatever was uploaded gets indexed, even when the backup failed, so the
     // next run re-uses it instead of uploading it again.
-    let flushed = saver::flush_index(repo, &pending, &stats);
+    let flushed = saver::flush_index(repo, &pending, &stats, &in_flight);
     let mut snapshot = match (archived, saved) {
         (Err(e), _) if e.downcast_ref::<Fail>().is_some() => return Err(e),
         (_, Err(e)) | (Err(e), Ok(())) => return Err(e),

@@ -15,14 +15,13 @@ use crate::pack::{FinishedPack, PackBuilder, TARGET_PACK_SIZE};
 use crate::repo::{layout, Repository};
 use anyhow::{anyhow, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::thread::{Scope, ScopedJoinHandle};
 
-/// Data packs open at once. Spreading blobs over several packs by id keeps a
-/// pack's contents from mirroring file order (and file sizes) one-to-one.
-const OPEN_DATA_PACKS: usize = 2;
-/// Packs uploaded concurrently.
+/// Packs uploaded concurrently. Every pack in flight is held in memory (no
+/// temp files), so this and the pack size set most of the backup's peak RSS.
 const UPLOADERS: usize = 2;
 /// An index file is written after this many packs, or once the oldest
 /// unindexed pack is this old, so a killed backup leaves most of its uploads
@@ -55,6 +54,32 @@ impl PendingIndex {
     }
 }
 
+/// Blobs this run has handed to the saver that no ingested index file lists
+/// yet. Dedup within a run needs them; once their index file is written (and
+/// so ingested into the cache) they are dropped, which keeps the set at a few
+/// packs' worth of ids however large the backup is.
+#[derive(Default)]
+pub struct InFlight(Mutex<HashSet<(BlobKind, Id)>>);
+
+impl InFlight {
+    pub fn contains(&self, kind: BlobKind, id: &Id) -> bool {
+        self.0.lock().expect("in-flight lock").contains(&(kind, *id))
+    }
+
+    pub fn insert(&self, kind: BlobKind, id: Id) {
+        self.0.lock().expect("in-flight lock").insert((kind, id));
+    }
+
+    /// Called only after the packs' index file is in the cache, so a blob is
+    /// always findable in one of the two.
+    fn indexed(&self, packs: &[IndexedPack]) {
+        let mut set = self.0.lock().expect("in-flight lock");
+        for b in packs.iter().flat_map(|p| &p.blobs) {
+            set.remove(&(b.kind, b.id));
+        }
+    }
+}
+
 struct RawBlob {
     kind: BlobKind,
     id: Id,
@@ -84,13 +109,15 @@ impl<'scope> BlobSaver<'scope> {
         compression_level: i32,
         stats: &'scope SaverStats,
         pending: &'scope Mutex<PendingIndex>,
+        in_flight: &'scope InFlight,
     ) -> BlobSaver<'scope> {
         let encoders = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
         let (raw_tx, raw_rx) = bounded::<RawBlob>(2 * encoders);
         let (enc_tx, enc_rx) = bounded::<EncodedBlob>(2 * encoders);
-        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+        // A rendezvous: a finished pack waits in the packer, not in a queue.
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let mut threads = Vec::new();
         for _ in 0..encoders {
             let (rx, tx) = (raw_rx.clone(), enc_tx.clone());
@@ -107,7 +134,7 @@ impl<'scope> BlobSaver<'scope> {
         threads.push(scope.spawn(move || run_packer(repo, enc_rx, pack_tx)));
         for _ in 0..UPLOADERS {
             let rx = pack_rx.clone();
-            threads.push(scope.spawn(move || run_uploader(repo, rx, stats, pending)));
+            threads.push(scope.spawn(move || run_uploader(repo, rx, stats, pending, in_flight)));
         }
         BlobSaver {
             raw_tx: Some(raw_tx),
@@ -165,13 +192,11 @@ fn run_packer(
     tx: Sender<FinishedPack>,
 ) -> Result<()> {
     let cipher = repo.keys.cipher();
-    let mut data_packs: Vec<PackBuilder> = (0..OPEN_DATA_PACKS)
-        .map(|_| PackBuilder::new(BlobKind::Data))
-        .collect();
+    let mut data_pack = PackBuilder::new(BlobKind::Data);
     let mut tree_pack = PackBuilder::new(BlobKind::Tree);
     for blob in rx {
         let pack = match blob.kind {
-            BlobKind::Data => &mut data_packs[blob.id.0[0] as usize % OPEN_DATA_PACKS],
+            BlobKind::Data => &mut data_pack,
             BlobKind::Tree => &mut tree_pack,
         };
         pack.push(blob);
@@ -180,7 +205,7 @@ fn run_packer(
             tx.send(full.finish(&cipher)).map_err(|_| stopped())?;
         }
     }
-    for pack in data_packs.into_iter().chain([tree_pack]) {
+    for pack in [data_pack, tree_pack] {
         if !pack.is_empty() {
             tx.send(pack.finish(&cipher)).map_err(|_| stopped())?;
         }
@@ -193,6 +218,7 @@ fn run_uploader(
     rx: Receiver<FinishedPack>,
     stats: &SaverStats,
     pending: &Mutex<PendingIndex>,
+    in_flight: &InFlight,
 ) -> Result<()> {
     for pack in rx {
         let size = pack.bytes.len() as u64;
@@ -206,7 +232,7 @@ fn run_uploader(
             blobs: pack.blobs,
         });
         if !full.is_empty() {
-            write_index(repo, full, stats)?;
+            write_index(repo, full, stats, in_flight)?;
         }
     }
     Ok(())
@@ -218,19 +244,27 @@ pub fn flush_index(
     repo: &Repository,
     pending: &Mutex<PendingIndex>,
     stats: &SaverStats,
+    in_flight: &InFlight,
 ) -> Result<()> {
     let rest = pending.lock().expect("index lock").take();
     if rest.is_empty() {
         return Ok(());
     }
-    write_index(repo, rest, stats)
+    write_index(repo, rest, stats, in_flight)
 }
 
-fn write_index(repo: &Repository, packs: Vec<IndexedPack>, stats: &SaverStats) -> Result<()> {
-    repo.save_index_file(&IndexFile {
+fn write_index(
+    repo: &Repository,
+    packs: Vec<IndexedPack>,
+    stats: &SaverStats,
+    in_flight: &InFlight,
+) -> Result<()> {
+    let index = IndexFile {
         packs,
         supersedes: Vec::new(),
-    })?;
+    };
+    repo.save_index_file(&index)?;
+    in_flight.indexed(&index.packs);
     crash_point("index-written");
     stats.index_files.fetch_add(1, Relaxed);
     Ok(())

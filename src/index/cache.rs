@@ -7,13 +7,16 @@ use crate::id::Id;
 use crate::index::file::IndexFile;
 use crate::pack::PackedBlob;
 use anyhow::{anyhow, Context, Result};
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Options, WriteBatch, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use std::collections::HashSet;
 use std::path::Path;
 
 const CF_BLOBS: &str = "blobs";
 const CF_INDEX_FILES: &str = "index_files";
 const CF_TREES: &str = "trees";
+
+const WRITE_BUFFER_SIZE: usize = 8 << 20;
+const BLOCK_CACHE_SIZE: usize = 16 << 20;
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,16 +100,32 @@ impl IndexCache {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::None);
         opts.set_max_open_files(256);
-        // A bloom filter keeps the common dedup case (a new blob: a miss) cheap.
-        let mut table = BlockBasedOptions::default();
-        table.set_bloom_filter(10.0, false);
-        table.set_cache_index_and_filter_blocks(true);
-        let mut blob_opts = opts.clone();
-        blob_opts.set_block_based_table_factory(&table);
+        // Memory stays flat however large the repository grows: small
+        // memtables and one block cache shared by every column family (the
+        // defaults are 64 MiB per memtable and a cache per table factory).
+        opts.set_write_buffer_size(WRITE_BUFFER_SIZE);
+        opts.set_max_write_buffer_number(2);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_SIZE);
+        let mut plain_table = BlockBasedOptions::default();
+        plain_table.set_block_cache(&cache);
+        // The in-memory filter of known blob ids: a bloom filter (10 bits per
+        // id, ~1% false positives) answers the common dedup case, a new blob,
+        // without reading a block. Filter and index blocks are pinned for the
+        // newest files and charged to the shared cache for the rest.
+        let mut blob_table = BlockBasedOptions::default();
+        blob_table.set_block_cache(&cache);
+        blob_table.set_bloom_filter(10.0, false);
+        blob_table.set_cache_index_and_filter_blocks(true);
+        blob_table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let with_table = |table: &BlockBasedOptions| {
+            let mut o = opts.clone();
+            o.set_block_based_table_factory(table);
+            o
+        };
         let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_BLOBS, blob_opts),
-            ColumnFamilyDescriptor::new(CF_INDEX_FILES, Options::default()),
-            ColumnFamilyDescriptor::new(CF_TREES, Options::default()),
+            ColumnFamilyDescriptor::new(CF_BLOBS, with_table(&blob_table)),
+            ColumnFamilyDescriptor::new(CF_INDEX_FILES, with_table(&plain_table)),
+            ColumnFamilyDescriptor::new(CF_TREES, with_table(&plain_table)),
         ];
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             if e.kind() == rocksdb::ErrorKind::IOError && e.as_ref().contains("lock file") {

@@ -27,6 +27,9 @@ use std::sync::Mutex;
 const COALESCE_GAP: u64 = 1 << 20;
 /// Upper bound of one merged read.
 const MAX_READ: u64 = 8 << 20;
+/// A pack of small blobs can feed thousands of files; keep at most this many
+/// open per pack worker, well inside the usual 1024 descriptor limit.
+const OPEN_FILES_PER_PACK: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct RestoreOutcome {
@@ -241,6 +244,9 @@ fn restore_pack(
             };
             for &(fi, off) in &w.targets {
                 let f = &files[fi];
+                if handles.len() >= OPEN_FILES_PER_PACK && !handles.contains_key(&fi) {
+                    handles.clear();
+                }
                 let result = match handles.entry(fi) {
                     std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
                     std::collections::hash_map::Entry::Vacant(v) => OpenOptions::new()
