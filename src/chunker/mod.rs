@@ -138,51 +138,64 @@ impl Chunker {
     }
 
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
+        self.stream_reusing(reader, Vec::new())
+    }
+
+    /// Like [`Chunker::stream`], reading through `buffer` (left by an earlier
+    /// stream's [`ChunkStream::into_buffer`]): a backup of many files then
+    /// allocates and zeroes its read window once, not once per file.
+    pub fn stream_reusing<R: Read>(&self, reader: R, buffer: Vec<u8>) -> ChunkStream<'_, R> {
         ChunkStream {
             chunker: self,
             reader,
-            buf: Vec::new(),
+            buf: buffer,
             start: 0,
+            end: 0,
             eof: false,
         }
     }
 }
 
-/// Chunks of a `Read`, each an owned buffer. Reads in blocks of twice the
-/// maximum chunk size and carries the uncut tail to the next block.
+/// Chunks of a `Read`, each an owned buffer. Reads into a window of up to
+/// twice the maximum chunk size and carries the uncut tail to its front.
 pub struct ChunkStream<'c, R> {
     chunker: &'c Chunker,
     reader: R,
+    /// The window; bytes `start..end` are read and not yet cut. Its length
+    /// only grows (zeroed once), reads land in `end..`.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     eof: bool,
 }
 
 impl<R: Read> ChunkStream<'_, R> {
+    /// The read window, for the next stream.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
     fn fill(&mut self) -> io::Result<()> {
         let want = 2 * self.chunker.max;
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        while !self.eof && self.buf.len() < want {
-            let old = self.buf.len();
-            // Grow geometrically from 64 KiB: most files are small, and
-            // zeroing a 2×max buffer for each of them would cost more than
-            // chunking them.
-            let grow_to = (old.max(32 * 1024) * 2).min(want);
-            self.buf.resize(grow_to, 0);
-            match self.reader.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
+        while !self.eof && self.end < want {
+            if self.end == self.buf.len() {
+                // Grow geometrically from 64 KiB: most files are small, and
+                // zeroing a 2×max window for the first of them would cost
+                // more than chunking it.
+                let grow_to = (self.buf.len().max(32 * 1024) * 2).min(want);
+                self.buf.resize(grow_to, 0);
+            }
+            let limit = self.buf.len().min(want);
+            match self.reader.read(&mut self.buf[self.end..limit]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -193,12 +206,12 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if !self.eof && self.buf.len() - self.start < self.chunker.max {
+        if !self.eof && self.end - self.start < self.chunker.max {
             if let Err(e) = self.fill() {
                 return Some(Err(e));
             }
         }
-        let rest = &self.buf[self.start..];
+        let rest = &self.buf[self.start..self.end];
         if rest.is_empty() {
             return None;
         }

@@ -78,7 +78,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             chunker: ChunkerParams::default(),
-            compression_level: 3,
+            compression_level: 2,
             kdf: KdfParams::default(),
         }
     }
