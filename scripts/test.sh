@@ -13,8 +13,24 @@ if ! command -v restic >/dev/null; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic >/dev/null; }
 fi
 
+# A real S3 + Swift server on loopback for the object-storage tests; stopped
+# on exit whatever happens.
+echo "== object store (scripts/object-store.sh)"
+store_dir=$(mktemp -d /tmp/cairn-object-store.XXXXXX)
+trap 'bash scripts/object-store.sh stop "$store_dir" >/dev/null 2>&1 || true; rm -rf "$store_dir"' EXIT
+eval "$(bash scripts/object-store.sh start "$store_dir")"
+export CAIRN_TEST_OBJECT_STORE_DIR=$store_dir CAIRN_TEST_REQUIRE_OBJECT_STORE=1
+
 echo "== cargo test (profile $CAIRN_PROFILE)"
 cargo test --profile "$CAIRN_PROFILE" --all-targets
+
+# The end-to-end suites of backup/restore and retention again, with every
+# repository on S3, then on Swift.
+for backend in s3 swift; do
+  echo "== end-to-end suites on $backend"
+  CAIRN_TEST_BACKEND=$backend cargo test --profile "$CAIRN_PROFILE" \
+    --test backup_restore --test forget --test prune
+done
 
 echo "== fuzz targets build"
 if ! cargo fuzz --version >/dev/null 2>&1; then

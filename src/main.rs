@@ -12,6 +12,11 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     tune_allocator();
+    // CAIRN_LOG=debug logs every storage request; errors and retries are
+    // shown anyway.
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("CAIRN_LOG", "off"))
+        .format_timestamp_millis()
+        .init();
     let code = match cli::run() {
         Ok(code) => code,
         Err(e) => {

@@ -147,7 +147,7 @@ fn dump_writes_a_file_and_a_directory_as_tar() {
 #[test]
 fn unchanged_second_backup_adds_under_one_percent() {
     let (env, src) = backed_up_env();
-    let before = repo_size(&env.repo);
+    let before = env.repo_bytes();
     let out = env.ok(&["backup", src.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(v["message_type"], "summary");
@@ -165,7 +165,7 @@ fn unchanged_second_backup_adds_under_one_percent() {
         v["total_bytes_processed"], 0,
         "an unchanged file was read: {v}"
     );
-    let after = repo_size(&env.repo);
+    let after = env.repo_bytes();
     assert!(
         (after - before) * 100 < before,
         "second backup added {} of {before} bytes",
@@ -338,12 +338,12 @@ fn dry_run_stores_nothing() {
     let src = env.path("s");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), noise(100_000, 3)).unwrap();
-    let before = repo_size(&env.repo);
+    let before = env.repo_bytes();
     let out = env.ok(&["backup", src.to_str().unwrap(), "--dry-run", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["data_added"].as_u64().unwrap() >= 100_000, true, "{v}");
-    assert_eq!(repo_size(&env.repo), before);
+    assert_eq!(env.repo_bytes(), before);
     assert!(env.snapshot_ids().is_empty());
 }
 

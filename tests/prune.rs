@@ -3,19 +3,6 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
-
-/// Every object of the repository with its size.
-fn listing(env: &Env) -> BTreeMap<std::path::PathBuf, u64> {
-    walk_files(&env.repo)
-        .into_iter()
-        .filter(|p| !p.starts_with(env.repo.join("locks")))
-        .map(|p| {
-            let len = std::fs::metadata(&p).unwrap().len();
-            (p, len)
-        })
-        .collect()
-}
 
 #[test]
 fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
@@ -30,25 +17,25 @@ fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
         std::fs::write(src.join(format!("f{i}")), noise(2_000_000, 900 + i)).unwrap();
     }
     env.ok(&["backup", s]);
-    let before = repo_size(&env.repo);
+    let before = env.repo_bytes();
 
     // forget + dry run: nothing changes on storage (snapshots aside)
     env.ok(&["forget", "--keep-last", "1"]);
-    let listed = listing(&env);
+    let listed = env.objects("");
     let plan = env.ok(&["prune", "--dry-run"]);
     assert!(
         plan.contains("would repack") || plan.contains("would delete"),
         "{plan}"
     );
-    assert_eq!(listing(&env), listed, "a dry run changed the repository");
+    assert_eq!(env.objects(""), listed, "a dry run changed the repository");
 
     env.ok(&["prune"]);
-    let after = repo_size(&env.repo);
+    let after = env.repo_bytes();
 
     let fresh = Env::new();
     fresh.init();
     fresh.ok(&["backup", s]);
-    let fresh_size = repo_size(&fresh.repo);
+    let fresh_size = fresh.repo_bytes();
     assert!(
         after as f64 <= fresh_size as f64 * 1.10,
         "after prune {after} bytes, a fresh backup {fresh_size} (before prune {before})"
@@ -85,9 +72,9 @@ fn prune_keeps_everything_any_snapshot_needs() {
     let ids = env.snapshot_ids();
     // forget the middle snapshot only: the other two must stay whole
     env.ok(&["forget", &ids[1]]);
-    let before = repo_size(&env.repo);
+    let before = env.repo_bytes();
     env.ok(&["prune", "--max-unused", "0%"]);
-    assert!(repo_size(&env.repo) < before);
+    assert!(env.repo_bytes() < before);
     assert!(env.check_clean(&["--read-data"]).is_empty());
     env.assert_restores(&ids[0], &a, &a);
     env.assert_restores(&ids[2], &b, &b);
@@ -102,9 +89,9 @@ fn prune_with_no_snapshots_empties_the_repository_and_refuses_a_damaged_one() {
     env.ok(&["backup", src.to_str().unwrap()]);
     env.ok(&["backup", src.to_str().unwrap(), "--force"]);
     // damage: delete a data pack; prune must stop and change nothing
-    let victim = walk_files(&env.repo.join("data"))[0].clone();
-    std::fs::remove_file(&victim).unwrap();
-    let listed = listing(&env);
+    let victim = env.objects("data/").into_keys().next().unwrap();
+    env.delete_object(&victim);
+    let listed = env.objects("");
     let out = env.cairn().arg("prune").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -112,7 +99,7 @@ fn prune_with_no_snapshots_empties_the_repository_and_refuses_a_damaged_one() {
         err.contains("missing") && err.contains("repair index"),
         "{err}"
     );
-    assert_eq!(listing(&env), listed);
+    assert_eq!(env.objects(""), listed);
 
     // forget everything: prune leaves no data behind
     env.ok(&["repair", "index"]);
@@ -121,7 +108,7 @@ fn prune_with_no_snapshots_empties_the_repository_and_refuses_a_damaged_one() {
     args.extend(ids.iter().map(String::as_str));
     env.ok(&args);
     env.ok(&["prune"]);
-    assert!(walk_files(&env.repo.join("data")).is_empty());
-    assert_eq!(walk_files(&env.repo.join("index")).len(), 1);
+    assert!(env.objects("data/").is_empty());
+    assert_eq!(env.objects("index/").len(), 1);
     assert!(env.check_clean(&[]).is_empty());
 }

@@ -7,6 +7,7 @@ use cairn::backup::{
     backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, SnapshotOptions,
 };
 use cairn::source::exclude::Excludes;
+use cairn::storage::RequestTally;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -81,7 +82,7 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
         let _display = super::progress::show(scope, g, &progress, &stop_display);
         run_backup(a, &repo, snapshot, &interrupted, &progress)
     })?;
-    render(g, &outcome);
+    render(g, &outcome, repo.storage.requests());
     Ok(if outcome.is_incomplete() { 3 } else { 0 })
 }
 
@@ -142,7 +143,7 @@ fn install_interrupt_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn render(g: &GlobalArgs, o: &BackupOutcome) {
+fn render(g: &GlobalArgs, o: &BackupOutcome, requests: RequestTally) {
     let s = &o.snapshot.summary;
     let secs = (s.end_ns - s.start_ns) as f64 / 1e9;
     if g.json {
@@ -162,6 +163,7 @@ fn render(g: &GlobalArgs, o: &BackupOutcome) {
             "snapshot_id": o.snapshot_id.map(|id| id.to_hex()),
             "dry_run": o.snapshot_id.is_none(),
             "errors": s.errors,
+            "requests": requests,
         });
         println!("{v}");
         return;
@@ -181,6 +183,10 @@ fn render(g: &GlobalArgs, o: &BackupOutcome) {
         o.packs_written,
         bytes(s.bytes_processed),
         secs
+    );
+    println!(
+        "storage requests: {} PUT, {} GET, {} LIST, {} HEAD, {} DELETE",
+        requests.put, requests.get, requests.list, requests.head, requests.delete
     );
     match o.snapshot_id {
         Some(id) => println!("snapshot {} saved", id.short()),

@@ -22,7 +22,7 @@ use cairn::fail::Fail;
 use cairn::repo::lock::{LockKind, LockOptions};
 use cairn::repo::snapshots::SnapshotFilter;
 use cairn::repo::{CacheLocation, Repository};
-use cairn::storage::Storage;
+use cairn::storage::{Storage, StorageOptions};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -42,9 +42,21 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Repository: a local path or memory://
+    /// Repository: a local path, s3://BUCKET/PREFIX, swift://CONTAINER/PREFIX,
+    /// opendal:SCHEME (settings via -o) or memory://
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     repo: Option<String>,
+    /// A storage setting, KEY=VALUE (repeatable): s3.endpoint=URL, s3.region=R,
+    /// s3.path-style=true, swift.endpoint=URL, swift.token=T, or any OpenDAL
+    /// setting of the service (SCHEME.key=value, bare key=value for opendal:SCHEME)
+    #[arg(short = 'o', long = "option", global = true, value_parser = parse_storage_option)]
+    options: Vec<(String, String)>,
+    /// Average upload rate limit in KiB/s
+    #[arg(long, global = true, value_name = "KiB/s")]
+    limit_upload: Option<u64>,
+    /// Average download rate limit in KiB/s
+    #[arg(long, global = true, value_name = "KiB/s")]
+    limit_download: Option<u64>,
     /// Read the password from this file (first line)
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
@@ -69,6 +81,10 @@ pub struct GlobalArgs {
     /// Take no lock (read-only commands on read-only storage)
     #[arg(long, global = true)]
     no_lock: bool,
+}
+
+fn parse_storage_option(s: &str) -> Result<(String, String)> {
+    cairn::storage::location::parse_option(s)
 }
 
 /// `30s`, `5m`, `1h30m`, ...
@@ -140,7 +156,12 @@ impl GlobalArgs {
     }
 
     fn storage(&self) -> Result<Storage> {
-        Storage::open(self.repo_url()?)
+        let opts = StorageOptions {
+            options: self.options.clone(),
+            limit_upload: self.limit_upload.map(|k| k * 1024),
+            limit_download: self.limit_download.map(|k| k * 1024),
+        };
+        Storage::open_with(self.repo_url()?, &opts)
     }
 
     fn cache(&self) -> CacheLocation {
@@ -155,6 +176,7 @@ impl GlobalArgs {
         let storage = self.storage()?;
         // Say "no repository" before asking for a password it cannot use.
         if !storage.exists(cairn::repo::layout::CONFIG)? {
+            storage.probe_container()?;
             return Err(Fail::RepoNotFound(storage.location().to_string()).into());
         }
         let password = password::read(self, false)?;

@@ -1,11 +1,21 @@
 //! Storage output: an OpenDAL operator chosen from a repository URL. All
 //! repository I/O goes through [`Storage`], so a new backend is configuration.
 
+pub mod location;
+mod rate;
+mod swift_auth;
+
 use anyhow::{anyhow, Context, Result};
+use location::{Location, Remote};
+use opendal::layers::{ConcurrentLimitLayer, LoggingLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
+use rate::RateLimit;
 use std::future::IntoFuture;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A repository location and the operator that reaches it. Calls block the
 /// calling thread; they must not be made from inside a tokio worker. Clones
@@ -13,9 +23,51 @@ use std::path::PathBuf;
 #[derive(Clone)]
 pub struct Storage {
     op: Operator,
-    runtime: std::sync::Arc<tokio::runtime::Runtime>,
+    runtime: Arc<tokio::runtime::Runtime>,
     location: String,
     local_root: Option<PathBuf>,
+    shared: Arc<Shared>,
+}
+
+/// What clones of one [`Storage`] share.
+struct Shared {
+    requests: RequestCounts,
+    upload_limit: Option<RateLimit>,
+    download_limit: Option<RateLimit>,
+    /// Credential values, scrubbed from every error message.
+    secrets: Vec<String>,
+    /// Whether the service refuses to overwrite with `If-None-Match: *`.
+    conditional_create: bool,
+}
+
+/// How to reach storage beyond its URL (global CLI options).
+#[derive(Debug, Clone, Default)]
+pub struct StorageOptions {
+    /// `-o KEY=VALUE`.
+    pub options: Vec<(String, String)>,
+    /// Bytes per second, averaged (`--limit-upload`, `--limit-download`).
+    pub limit_upload: Option<u64>,
+    pub limit_download: Option<u64>,
+}
+
+/// Requests made, by kind (logical requests: a multipart upload or a
+/// retried request counts once).
+#[derive(Default)]
+pub struct RequestCounts {
+    pub put: AtomicU64,
+    pub get: AtomicU64,
+    pub list: AtomicU64,
+    pub head: AtomicU64,
+    pub delete: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestTally {
+    pub put: u64,
+    pub get: u64,
+    pub list: u64,
+    pub head: u64,
+    pub delete: u64,
 }
 
 /// One listed object.
@@ -25,40 +77,120 @@ pub struct ListedObject {
     pub size: u64,
 }
 
+/// Attempts of one request before giving up, and the longest pause between
+/// them: a server that is away for ~15 s is waited out.
+const RETRIES: usize = 4;
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(8);
+/// A request that makes no progress for this long is abandoned (and retried).
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests in flight at once, whatever the callers do.
+const MAX_CONCURRENT_REQUESTS: usize = 16;
+
 impl Storage {
-    /// `url` is a local path or `memory://`.
+    /// `url` is a local path, `memory://`, `s3://…`, `swift://…` or
+    /// `opendal:SCHEME` (see [`location`]).
     pub fn open(url: &str) -> Result<Storage> {
+        Storage::open_with(url, &StorageOptions::default())
+    }
+
+    pub fn open_with(url: &str, opts: &StorageOptions) -> Result<Storage> {
+        // First install wins; later calls are no-ops.
+        opendal_http_transport_reqwest::install_default();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .context("starting the I/O runtime")?;
-        let (op, local_root) = if url == "memory://" {
-            (Operator::new(opendal::services::Memory::default())?, None)
-        } else if url.contains("://") {
-            return Err(anyhow!(
-                "unsupported repository URL {url:?}: use a local path or memory://"
-            ));
-        } else {
-            let root =
-                std::path::absolute(url).with_context(|| format!("repository path {url:?}"))?;
-            let root_str = root
-                .to_str()
-                .ok_or_else(|| anyhow!("repository path {url:?} is not UTF-8"))?;
-            // Objects are written to a temporary file and renamed into place,
-            // so a killed process never leaves a half-written object under its
-            // final name.
-            let builder = opendal::services::Fs::default()
-                .root(root_str)
-                .atomic_write_dir(&format!("{root_str}/.tmp"));
-            (Operator::new(builder)?, Some(root))
+        let env = |name: &str| std::env::var(name).ok();
+        let mut secrets = Vec::new();
+        let (op, local_root) = match location::resolve(url, &opts.options, &env)? {
+            Location::Memory => (Operator::new(opendal::services::Memory::default())?, None),
+            Location::Local(path) => {
+                let root = std::path::absolute(&path)
+                    .with_context(|| format!("repository path {url:?}"))?;
+                let root_str = root
+                    .to_str()
+                    .ok_or_else(|| anyhow!("repository path {url:?} is not UTF-8"))?;
+                // Objects are written to a temporary file and renamed into
+                // place, so a killed process never leaves a half-written
+                // object under its final name.
+                let builder = opendal::services::Fs::default()
+                    .root(root_str)
+                    .atomic_write_dir(&format!("{root_str}/.tmp"));
+                (Operator::new(builder)?, Some(root))
+            }
+            Location::Remote(remote) => {
+                secrets = remote.secrets();
+                let op = runtime.block_on(remote_operator(remote, &mut secrets))?;
+                (op, None)
+            }
         };
+        let conditional_create = op.info().capability().write_with_if_not_exists;
+        let op = op
+            .layer(LoggingLayer::default())
+            .layer(TimeoutLayer::new().with_io_timeout(IO_TIMEOUT))
+            .layer(ConcurrentLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(RETRIES)
+                    .with_max_delay(MAX_RETRY_DELAY)
+                    .with_notify(announce_retry),
+            );
         Ok(Storage {
             op,
-            runtime: std::sync::Arc::new(runtime),
+            runtime: Arc::new(runtime),
             location: url.to_string(),
             local_root,
+            shared: Arc::new(Shared {
+                requests: RequestCounts::default(),
+                upload_limit: opts.limit_upload.map(RateLimit::new),
+                download_limit: opts.limit_download.map(RateLimit::new),
+                secrets,
+                conditional_create,
+            }),
         })
+    }
+
+    /// Requests made so far through this storage and its clones.
+    pub fn requests(&self) -> RequestTally {
+        let r = &self.shared.requests;
+        RequestTally {
+            put: r.put.load(Relaxed),
+            get: r.get.load(Relaxed),
+            list: r.list.load(Relaxed),
+            head: r.head.load(Relaxed),
+            delete: r.delete.load(Relaxed),
+        }
+    }
+
+    /// For a remote location without a repository: tells a missing bucket
+    /// (or container) apart from an empty one.
+    pub fn probe_container(&self) -> Result<()> {
+        if self.local_root.is_some() || self.location == "memory://" {
+            return Ok(());
+        }
+        self.shared.requests.list.fetch_add(1, Relaxed);
+        match self.runtime.block_on(self.op.list("keys/")) {
+            Err(e)
+                if e.kind() == ErrorKind::NotFound
+                    || service_error(e.message()).is_some_and(|(code, _)| {
+                        code == "NoSuchBucket" || code == "NoSuchContainer"
+                    }) =>
+            {
+                Err(anyhow!(
+                "{}: the bucket (or Swift container) does not exist; create it first \
+                 (e.g. `aws s3 mb`, `swift post CONTAINER`), then run `cairn init`",
+                self.location
+                ))
+            }
+            Err(e) => Err(self.describe(e, "listing", "keys/")),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    fn describe(&self, e: opendal::Error, doing: &str, path: &str) -> anyhow::Error {
+        describe(e, doing, path, &self.shared.secrets)
     }
 
     pub fn location(&self) -> &str {
@@ -71,19 +203,27 @@ impl Storage {
     }
 
     pub fn read(&self, path: &str) -> Result<Vec<u8>> {
+        self.shared.requests.get.fetch_add(1, Relaxed);
         let buf = self
             .runtime
             .block_on(self.op.read(path))
-            .map_err(|e| describe(e, "reading", path))?;
+            .map_err(|e| self.describe(e, "reading", path))?;
+        if let Some(limit) = &self.shared.download_limit {
+            limit.pace(buf.len() as u64);
+        }
         Ok(buf.to_vec())
     }
 
     pub fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let want = range.end - range.start;
+        if let Some(limit) = &self.shared.download_limit {
+            limit.pace(want);
+        }
+        self.shared.requests.get.fetch_add(1, Relaxed);
         let buf = self
             .runtime
             .block_on(self.op.read_with(path).range(range.clone()).into_future())
-            .map_err(|e| describe(e, "reading", path))?;
+            .map_err(|e| self.describe(e, "reading", path))?;
         if buf.len() as u64 != want {
             return Err(anyhow!(
                 "reading {path}: got {} bytes of range {}..{}: the object is truncated",
@@ -95,42 +235,72 @@ impl Storage {
         Ok(buf.to_vec())
     }
 
+    /// Writes an object that must not exist yet. Every name cairn writes is
+    /// new (a hash of the content, or random), so where the service supports
+    /// `If-None-Match: *` it is sent: a name taken by someone else is then an
+    /// error instead of a silent overwrite. An object that is already there
+    /// with the same bytes (a retried upload that had landed) is success.
+    /// Services without conditional create (the local disk renames
+    /// atomically, Swift has no such header) overwrite; with content-derived
+    /// names that rewrites identical bytes.
     pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        self.runtime
-            .block_on(self.op.write(path, bytes))
-            .map_err(|e| describe(e, "writing", path))?;
-        Ok(())
+        if let Some(limit) = &self.shared.upload_limit {
+            limit.pace(bytes.len() as u64);
+        }
+        self.shared.requests.put.fetch_add(1, Relaxed);
+        let len = bytes.len() as u64;
+        let result = self.runtime.block_on(
+            self.op
+                .write_with(path, bytes)
+                .if_not_exists(self.shared.conditional_create)
+                .into_future(),
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => match self.size(path) {
+                Ok(size) if size == len => Ok(()),
+                _ => Err(anyhow!(
+                    "writing {path}: another object already has this name; \
+                     refusing to overwrite it (run `cairn check`)"
+                )),
+            },
+            Err(e) => Err(self.describe(e, "writing", path)),
+        }
     }
 
     pub fn exists(&self, path: &str) -> Result<bool> {
+        self.shared.requests.head.fetch_add(1, Relaxed);
         self.runtime
             .block_on(self.op.exists(path))
-            .map_err(|e| describe(e, "checking", path))
+            .map_err(|e| self.describe(e, "checking", path))
     }
 
     pub fn size(&self, path: &str) -> Result<u64> {
+        self.shared.requests.head.fetch_add(1, Relaxed);
         let meta = self
             .runtime
             .block_on(self.op.stat(path))
-            .map_err(|e| describe(e, "checking", path))?;
+            .map_err(|e| self.describe(e, "checking", path))?;
         Ok(meta.content_length())
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
+        self.shared.requests.delete.fetch_add(1, Relaxed);
         self.runtime
             .block_on(self.op.delete(path))
-            .map_err(|e| describe(e, "deleting", path))
+            .map_err(|e| self.describe(e, "deleting", path))
     }
 
     /// Every object below `dir` (e.g. `"snapshots/"`), recursively.
     pub fn list(&self, dir: &str) -> Result<Vec<ListedObject>> {
+        self.shared.requests.list.fetch_add(1, Relaxed);
         let entries = match self
             .runtime
             .block_on(self.op.list_with(dir).recursive(true).into_future())
         {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(describe(e, "listing", dir)),
+            Err(e) => return Err(self.describe(e, "listing", dir)),
         };
         Ok(entries
             .into_iter()
@@ -148,17 +318,17 @@ impl Storage {
 pub enum StorageError {
     #[error("{doing} {path}: the object does not exist in the repository")]
     NotFound { doing: String, path: String },
-    #[error("{doing} {path}: permission denied by the storage")]
+    #[error("{doing} {path}: permission denied by the storage (check the credentials and their rights)")]
     PermissionDenied { doing: String, path: String },
-    #[error("{doing} {path}: {source}")]
+    #[error("{doing} {path}: {message}")]
     Other {
         doing: String,
         path: String,
-        source: opendal::Error,
+        message: String,
     },
 }
 
-fn describe(e: opendal::Error, doing: &str, path: &str) -> anyhow::Error {
+fn describe(e: opendal::Error, doing: &str, path: &str, secrets: &[String]) -> anyhow::Error {
     let (doing, path) = (doing.to_string(), path.to_string());
     anyhow::Error::new(match e.kind() {
         ErrorKind::NotFound => StorageError::NotFound { doing, path },
@@ -166,8 +336,85 @@ fn describe(e: opendal::Error, doing: &str, path: &str) -> anyhow::Error {
         _ => StorageError::Other {
             doing,
             path,
-            source: e,
+            message: redact(&explain(&e), secrets),
         },
+    })
+}
+
+/// A short account of an OpenDAL error: its kind, whether it was retried,
+/// and the service's own message without the XML or JSON around it.
+fn explain(e: &opendal::Error) -> String {
+    let kind = match e.kind() {
+        ErrorKind::ConfigInvalid => "the storage configuration is invalid",
+        ErrorKind::RateLimited => "the storage is rate limiting us",
+        ErrorKind::Unexpected if e.is_temporary() => "the storage could not be reached",
+        _ => "storage error",
+    };
+    let detail = service_error(e.message())
+        .map(|(code, text)| format!("{code}: {text}"))
+        .unwrap_or_else(|| e.message().lines().next().unwrap_or("").chars().take(300).collect());
+    let retried = if e.is_persistent() && e.kind() == ErrorKind::Unexpected {
+        format!(" (gave up after {RETRIES} retries)")
+    } else {
+        String::new()
+    };
+    format!("{kind}{retried}: {detail}")
+}
+
+/// The service's error code and message, from an S3 XML body or OpenDAL's
+/// rendering of it (`S3Error { code: "…", message: "…" }`).
+fn service_error(message: &str) -> Option<(&str, &str)> {
+    let code = tag_text(message, "Code").or_else(|| quoted_field(message, "code"))?;
+    let text = tag_text(message, "Message")
+        .or_else(|| quoted_field(message, "message"))
+        .unwrap_or("");
+    Some((code, text))
+}
+
+fn quoted_field<'a>(body: &'a str, field: &str) -> Option<&'a str> {
+    let start = body.find(&format!("{field}: \""))? + field.len() + 3;
+    let end = body[start..].find('"')? + start;
+    Some(&body[start..end])
+}
+
+/// The text of the first `<tag>…</tag>` in an S3-style XML error body.
+fn tag_text<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(body[start..end].trim())
+}
+
+fn redact(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+}
+
+fn announce_retry(event: opendal::layers::RetryEvent<'_>) {
+    eprintln!(
+        "note: storage {} failed ({}), retry {} of {RETRIES} in {:.1} s",
+        event.op,
+        event.err.kind(),
+        event.attempt,
+        event.retry_after.as_secs_f64()
+    );
+}
+
+/// The operator of a remote location; Swift v1 credentials are traded for a
+/// storage URL and token first.
+async fn remote_operator(mut remote: Remote, secrets: &mut Vec<String>) -> Result<Operator> {
+    if let Some(auth) = remote.swift_auth.take() {
+        let (endpoint, token) = swift_auth::v1(&auth).await?;
+        secrets.push(token.clone());
+        remote.config.insert("endpoint".into(), endpoint);
+        remote.config.insert("token".into(), token);
+    }
+    let scheme = remote.scheme.clone();
+    Operator::via_iter(&scheme, remote.config).map_err(|e| {
+        anyhow!(
+            "cannot set up the {scheme} storage: {}",
+            redact(&e.to_string(), secrets)
+        )
     })
 }
 

@@ -13,8 +13,45 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The local repository directory (unused when `remote` is set).
     pub repo: PathBuf,
     pub cache: PathBuf,
+    /// `s3://…` or `swift://…` when CAIRN_TEST_BACKEND selects object storage.
+    pub remote: Option<String>,
+}
+
+/// Variables an object-storage repository needs, passed through to cairn.
+const STORAGE_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_EC2_METADATA_DISABLED",
+    "SWIFT_ENDPOINT",
+    "SWIFT_TOKEN",
+];
+
+/// The repository URL for a test under CAIRN_TEST_BACKEND=s3|swift (a
+/// fresh prefix of the test bucket), or None for a local directory.
+fn remote_url(unique: &str) -> Option<String> {
+    match std::env::var("CAIRN_TEST_BACKEND").ok().as_deref() {
+        None | Some("") | Some("local") => None,
+        Some("s3") => Some(format!(
+            "s3://{}/{unique}",
+            std::env::var("CAIRN_TEST_S3_BUCKET").expect("CAIRN_TEST_S3_BUCKET (scripts/object-store.sh)")
+        )),
+        Some("swift") => Some(format!(
+            "swift://{}/{unique}",
+            std::env::var("CAIRN_TEST_SWIFT_CONTAINER")
+                .expect("CAIRN_TEST_SWIFT_CONTAINER (scripts/object-store.sh)")
+        )),
+        Some(other) => panic!("CAIRN_TEST_BACKEND={other}: expected local, s3 or swift"),
+    }
+}
+
+/// Whether this run puts repositories on object storage.
+pub fn remote_backend() -> bool {
+    remote_url("x").is_some()
 }
 
 impl Env {
@@ -25,7 +62,46 @@ impl Env {
             .unwrap();
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
-        Env { dir, repo, cache }
+        let unique = dir.path().file_name().unwrap().to_str().unwrap().to_string();
+        let remote = remote_url(&unique);
+        Env {
+            dir,
+            repo,
+            cache,
+            remote,
+        }
+    }
+
+    /// A second environment on the same storage kind.
+    pub fn url(&self) -> std::ffi::OsString {
+        match &self.remote {
+            Some(u) => u.into(),
+            None => self.repo.clone().into(),
+        }
+    }
+
+    fn storage(&self) -> cairn::storage::Storage {
+        cairn::storage::Storage::open(self.url().to_str().unwrap()).unwrap()
+    }
+
+    /// Every object of the repository (but locks) with its size, by path.
+    pub fn objects(&self, dir: &str) -> BTreeMap<String, u64> {
+        self.storage()
+            .list(dir)
+            .unwrap()
+            .into_iter()
+            .filter(|o| !o.path.starts_with("locks/"))
+            .map(|o| (o.path, o.size))
+            .collect()
+    }
+
+    /// Bytes stored in the repository (but locks).
+    pub fn repo_bytes(&self) -> u64 {
+        self.objects("").values().sum()
+    }
+
+    pub fn delete_object(&self, path: &str) {
+        self.storage().delete(path).unwrap()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -41,11 +117,19 @@ impl Env {
         vec![
             ("PATH", std::env::var_os("PATH").unwrap_or_default()),
             ("HOME", self.dir.path().into()),
-            ("CAIRN_REPOSITORY", self.repo.clone().into()),
+            ("CAIRN_REPOSITORY", self.url()),
             ("CAIRN_PASSWORD", PASSWORD.into()),
             ("CAIRN_CACHE_DIR", self.cache.clone().into()),
             ("TZ", "UTC".into()),
         ]
+        .into_iter()
+        .chain(
+            STORAGE_VARS
+                .iter()
+                .filter(|_| self.remote.is_some())
+                .filter_map(|v| std::env::var_os(v).map(|val| (*v, val))),
+        )
+        .collect()
     }
 
     /// `c` with a clean environment pointing at this repository and cache.

@@ -1,0 +1,255 @@
+//! Object storage against the real server of `scripts/object-store.sh`
+//! (OpenStack Swift with s3api: S3 and Swift on one loopback port), which
+//! `scripts/test.sh` starts and describes through the environment. Run
+//! without it (plain `cargo test`), these tests say so and pass, unless
+//! CAIRN_TEST_REQUIRE_OBJECT_STORE=1 (set by scripts/test.sh) makes that a failure.
+
+mod common;
+
+use common::*;
+use std::process::Command as Process;
+use std::time::{Duration, Instant};
+
+/// The server's directory, or None when no server was started.
+fn server() -> Option<std::path::PathBuf> {
+    match std::env::var_os("CAIRN_TEST_OBJECT_STORE_DIR") {
+        Some(d) => Some(d.into()),
+        None if std::env::var("CAIRN_TEST_REQUIRE_OBJECT_STORE").as_deref() == Ok("1") => {
+            panic!("CAIRN_TEST_OBJECT_STORE_DIR is not set: run through scripts/test.sh")
+        }
+        None => {
+            eprintln!("no object store (run scripts/test.sh): skipped");
+            None
+        }
+    }
+}
+
+fn object_store(action: &str, dir: &std::path::Path) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/object-store.sh");
+    let out = Process::new("bash").arg(script).arg(action).arg(dir).output().unwrap();
+    assert!(out.status.success(), "object-store.sh {action}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} (scripts/object-store.sh)"))
+}
+
+/// An environment whose repository is a fresh prefix of the test bucket.
+fn s3_env() -> Env {
+    let mut env = Env::new();
+    let unique = env.dir.path().file_name().unwrap().to_str().unwrap().to_string();
+    env.remote = Some(format!("s3://{}/{unique}", var("CAIRN_TEST_S3_BUCKET")));
+    env
+}
+
+fn swift_env() -> Env {
+    let mut env = Env::new();
+    let unique = env.dir.path().file_name().unwrap().to_str().unwrap().to_string();
+    env.remote = Some(format!("swift://{}/{unique}", var("CAIRN_TEST_SWIFT_CONTAINER")));
+    env
+}
+
+/// `restore latest` puts a backed-up path at TARGET/<its absolute path>.
+fn assert_restores(src: &std::path::Path, target: &std::path::Path) {
+    assert_same_tree(src, &target.join(src.strip_prefix("/").unwrap()));
+}
+
+fn summary(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn s3_and_swift_keep_files_exactly_and_report_their_requests() {
+    if server().is_none() {
+        return;
+    }
+    for env in [s3_env(), swift_env()] {
+        env.init();
+        let src = env.path("src");
+        awkward_tree(&src);
+        let first = summary(&env.ok(&["backup", "--json", src.to_str().unwrap()]));
+        let put = first["requests"]["put"].as_u64().unwrap();
+        assert!(put >= 4, "packs, index, snapshot and lock are PUTs: {first}");
+        // a normal backup never lists data/: its LISTs are keys, locks,
+        // index and snapshots
+        assert!(first["requests"]["list"].as_u64().unwrap() <= 8, "{first}");
+        let again = summary(&env.ok(&["backup", "--json", src.to_str().unwrap()]));
+        assert_eq!(again["files_new"], 0, "{again}");
+        assert!(
+            again["requests"]["put"].as_u64().unwrap() <= 4,
+            "an unchanged backup uploads only trees, index, snapshot and lock: {again}"
+        );
+        let target = env.path("out");
+        let (code, err) = env.restore_into(&target, &["latest"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_restores(&src, &target);
+        assert!(env.check_clean(&["--read-data"]).is_empty());
+    }
+}
+
+#[test]
+fn swift_v1_auth_from_restics_variables() {
+    if server().is_none() {
+        return;
+    }
+    let env = swift_env();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 2, 100_000, 5);
+    let out = env
+        .cairn()
+        .env_remove("SWIFT_ENDPOINT")
+        .env_remove("SWIFT_TOKEN")
+        .env("OS_AUTH_URL", var("OS_AUTH_URL"))
+        .env("OS_USERNAME", var("OS_USERNAME"))
+        .env("OS_PASSWORD", var("OS_PASSWORD"))
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.snapshot_ids().len(), 1);
+}
+
+#[test]
+fn wrong_credentials_and_missing_buckets_get_plain_errors() {
+    if server().is_none() {
+        return;
+    }
+    let env = s3_env();
+    env.init();
+    let secret = "wrong-secret-7f3a9c";
+    let out = env
+        .cairn()
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("SignatureDoesNotMatch") || err.contains("permission denied"), "{err}");
+    assert!(!err.contains(secret) && !err.contains("<?xml"), "{err}");
+
+    let swift = swift_env();
+    let out = swift.cairn().env("SWIFT_TOKEN", "AUTH_tk-not-valid").arg("init").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("permission denied") || err.contains("401"), "{err}");
+    assert!(!err.contains("AUTH_tk-not-valid"), "{err}");
+
+    for url in ["s3://no-such-bucket-cairn/x", "swift://no-such-container/x"] {
+        let out = env.cairn().env("CAIRN_REPOSITORY", url).arg("init").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("does not exist; create it first"), "{url}: {err}");
+        let out = env.cairn().env("CAIRN_REPOSITORY", url).arg("snapshots").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("does not exist; create it first"), "{url}: {err}");
+    }
+}
+
+#[test]
+fn a_rate_limited_backup_keeps_to_the_limit_and_completes() {
+    if server().is_none() {
+        return;
+    }
+    let env = s3_env();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 3, 1_000_000, 8);
+    let start = Instant::now();
+    env.ok(&["--limit-upload", "1024", "backup", src.to_str().unwrap()]);
+    // 3 MB at 1 MiB/s: at least ~2 s beyond the first second's reservation
+    assert!(start.elapsed() >= Duration::from_secs(2), "{:?}", start.elapsed());
+    let target = env.path("out");
+    let (code, err) = env.restore_into(&target, &["latest"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_restores(&src, &target);
+}
+
+#[test]
+fn four_concurrent_backups_and_a_prune_lose_nothing() {
+    if server().is_none() {
+        return;
+    }
+    let env = s3_env();
+    env.init();
+    let first = env.path("first");
+    noise_files(&first, 4, 1_000_000, 20);
+    env.ok(&["backup", first.to_str().unwrap()]);
+    // garbage for the prune to remove while the backups run
+    let forgotten = env.snapshot_ids().pop().unwrap();
+    env.ok(&["forget", &forgotten]);
+    let sources: Vec<_> = (0..4)
+        .map(|i| {
+            let dir = env.path(&format!("host{i}"));
+            noise_files(&dir, 3, 2_000_000, 100 + i);
+            dir
+        })
+        .collect();
+    let children: Vec<_> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            env.process()
+                .args(["--retry-lock", "2m", "backup", "--host", &format!("host{i}")])
+                .arg(dir)
+                // each host has its own cache, as separate machines would
+                .env("CAIRN_CACHE_DIR", env.path(&format!("cache{i}")))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    env.ok(&["--retry-lock", "2m", "prune"]);
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(env.snapshot_ids().len(), 4);
+    for (i, dir) in sources.iter().enumerate() {
+        let target = env.path(&format!("out{i}"));
+        let (code, err) = env.restore_into(&target, &["latest", "--host", &format!("host{i}")]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_restores(dir, &target);
+    }
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+}
+
+#[test]
+fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
+    let Some(dir) = server() else { return };
+    let env = s3_env();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 6, 8_000_000, 31);
+    let child = env
+        .process()
+        .args(["--limit-upload", "8192", "backup", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    object_store("stop", &dir);
+    let out = child.wait_with_output().unwrap();
+    object_store("start", &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("retry"), "retries are announced: {err}");
+    assert!(err.contains("could not be reached") || err.contains("gave up"), "{err}");
+    assert!(env.snapshot_ids().is_empty());
+    // check passes; at most it notes the packs the failed run uploaded but
+    // could not index
+    let notes = env.check_clean(&[]);
+    assert!(notes.iter().all(|n| n.contains("in no index")), "{notes:?}");
+    let done = summary(&env.ok(&["backup", "--json", src.to_str().unwrap()]));
+    assert_eq!(done["message_type"], "summary");
+    let target = env.path("out");
+    let (code, err) = env.restore_into(&target, &["latest"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_restores(&src, &target);
+    env.ok(&["prune"]);
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+}
