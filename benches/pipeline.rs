@@ -22,7 +22,14 @@ const PASSWORD: &[u8] = b"bench";
 /// Pseudo-random words and noise, 3/4 compressible, never repeating at
 /// chunk scale (so dedup finds nothing).
 fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
-    let words: [&[u8]; 6] = [b"backup ", b"snapshot ", b"chunk ", b"pack ", b"index ", b"tree "];
+    let words: [&[u8]; 6] = [
+        b"backup ",
+        b"snapshot ",
+        b"chunk ",
+        b"pack ",
+        b"index ",
+        b"tree ",
+    ];
     let mut x = seed | 1;
     let mut next = || {
         x ^= x << 13;
@@ -72,14 +79,21 @@ fn write_tree(root: &Path) -> u64 {
         std::fs::create_dir_all(&dir).unwrap();
         for f in 0..100 {
             let len = 2_000 + (f * 337 % 30_000);
-            std::fs::write(dir.join(format!("f{f:03}.txt")), mixed_data(len, (d * 1000 + f) as u64))
-                .unwrap();
+            std::fs::write(
+                dir.join(format!("f{f:03}.txt")),
+                mixed_data(len, (d * 1000 + f) as u64),
+            )
+            .unwrap();
             total += len as u64;
         }
     }
     for big in 0..4u64 {
         let len = 12 << 20;
-        std::fs::write(root.join(format!("big{big}.bin")), mixed_data(len, 77 + big)).unwrap();
+        std::fs::write(
+            root.join(format!("big{big}.bin")),
+            mixed_data(len, 77 + big),
+        )
+        .unwrap();
         total += len as u64;
     }
     total
@@ -97,8 +111,15 @@ fn pipeline(c: &mut Criterion) {
             fresh_repository,
             |repo| {
                 let progress = Progress::default();
-                backup_stream(&repo, "s", &stream[..], &SnapshotOptions::default(), &stop, &progress)
-                    .unwrap();
+                backup_stream(
+                    &repo,
+                    "s",
+                    &stream[..],
+                    &SnapshotOptions::default(),
+                    &stop,
+                    &progress,
+                )
+                .unwrap();
                 repo // dropped outside the timing
             },
             BatchSize::PerIteration,

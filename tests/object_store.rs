@@ -27,8 +27,17 @@ fn server() -> Option<std::path::PathBuf> {
 /// Runs `scripts/object-store.sh ACTION DIR`; returns the variables it exports.
 fn object_store(action: &str, dir: &std::path::Path) -> Vec<(String, String)> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/object-store.sh");
-    let out = Process::new("bash").arg(script).arg(action).arg(dir).output().unwrap();
-    assert!(out.status.success(), "object-store.sh {action}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Process::new("bash")
+        .arg(script)
+        .arg(action)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "object-store.sh {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -68,15 +77,32 @@ fn var(name: &str) -> String {
 /// An environment whose repository is a fresh prefix of the test bucket.
 fn s3_env() -> Env {
     let mut env = Env::new();
-    let unique = env.dir.path().file_name().unwrap().to_str().unwrap().to_string();
+    let unique = env
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     env.remote = Some(format!("s3://{}/{unique}", var("CAIRN_TEST_S3_BUCKET")));
     env
 }
 
 fn swift_env() -> Env {
     let mut env = Env::new();
-    let unique = env.dir.path().file_name().unwrap().to_str().unwrap().to_string();
-    env.remote = Some(format!("swift://{}/{unique}", var("CAIRN_TEST_SWIFT_CONTAINER")));
+    let unique = env
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    env.remote = Some(format!(
+        "swift://{}/{unique}",
+        var("CAIRN_TEST_SWIFT_CONTAINER")
+    ));
     env
 }
 
@@ -100,7 +126,10 @@ fn s3_and_swift_keep_files_exactly_and_report_their_requests() {
         awkward_tree(&src);
         let first = summary(&env.ok(&["backup", "--json", src.to_str().unwrap()]));
         let put = first["requests"]["put"].as_u64().unwrap();
-        assert!(put >= 4, "packs, index, snapshot and lock are PUTs: {first}");
+        assert!(
+            put >= 4,
+            "packs, index, snapshot and lock are PUTs: {first}"
+        );
         // a normal backup never lists data/: its LISTs are keys, locks,
         // index and snapshots
         assert!(first["requests"]["list"].as_u64().unwrap() <= 8, "{first}");
@@ -137,7 +166,11 @@ fn swift_v1_auth_from_restics_variables() {
         .args(["backup", src.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(env.snapshot_ids().len(), 1);
 }
 
@@ -157,24 +190,51 @@ fn wrong_credentials_and_missing_buckets_get_plain_errors() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("SignatureDoesNotMatch") || err.contains("permission denied"), "{err}");
+    assert!(
+        err.contains("SignatureDoesNotMatch") || err.contains("permission denied"),
+        "{err}"
+    );
     assert!(!err.contains(secret) && !err.contains("<?xml"), "{err}");
 
     let swift = swift_env();
-    let out = swift.cairn().env("SWIFT_TOKEN", "AUTH_tk-not-valid").arg("init").output().unwrap();
+    let out = swift
+        .cairn()
+        .env("SWIFT_TOKEN", "AUTH_tk-not-valid")
+        .arg("init")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("permission denied") || err.contains("401"), "{err}");
+    assert!(
+        err.contains("permission denied") || err.contains("401"),
+        "{err}"
+    );
     assert!(!err.contains("AUTH_tk-not-valid"), "{err}");
 
     for url in ["s3://no-such-bucket-cairn/x", "swift://no-such-container/x"] {
-        let out = env.cairn().env("CAIRN_REPOSITORY", url).arg("init").output().unwrap();
+        let out = env
+            .cairn()
+            .env("CAIRN_REPOSITORY", url)
+            .arg("init")
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
-        assert!(err.contains("does not exist; create it first"), "{url}: {err}");
-        let out = env.cairn().env("CAIRN_REPOSITORY", url).arg("snapshots").output().unwrap();
+        assert!(
+            err.contains("does not exist; create it first"),
+            "{url}: {err}"
+        );
+        let out = env
+            .cairn()
+            .env("CAIRN_REPOSITORY", url)
+            .arg("snapshots")
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("does not exist; create it first"), "{url}: {err}");
+        assert!(
+            err.contains("does not exist; create it first"),
+            "{url}: {err}"
+        );
     }
 }
 
@@ -190,7 +250,11 @@ fn a_rate_limited_backup_keeps_to_the_limit_and_completes() {
     let start = Instant::now();
     env.ok(&["--limit-upload", "1024", "backup", src.to_str().unwrap()]);
     // 3 MB at 1 MiB/s: at least ~2 s beyond the first second's reservation
-    assert!(start.elapsed() >= Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     let target = env.path("out");
     let (code, err) = env.restore_into(&target, &["latest"]);
     assert_eq!(code, Some(0), "{err}");
@@ -222,7 +286,13 @@ fn four_concurrent_backups_and_a_prune_lose_nothing() {
         .enumerate()
         .map(|(i, dir)| {
             env.process()
-                .args(["--retry-lock", "2m", "backup", "--host", &format!("host{i}")])
+                .args([
+                    "--retry-lock",
+                    "2m",
+                    "backup",
+                    "--host",
+                    &format!("host{i}"),
+                ])
                 .arg(dir)
                 // each host has its own cache, as separate machines would
                 .env("CAIRN_CACHE_DIR", env.path(&format!("cache{i}")))
@@ -236,7 +306,11 @@ fn four_concurrent_backups_and_a_prune_lose_nothing() {
     env.ok(&["--retry-lock", "2m", "prune"]);
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert_eq!(env.snapshot_ids().len(), 4);
     for (i, dir) in sources.iter().enumerate() {
@@ -256,7 +330,14 @@ fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
     // stopping the shared server would fail the tests running beside this one
     let own = PrivateServer::start();
     let mut env = s3_env();
-    let unique = env.dir.path().file_name().unwrap().to_str().unwrap().to_string();
+    let unique = env
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     env.remote = Some(format!("s3://{}/{unique}", own.var("CAIRN_TEST_S3_BUCKET")));
     let endpoint = own.var("AWS_ENDPOINT_URL");
     let secret = own.var("AWS_SECRET_ACCESS_KEY");
@@ -270,7 +351,11 @@ fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
     };
     let ok = |args: &[&str]| {
         let out = cairn(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     ok(&["init"]);
@@ -292,14 +377,22 @@ fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("retry"), "retries are announced: {err}");
-    assert!(err.contains("could not be reached") || err.contains("gave up"), "{err}");
+    assert!(
+        err.contains("could not be reached") || err.contains("gave up"),
+        "{err}"
+    );
     assert!(ok(&["snapshots", "--json"]).trim() == "[]");
     // check passes; at most it notes the packs the failed run uploaded but
     // could not index
     let check: serde_json::Value = serde_json::from_str(&ok(&["check", "--json"])).unwrap();
-    let notes = check["notes"].as_array().map(Vec::clone).unwrap_or_default();
+    let notes = check["notes"]
+        .as_array()
+        .map(Vec::clone)
+        .unwrap_or_default();
     assert!(
-        notes.iter().all(|n| n.as_str().unwrap().contains("in no index")),
+        notes
+            .iter()
+            .all(|n| n.as_str().unwrap().contains("in no index")),
         "{check}"
     );
     let done = summary(&ok(&["backup", "--json", src.to_str().unwrap()]));
@@ -310,6 +403,12 @@ fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
     ok(&["prune"]);
     let check: serde_json::Value =
         serde_json::from_str(&ok(&["check", "--read-data", "--json"])).unwrap();
-    assert!(check["errors"].as_array().is_none_or(Vec::is_empty), "{check}");
-    assert!(check["notes"].as_array().is_none_or(Vec::is_empty), "{check}");
+    assert!(
+        check["errors"].as_array().is_none_or(Vec::is_empty),
+        "{check}"
+    );
+    assert!(
+        check["notes"].as_array().is_none_or(Vec::is_empty),
+        "{check}"
+    );
 }

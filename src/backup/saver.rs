@@ -63,7 +63,10 @@ pub struct InFlight(Mutex<HashSet<(BlobKind, Id)>>);
 
 impl InFlight {
     pub fn contains(&self, kind: BlobKind, id: &Id) -> bool {
-        self.0.lock().expect("in-flight lock").contains(&(kind, *id))
+        self.0
+            .lock()
+            .expect("in-flight lock")
+            .contains(&(kind, *id))
     }
 
     pub fn insert(&self, kind: BlobKind, id: Id) {

@@ -88,7 +88,11 @@ pub fn resolve(
     }
     if let Some(scheme) = url.strip_prefix("opendal:") {
         let scheme = scheme.trim_start_matches("//");
-        if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             bail!("repository URL {url:?}: expected opendal:SCHEME (e.g. opendal:gcs) with its settings as -o key=value");
         }
         let config = scoped_options(options, scheme, true);
@@ -252,7 +256,12 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     fn remote(loc: Location) -> Remote {
@@ -299,7 +308,10 @@ mod tests {
 
     #[test]
     fn swift_token_or_v1_auth() {
-        let env = env_of(&[("SWIFT_ENDPOINT", "http://h/v1/AUTH_a"), ("SWIFT_TOKEN", "tok-1234")]);
+        let env = env_of(&[
+            ("SWIFT_ENDPOINT", "http://h/v1/AUTH_a"),
+            ("SWIFT_TOKEN", "tok-1234"),
+        ]);
         let r = remote(resolve("swift://c/p", &[], &env).unwrap());
         assert_eq!(r.config["container"], "c");
         assert_eq!(r.config["token"], "tok-1234");
@@ -319,7 +331,9 @@ mod tests {
             ("OS_USERNAME", "u"),
             ("OS_PASSWORD", "p"),
         ]);
-        let e = resolve("swift://c", &[], &keystone).unwrap_err().to_string();
+        let e = resolve("swift://c", &[], &keystone)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("only v1 auth"), "{e}");
         let none = env_of(&[]);
         let e = resolve("swift://c", &[], &none).unwrap_err().to_string();

@@ -179,9 +179,9 @@ impl Storage {
                     }) =>
             {
                 Err(anyhow!(
-                "{}: the bucket (or Swift container) does not exist; create it first \
+                    "{}: the bucket (or Swift container) does not exist; create it first \
                  (e.g. `aws s3 mb`, `swift post CONTAINER`), then run `cairn init`",
-                self.location
+                    self.location
                 ))
             }
             Err(e) => Err(self.describe(e, "listing", "keys/")),
@@ -318,7 +318,9 @@ impl Storage {
 pub enum StorageError {
     #[error("{doing} {path}: the object does not exist in the repository")]
     NotFound { doing: String, path: String },
-    #[error("{doing} {path}: permission denied by the storage (check the credentials and their rights)")]
+    #[error(
+        "{doing} {path}: permission denied by the storage (check the credentials and their rights)"
+    )]
     PermissionDenied { doing: String, path: String },
     #[error("{doing} {path}: {message}")]
     Other {
@@ -352,7 +354,15 @@ fn explain(e: &opendal::Error) -> String {
     };
     let detail = service_error(e.message())
         .map(|(code, text)| format!("{code}: {text}"))
-        .unwrap_or_else(|| e.message().lines().next().unwrap_or("").chars().take(300).collect());
+        .unwrap_or_else(|| {
+            e.message()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect()
+        });
     let retried = if e.is_persistent() && e.kind() == ErrorKind::Unexpected {
         format!(" (gave up after {RETRIES} retries)")
     } else {

@@ -38,7 +38,8 @@ fn remote_url(unique: &str) -> Option<String> {
         None | Some("") | Some("local") => None,
         Some("s3") => Some(format!(
             "s3://{}/{unique}",
-            std::env::var("CAIRN_TEST_S3_BUCKET").expect("CAIRN_TEST_S3_BUCKET (scripts/object-store.sh)")
+            std::env::var("CAIRN_TEST_S3_BUCKET")
+                .expect("CAIRN_TEST_S3_BUCKET (scripts/object-store.sh)")
         )),
         Some("swift") => Some(format!(
             "swift://{}/{unique}",
@@ -62,7 +63,13 @@ impl Env {
             .unwrap();
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
-        let unique = dir.path().file_name().unwrap().to_str().unwrap().to_string();
+        let unique = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         let remote = remote_url(&unique);
         Env {
             dir,
