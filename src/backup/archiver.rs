@@ -117,6 +117,11 @@ impl<'a, 's> Archiver<'a, 's> {
     /// Stores a blob unless the repository (or this run) already has it.
     pub fn save_blob(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
         let id = self.repo.keys.blob_id(&data);
+        self.save_blob_with_id(kind, id, data)
+    }
+
+    /// [`Archiver::save_blob`] for a caller that already hashed `data`.
+    fn save_blob_with_id(&mut self, kind: BlobKind, id: Id, data: Vec<u8>) -> Result<Id> {
         // In-flight first: the saver drops a blob from it only after its index
         // file is in the cache, so this order never misses a blob.
         if self.in_flight.contains(kind, &id) || self.repo.index.contains(kind, &id)? {
@@ -134,13 +139,13 @@ impl<'a, 's> Archiver<'a, 's> {
     fn save_tree(&mut self, mut nodes: Vec<Node>) -> Result<Id> {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let plain = Tree { nodes }.encode();
+        let id = self.repo.keys.blob_id(&plain);
         if self.saver.is_some() {
             // The next backup compares against this tree: from the cache it
             // costs no request (on S3, one GET per directory otherwise).
-            let id = self.repo.keys.blob_id(&plain);
             self.repo.index.put_tree(&id, &plain)?;
         }
-        self.save_blob(BlobKind::Tree, plain)
+        self.save_blob_with_id(BlobKind::Tree, id, plain)
     }
 
     /// Chunks a stream into data blobs; returns the ids and the byte count.

@@ -363,12 +363,14 @@ fn explain(e: &opendal::Error) -> String {
                 .take(300)
                 .collect()
         });
-    let retried = if e.is_persistent() && e.kind() == ErrorKind::Unexpected {
-        format!(" (gave up after {RETRIES} retries)")
-    } else {
-        String::new()
-    };
-    format!("{kind}{retried}: {detail}")
+    // A retried error that stayed: the server is away or unreachable.
+    if e.is_persistent() && e.kind() == ErrorKind::Unexpected {
+        return format!(
+            "{kind} (gave up after {RETRIES} retries): {detail}; check the endpoint and \
+             that the server is up, then run the command again (what was stored stays)"
+        );
+    }
+    format!("{kind}: {detail}")
 }
 
 /// The service's error code and message, from an S3 XML body or OpenDAL's
