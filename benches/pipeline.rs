@@ -7,7 +7,7 @@
 //! Each backup sample gets a fresh repository, so nothing deduplicates.
 
 use cairn::backup::progress::Progress;
-use cairn::backup::{backup_paths, backup_stream, BackupOptions, ParentChoice, SnapshotOptions};
+use cairn::backup::{backup, backup_stream, BackupOptions, ParentChoice, SnapshotOptions};
 use cairn::crypto::keyfile::KdfParams;
 use cairn::repo::lock::{LockKind, LockOptions};
 use cairn::repo::{init, CacheLocation, InitOptions, Repository};
@@ -138,7 +138,7 @@ fn pipeline(c: &mut Criterion) {
         b.iter_batched(
             fresh_repository,
             |repo| {
-                backup_paths(&repo, &opts, &stop, &Progress::default()).unwrap();
+                backup(&repo, &opts, &stop, &Progress::default()).unwrap();
                 repo
             },
             BatchSize::PerIteration,
@@ -146,7 +146,7 @@ fn pipeline(c: &mut Criterion) {
     });
 
     let repo = fresh_repository();
-    let root = backup_paths(&repo, &opts, &stop, &Progress::default())
+    let root = backup(&repo, &opts, &stop, &Progress::default())
         .unwrap()
         .snapshot
         .tree;

@@ -26,11 +26,17 @@ pub mod crash_point;
 #[cfg(feature = "full")]
 pub mod fail;
 #[cfg(feature = "full")]
+pub mod hooks;
+#[cfg(feature = "full")]
 pub mod repo;
 #[cfg(feature = "full")]
 pub mod restore;
 #[cfg(feature = "full")]
 pub mod retention;
+#[cfg(feature = "full")]
+pub mod server;
+#[cfg(feature = "full")]
+pub mod settings;
 #[cfg(feature = "full")]
 pub mod source;
 #[cfg(feature = "full")]

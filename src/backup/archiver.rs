@@ -39,6 +39,11 @@ pub struct PathTrie {
 impl PathTrie {
     /// `paths` must be absolute and normalised. A path inside another one is
     /// already covered by it.
+    /// Names of the entries the trie puts at the root directory.
+    pub fn root_names(&self) -> impl Iterator<Item = &[u8]> {
+        self.children.keys().map(Vec::as_slice)
+    }
+
     pub fn new(paths: &[PathBuf]) -> PathTrie {
         let mut root = PathTrie::default();
         for p in paths {
@@ -180,9 +185,24 @@ impl<'a, 's> Archiver<'a, 's> {
     }
 
     /// Backs up the trie rooted at `/` and returns the root tree id.
-    pub fn archive_root(&mut self, trie: &PathTrie, parent_root: Option<Id>) -> Result<Id> {
+    /// `extra` nodes (named streams) join the root directory.
+    pub fn archive_root(
+        &mut self,
+        trie: &PathTrie,
+        parent_root: Option<Id>,
+        extra: Vec<Node>,
+    ) -> Result<Id> {
         let parent = self.load_parent_tree(parent_root);
-        self.archive_trie(Path::new("/"), trie, parent.as_ref())
+        let mut nodes = self.archive_trie_nodes(Path::new("/"), trie, parent.as_ref())?;
+        nodes.extend(extra);
+        self.save_tree(nodes)
+    }
+
+    /// Chunks a stream and returns the file node `name` that holds it.
+    pub fn archive_stream(&mut self, name: &str, reader: impl Read) -> Result<Node> {
+        let (content, size) = self.save_stream(reader)?;
+        self.summary.files_new += 1;
+        Ok(stream_node(name, content, size))
     }
 
     fn load_parent_tree(&mut self, id: Option<Id>) -> Option<Tree> {
@@ -191,6 +211,16 @@ impl<'a, 's> Archiver<'a, 's> {
     }
 
     fn archive_trie(&mut self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<Id> {
+        let nodes = self.archive_trie_nodes(dir, trie, parent)?;
+        self.save_tree(nodes)
+    }
+
+    fn archive_trie_nodes(
+        &mut self,
+        dir: &Path,
+        trie: &PathTrie,
+        parent: Option<&Tree>,
+    ) -> Result<Vec<Node>> {
         let mut nodes = Vec::new();
         for (name, child) in &trie.children {
             let path = dir.join(std::ffi::OsStr::from_bytes(name));
@@ -218,7 +248,7 @@ impl<'a, 's> Archiver<'a, 's> {
                 nodes.push(node);
             }
         }
-        self.save_tree(nodes)
+        Ok(nodes)
     }
 
     fn parent_subtree(&mut self, parent_node: Option<&Node>) -> Option<Tree> {
@@ -378,5 +408,29 @@ impl<R: Read> Read for CountingReader<'_, R> {
         let n = self.inner.read(buf)?;
         self.progress.bytes_read(n as u64);
         Ok(n)
+    }
+}
+
+/// A stream is stored as a plain file owned by whoever ran the backup, dated
+/// now: it has no metadata of its own.
+fn stream_node(name: &str, content: Vec<Id>, size: u64) -> Node {
+    let now = crate::repo::now_ns();
+    let gid = nix::unistd::getgid();
+    let group = nix::unistd::Group::from_gid(gid).ok().flatten();
+    Node {
+        name: name.as_bytes().to_vec(),
+        kind: NodeKind::File { content },
+        mode: 0o644,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: gid.as_raw(),
+        user: crate::repo::username(),
+        group: group.map(|g| g.name).unwrap_or_default(),
+        mtime_ns: now,
+        ctime_ns: now,
+        size,
+        inode: 0,
+        device: 0,
+        links: 1,
+        xattrs: Vec::new(),
     }
 }

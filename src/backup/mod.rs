@@ -9,9 +9,10 @@ use crate::fail::Fail;
 use crate::id::Id;
 use crate::repo::snapshots::{normalize_path_text, SnapshotFilter};
 use crate::repo::{hostname, now_ns, username, Repository};
+use crate::source::command::CommandStream;
 use crate::source::exclude::Excludes;
 use crate::tree::snapshot::{BackupSummary, Snapshot};
-use crate::tree::{is_valid_name, Node, NodeKind};
+use crate::tree::{is_valid_name, Node};
 use anyhow::{anyhow, Result};
 use archiver::{Archiver, ChangeDetection, PathTrie};
 use progress::Progress;
@@ -42,9 +43,28 @@ pub struct SnapshotOptions {
     pub compression_level: Option<i32>,
 }
 
+/// Where a named stream comes from.
+#[derive(Debug, Clone)]
+pub enum StreamInput {
+    /// This process's standard input.
+    Stdin,
+    /// A command's standard output (argv); it must exit with status 0.
+    Command(Vec<String>),
+}
+
+/// A stream stored as the file `/NAME` at the root of the snapshot.
+#[derive(Debug, Clone)]
+pub struct StreamSource {
+    pub name: String,
+    pub input: StreamInput,
+}
+
+/// One snapshot of any mix of file-system paths and named streams: all of
+/// them are stored, or (if any stream's command fails) no snapshot at all.
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
+    pub streams: Vec<StreamSource>,
     pub excludes: Vec<String>,
     pub one_file_system: bool,
     pub parent: ParentChoice,
@@ -67,16 +87,16 @@ impl BackupOutcome {
     }
 }
 
-/// Backs up file-system paths.
-pub fn backup_paths(
+/// Backs up file-system paths and named streams into one snapshot.
+pub fn backup(
     repo: &Repository,
     opts: &BackupOptions,
     interrupted: &AtomicBool,
     progress: &Progress,
 ) -> Result<BackupOutcome> {
-    if opts.paths.is_empty() {
+    if opts.paths.is_empty() && opts.streams.is_empty() {
         return Err(anyhow!(
-            "nothing to back up: give at least one path (or --stdin)"
+            "nothing to back up: give at least one path, --stdin or --stdin-from-command"
         ));
     }
     let mut paths: Vec<String> = Vec::new();
@@ -90,6 +110,11 @@ pub fn backup_paths(
     }
     paths.sort();
     paths.dedup();
+    let roots: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    let trie = PathTrie::new(&roots);
+    check_stream_names(&opts.streams, &trie)?;
+    paths.extend(opts.streams.iter().map(|s| format!("/{}", s.name)));
+    paths.sort();
     let host = opts.snapshot.host.clone().unwrap_or_else(hostname);
     let parent = match &opts.parent {
         ParentChoice::None => None,
@@ -107,8 +132,6 @@ pub fn backup_paths(
     };
     let excludes = Excludes::new(&opts.excludes)?;
     let scan_excludes = Excludes::new(&opts.excludes)?;
-    let roots: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
-    let trie = PathTrie::new(&roots);
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
     let scan_stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -125,7 +148,11 @@ pub fn backup_paths(
             archiver.excludes = excludes;
             archiver.one_file_system = opts.one_file_system;
             archiver.detection = opts.detection;
-            let tree = archiver.archive_root(&trie, parent_tree)?;
+            let mut stream_nodes = Vec::new();
+            for stream in &opts.streams {
+                stream_nodes.push(archive_stream_source(archiver, stream)?);
+            }
+            let tree = archiver.archive_root(&trie, parent_tree, stream_nodes)?;
             Ok(Snapshot {
                 tree,
                 paths,
@@ -140,7 +167,51 @@ pub fn backup_paths(
     })
 }
 
-/// Backs up a stream as one file named `name` at the root of the snapshot.
+/// Stream names are plain file names, distinct from each other and from
+/// the top-level entries of the backed-up paths (`/data` takes `data`).
+fn check_stream_names(streams: &[StreamSource], trie: &PathTrie) -> Result<()> {
+    let mut taken: Vec<&[u8]> = trie.root_names().collect();
+    for s in streams {
+        if !is_valid_name(s.name.as_bytes()) {
+            return Err(anyhow!(
+                "stream name {:?} must be a plain file name (no '/')",
+                s.name
+            ));
+        }
+        if taken.contains(&s.name.as_bytes()) {
+            return Err(anyhow!(
+                "stream name {:?} is used twice in this snapshot (by a stream or a \
+                 top-level backup path); give each stream its own --stdin-filename",
+                s.name
+            ));
+        }
+        taken.push(s.name.as_bytes());
+    }
+    Ok(())
+}
+
+fn archive_stream_source(archiver: &mut Archiver, stream: &StreamSource) -> Result<Node> {
+    match &stream.input {
+        StreamInput::Stdin => archiver.archive_stream(&stream.name, std::io::stdin().lock()),
+        StreamInput::Command(argv) => {
+            let mut command = CommandStream::spawn(argv)?;
+            match archiver.archive_stream(&stream.name, command.reader()) {
+                Ok(node) => {
+                    command.finish()?;
+                    Ok(node)
+                }
+                Err(e) => {
+                    let display = command.display().to_string();
+                    command.abort();
+                    Err(e.context(format!("backing up the output of `{display}`")))
+                }
+            }
+        }
+    }
+}
+
+/// Backs up one stream read from `reader` as the file `name` at the root of
+/// the snapshot (the library form of `--stdin`).
 pub fn backup_stream(
     repo: &Repository,
     name: &str,
@@ -149,40 +220,17 @@ pub fn backup_stream(
     interrupted: &AtomicBool,
     progress: &Progress,
 ) -> Result<BackupOutcome> {
-    if !is_valid_name(name.as_bytes()) {
-        return Err(anyhow!(
-            "--stdin-filename {name:?} must be a plain file name (no '/')"
-        ));
-    }
+    check_stream_names(
+        &[StreamSource {
+            name: name.to_string(),
+            input: StreamInput::Stdin,
+        }],
+        &PathTrie::default(),
+    )?;
     let host = opts.host.clone().unwrap_or_else(hostname);
     run(repo, opts, interrupted, progress, |archiver| {
-        let (content, size) = archiver.save_stream(reader)?;
-        archiver.summary.files_new += 1;
-        let now = now_ns();
-        let (uid, gid) = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
-        let node = Node {
-            name: name.as_bytes().to_vec(),
-            kind: NodeKind::File { content },
-            mode: 0o644,
-            uid,
-            gid,
-            user: username(),
-            group: String::new(),
-            mtime_ns: now,
-            ctime_ns: now,
-            size,
-            inode: 0,
-            device: 0,
-            links: 1,
-            xattrs: Vec::new(),
-        };
-        let tree = archiver.save_blob(
-            crate::filter::BlobKind::Tree,
-            crate::tree::Tree { nodes: vec![node] }.encode(),
-        )?;
+        let node = archiver.archive_stream(name, reader)?;
+        let tree = archiver.archive_root(&PathTrie::default(), None, vec![node])?;
         Ok(Snapshot {
             tree,
             paths: vec![format!("/{name}")],

@@ -4,8 +4,10 @@ use anyhow::{anyhow, Context, Result};
 use cairn::backup::archiver::ChangeDetection;
 use cairn::backup::progress::Progress;
 use cairn::backup::{
-    backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, SnapshotOptions,
+    backup, BackupOptions, BackupOutcome, ParentChoice, SnapshotOptions, StreamInput, StreamSource,
 };
+use cairn::hooks::run_hook;
+use cairn::settings::{Settings, SourceSettings};
 use cairn::source::exclude::Excludes;
 use cairn::storage::RequestTally;
 use std::path::PathBuf;
@@ -52,83 +54,187 @@ pub struct BackupArgs {
     /// zstd level for this backup (default: the repository's)
     #[arg(long, value_parser = clap::value_parser!(i32).range(0..=22))]
     compression: Option<i32>,
-    /// Back up standard input as one file
-    #[arg(long, conflicts_with = "paths")]
+    /// Back up standard input as one file (beside any PATHs)
+    #[arg(long, conflicts_with = "stdin_from_command")]
     stdin: bool,
-    /// Name of the file holding standard input in the snapshot
+    /// Back up the standard output of the command given after `--` as one
+    /// file; if the command fails, no snapshot is saved
+    #[arg(long, requires = "command")]
+    stdin_from_command: bool,
+    /// Name of the file holding the stream in the snapshot
     #[arg(long, default_value = "stdin")]
     stdin_filename: String,
+    /// The settings file (TOML) that defines --source
+    #[arg(long, requires = "source", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Back up this source of the settings file: its paths, command
+    /// streams, excludes, tags and hooks (and its repository, unless -r)
+    #[arg(long, requires = "config", value_name = "NAME")]
+    source: Option<String>,
+    /// The command whose output --stdin-from-command stores
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
+    let Some((config, source_name)) = a.config.as_ref().zip(a.source.as_ref()) else {
+        return run_backup(g, a, None);
+    };
+    let settings = Settings::load(config)?;
+    let source = settings.source(source_name)?;
+    let g = &with_repository_of(g, &settings, source)?;
+    let mut env = vec![("CAIRN_SOURCE", source_name.clone())];
+    if let Some(before) = &source.before {
+        run_hook("before", before, &env)
+            .map_err(|e| anyhow!("{e:#}; the backup of {source_name:?} did not run"))?;
+    }
+    let outcome = run_backup(g, a, Some(source));
+    let Some(after) = &source.after else {
+        return outcome;
+    };
+    env.push((
+        "CAIRN_BACKUP_STATUS",
+        if outcome.is_ok() {
+            "success"
+        } else {
+            "failure"
+        }
+        .into(),
+    ));
+    if let Some(id) = SAVED_SNAPSHOT.get() {
+        env.push(("CAIRN_SNAPSHOT_ID", id.clone()));
+    }
+    let hooked = run_hook("after", after, &env);
+    match (outcome, hooked) {
+        (Ok(code), Ok(())) => Ok(code),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(match SAVED_SNAPSHOT.get() {
+            Some(id) => anyhow!("{e:#} (snapshot {} was saved and stays)", &id[..8]),
+            None => e,
+        }),
+    }
+}
+
+/// The id of the snapshot this process saved, for the `after` hook.
+static SAVED_SNAPSHOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A configured source names its repository; -r and the CAIRN_* variables
+/// still win, so a person can point a source at a test repository.
+fn with_repository_of(
+    g: &GlobalArgs,
+    settings: &Settings,
+    source: &SourceSettings,
+) -> Result<GlobalArgs> {
+    let mut g = g.clone();
+    if g.repo.is_some() {
+        return Ok(g);
+    }
+    let repo = settings.repository(&source.repository)?;
+    g.repo = Some(repo.url.clone());
+    if g.password_file.is_none() && g.password_command.is_none() {
+        g.password_file = repo.password_file.clone();
+        g.password_command = repo.password_command.clone();
+    }
+    let given: Vec<String> = g.options.iter().map(|(k, _)| k.clone()).collect();
+    for (k, v) in &repo.options {
+        let (k, v) = cairn::storage::location::parse_option(&format!("{k}={v}"))?;
+        if !given.contains(&k) {
+            g.options.push((k, v));
+        }
+    }
+    if g.cache_dir.is_none() {
+        g.cache_dir = repo.cache_dir.clone();
+    }
+    Ok(g)
+}
+
+fn run_backup(g: &GlobalArgs, a: &BackupArgs, source: Option<&SourceSettings>) -> Result<i32> {
+    let opts = backup_options(a, source)?;
     let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "backup")?;
     let interrupted = install_interrupt_flag()?;
-    let snapshot = SnapshotOptions {
-        tags: a
-            .tags
-            .iter()
-            .flat_map(|t| t.split(','))
-            .filter(|t| !t.is_empty())
-            .map(String::from)
-            .collect(),
-        host: a.host.clone(),
-        time_ns: a.time.as_deref().map(parse_time).transpose()?,
-        dry_run: a.dry_run,
-        compression_level: a.compression,
-    };
     let progress = Progress::default();
     let stop_display = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
         let _display = super::progress::show(scope, g, &progress, &stop_display);
-        run_backup(a, &repo, snapshot, &interrupted, &progress)
-    })?;
+        backup(&repo, &opts, &interrupted, &progress)
+    })
+    .context("backup failed")?;
+    if let Some(id) = outcome.snapshot_id {
+        let _ = SAVED_SNAPSHOT.set(id.to_hex());
+    }
     render(g, &outcome, repo.storage.requests());
     Ok(if outcome.is_incomplete() { 3 } else { 0 })
 }
 
-fn run_backup(
-    a: &BackupArgs,
-    repo: &cairn::repo::Repository,
-    snapshot: SnapshotOptions,
-    interrupted: &AtomicBool,
-    progress: &Progress,
-) -> Result<BackupOutcome> {
-    Ok(if a.stdin {
-        backup_stream(
-            repo,
-            &a.stdin_filename,
-            std::io::stdin().lock(),
-            &snapshot,
-            interrupted,
-            progress,
-        )?
-    } else {
-        let mut excludes = a.excludes.clone();
-        for f in &a.exclude_files {
-            excludes.extend(Excludes::read_pattern_file(f)?);
-        }
-        let parent = match (&a.parent, a.force) {
-            (_, true) => ParentChoice::None,
-            (Some(p), false) => ParentChoice::Explicit(p.clone()),
-            (None, false) => ParentChoice::Auto,
-        };
-        if a.paths.is_empty() {
-            return Err(anyhow!(
-                "nothing to back up: give at least one path, or --stdin"
-            ));
-        }
-        let opts = BackupOptions {
-            paths: a.paths.clone(),
-            excludes,
-            one_file_system: a.one_file_system,
-            parent,
-            detection: ChangeDetection {
-                ignore_inode: a.ignore_inode,
-                ignore_ctime: a.ignore_ctime,
-            },
-            snapshot,
-        };
-        backup_paths(repo, &opts, interrupted, progress).context("backup failed")?
+/// The command line, joined with the configured source (if any): paths,
+/// streams, excludes and tags add up; a host given here wins.
+fn backup_options(a: &BackupArgs, source: Option<&SourceSettings>) -> Result<BackupOptions> {
+    let mut paths = a.paths.clone();
+    let mut excludes = a.excludes.clone();
+    for f in &a.exclude_files {
+        excludes.extend(Excludes::read_pattern_file(f)?);
+    }
+    let mut tags: Vec<String> = a
+        .tags
+        .iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
+    let mut streams = Vec::new();
+    let stream_name = || a.stdin_filename.clone();
+    if a.stdin {
+        streams.push(StreamSource {
+            name: stream_name(),
+            input: StreamInput::Stdin,
+        });
+    }
+    if a.stdin_from_command {
+        streams.push(StreamSource {
+            name: stream_name(),
+            input: StreamInput::Command(a.command.clone()),
+        });
+    } else if !a.command.is_empty() {
+        return Err(anyhow!(
+            "a command after `--` needs --stdin-from-command (got `{}`)",
+            a.command.join(" ")
+        ));
+    }
+    let mut host = a.host.clone();
+    let mut one_file_system = a.one_file_system;
+    if let Some(s) = source {
+        paths.extend(s.paths.iter().cloned());
+        excludes.extend(s.excludes.iter().cloned());
+        tags.extend(s.tags.iter().cloned());
+        streams.extend(s.commands.iter().map(|c| StreamSource {
+            name: c.name.clone(),
+            input: StreamInput::Command(c.command.clone()),
+        }));
+        host = host.or_else(|| s.host.clone());
+        one_file_system |= s.one_file_system;
+    }
+    let parent = match (&a.parent, a.force) {
+        (_, true) => ParentChoice::None,
+        (Some(p), false) => ParentChoice::Explicit(p.clone()),
+        (None, false) => ParentChoice::Auto,
+    };
+    Ok(BackupOptions {
+        paths,
+        streams,
+        excludes,
+        one_file_system,
+        parent,
+        detection: ChangeDetection {
+            ignore_inode: a.ignore_inode,
+            ignore_ctime: a.ignore_ctime,
+        },
+        snapshot: SnapshotOptions {
+            tags,
+            host,
+            time_ns: a.time.as_deref().map(parse_time).transpose()?,
+            dry_run: a.dry_run,
+            compression_level: a.compression,
+        },
     })
 }
 

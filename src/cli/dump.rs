@@ -1,8 +1,10 @@
 use super::{FilterArgs, GlobalArgs};
 use anyhow::{anyhow, Result};
-use cairn::repo::PathTarget;
+use cairn::repo::{PathTarget, Repository};
 use cairn::restore::dump::{dump_file, dump_tar};
+use cairn::tree::snapshot::Snapshot;
 use cairn::tree::NodeKind;
+use std::io::Write;
 use std::path::Path;
 
 #[derive(clap::Args)]
@@ -18,12 +20,22 @@ pub struct DumpArgs {
 pub fn run(g: &GlobalArgs, a: &DumpArgs) -> Result<i32> {
     let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "dump")?;
     let (_, snap) = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
-    let path = format!("/{}", a.path.trim_matches('/'));
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    write_dump(&repo, &snap, &a.path, &mut stdout.lock())?;
+    Ok(0)
+}
+
+/// Writes `path` of the snapshot: a file as is, a directory as tar.
+pub fn write_dump(
+    repo: &Repository,
+    snap: &Snapshot,
+    path: &str,
+    out: &mut impl Write,
+) -> Result<()> {
+    let path = format!("/{}", path.trim_matches('/'));
     match repo.resolve_path(snap.tree, &path)? {
         PathTarget::Entry(node) => match &node.kind {
-            NodeKind::File { content } => dump_file(&repo, content, &mut out)?,
+            NodeKind::File { content } => dump_file(repo, content, out)?,
             other => {
                 return Err(anyhow!(
                     "{path} is a {}: dump writes files and directories",
@@ -33,8 +45,8 @@ pub fn run(g: &GlobalArgs, a: &DumpArgs) -> Result<i32> {
         },
         PathTarget::Dir { tree, node } => {
             let name = node.map(|n| n.name_lossy()).unwrap_or_default();
-            dump_tar(&repo, tree, Path::new(&name), &mut out)?;
+            dump_tar(repo, tree, Path::new(&name), out)?;
         }
     }
-    Ok(0)
+    Ok(())
 }

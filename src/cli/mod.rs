@@ -14,6 +14,7 @@ mod prune;
 mod render;
 mod repair;
 mod restore;
+mod serve;
 mod snapshots;
 mod unlock;
 
@@ -122,6 +123,8 @@ enum Command {
     /// Rebuild damaged repository structures
     #[command(subcommand)]
     Repair(repair::RepairCommand),
+    /// Run the scheduler and the REST API of a settings file
+    Serve(serve::ServeArgs),
 }
 
 /// `--host/--tag/--path`: how `latest` and listings are narrowed.
@@ -214,6 +217,7 @@ pub fn run() -> Result<i32> {
         Command::Prune(a) => prune::run(g, a),
         Command::Unlock(a) => unlock::run(g, a),
         Command::Repair(a) => repair::run(g, a),
+        Command::Serve(a) => serve::run(g, a),
     }
 }
 

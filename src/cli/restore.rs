@@ -1,3 +1,4 @@
+use super::dump::write_dump;
 use super::render::bytes;
 use super::{FilterArgs, GlobalArgs};
 use anyhow::{anyhow, Result};
@@ -9,8 +10,15 @@ pub struct RestoreArgs {
     /// SNAPSHOT or SNAPSHOT:SUBPATH (the contents of SUBPATH land in the target)
     snapshot: String,
     /// Directory to restore into
-    #[arg(long, short = 't')]
-    target: PathBuf,
+    #[arg(long, short = 't', required_unless_present = "to_command")]
+    target: Option<PathBuf>,
+    /// Write SNAPSHOT:PATH (a file as is, a directory as tar) to the standard
+    /// input of the command given after `--`, e.g. `-- psql app`
+    #[arg(long, requires = "command", conflicts_with_all = ["target", "includes", "excludes", "verify", "dry_run"])]
+    to_command: bool,
+    /// The command --to-command feeds
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
     /// Restore only these paths or patterns (repeatable)
     #[arg(long = "include", short = 'i')]
     includes: Vec<String>,
@@ -34,8 +42,17 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
         None => (a.snapshot.as_str(), None),
     };
     let (id, snap) = repo.find_snapshot(spec, &a.filter.filter())?;
+    let Some(target) = &a.target else {
+        let path = subpath.ok_or_else(|| {
+            anyhow!(
+                "--to-command needs the path of what to send: SNAPSHOT:PATH, e.g. latest:/db.sql"
+            )
+        })?;
+        feed_command(&a.command, |stdin| write_dump(&repo, &snap, &path, stdin))?;
+        return Ok(0);
+    };
     let opts = RestoreOptions {
-        target: a.target.clone(),
+        target: target.clone(),
         subpath,
         selection: Selection {
             includes: a.includes.clone(),
@@ -69,7 +86,7 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
             "{} snapshot {} to {}: {} files ({} already matched), {} dirs, {} other entries, {} written",
             if a.dry_run { "would restore" } else { "restored" },
             id.short(),
-            a.target.display(),
+            target.display(),
             out.files_restored,
             out.files_skipped,
             out.dirs,
@@ -87,4 +104,40 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
         "{} problems during restore (listed above); everything else was restored",
         out.errors.len()
     ))
+}
+
+/// Runs `argv` with `write` feeding its standard input; an error unless all
+/// of it was written and the command exited 0.
+fn feed_command(
+    argv: &[String],
+    write: impl FnOnce(&mut std::process::ChildStdin) -> Result<()>,
+) -> Result<()> {
+    use cairn::source::command::{describe_status, shell_words};
+    let display = shell_words(argv);
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| anyhow!("--to-command needs a command after `--`"))?;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow!("cannot run `{display}`: {e}; check the command name and PATH"))?;
+    // A command that exits early must give an error here, not kill us by
+    // SIGPIPE (main restores the default disposition for `| head`). Set
+    // after the spawn, so the command itself keeps the default.
+    // SAFETY: changing a signal disposition to "ignore".
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let written = write(&mut stdin);
+    drop(stdin); // end of input: the command can finish
+    let status = child.wait()?;
+    match (written, status.success()) {
+        (Ok(()), true) => Ok(()),
+        (_, false) => Err(anyhow!("`{display}` {}", describe_status(status))),
+        (Err(e), true) => Err(e.context(format!(
+            "`{display}` stopped reading before the end of the data"
+        ))),
+    }
 }

@@ -1,0 +1,54 @@
+//! Commands a configured source runs around its backup (`before`, `after`).
+//!
+//! Semantics (README, "Hooks"): `before` runs first; if it fails, nothing is
+//! backed up. `after` always runs once `before` has run, with
+//! `CAIRN_BACKUP_STATUS` = `success` or `failure` (and `CAIRN_SNAPSHOT_ID` on
+//! success), so it can undo what `before` did; its own failure fails the job,
+//! but a snapshot already saved stays.
+
+use crate::source::command::{describe_status, shell_words};
+use anyhow::{anyhow, Result};
+use std::process::{Command, Stdio};
+
+/// Runs a hook with its output passed through; an error unless it exits 0.
+pub fn run_hook(which: &str, argv: &[String], env: &[(&str, String)]) -> Result<()> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| anyhow!("the {which} hook is an empty command"))?;
+    let display = shell_words(argv);
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        // The hook's chatter goes to stderr, so stdout stays machine-readable
+        // under --json.
+        .stdout(std::io::stderr())
+        .status()
+        .map_err(|e| anyhow!("cannot run the {which} hook `{display}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "the {which} hook `{display}` {}",
+            describe_status(status)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_see_their_environment_and_report_failure() {
+        let argv: Vec<String> = ["sh", "-c", "test \"$CAIRN_BACKUP_STATUS\" = success"]
+            .map(String::from)
+            .to_vec();
+        run_hook("after", &argv, &[("CAIRN_BACKUP_STATUS", "success".into())]).unwrap();
+        let e = run_hook("after", &argv, &[("CAIRN_BACKUP_STATUS", "failure".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the after hook `sh -c"), "{e}");
+        assert!(e.contains("exited with status 1"), "{e}");
+    }
+}

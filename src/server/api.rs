@@ -1,0 +1,884 @@
+//! The REST API: JSON in and out, bearer-token auth, and the OpenAPI
+//! document built from the same types and handlers (`/openapi.json`).
+//!
+//! Everything a handler puts on a command line is either checked against a
+//! strict shape (snapshot ids) or passed as `--flag=value`, so no request can
+//! smuggle in an option of its own.
+
+use super::jobs::{Job, JobKind, JobState, StartError, Trigger};
+use super::{specs, ServerState};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Component, PathBuf};
+use std::sync::Arc;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+type AppState = State<Arc<ServerState>>;
+
+pub fn router(state: Arc<ServerState>) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/repositories", get(list_repositories))
+        .route("/repositories/{name}/snapshots", get(list_snapshots))
+        .route(
+            "/repositories/{name}/snapshots/{snapshot}",
+            get(get_snapshot),
+        )
+        .route("/repositories/{name}/restore", post(start_restore))
+        .route("/repositories/{name}/forget", post(start_forget))
+        .route("/repositories/{name}/prune", post(start_prune))
+        .route("/repositories/{name}/check", post(start_check))
+        .route("/sources", get(list_sources))
+        .route("/sources/{name}/backup", post(start_backup))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cairn",
+        description = "Backups, restores and retention of the repositories and sources named in cairn's settings file. Every operation that changes or reads a repository runs as a job; follow it at /jobs/{id}."
+    ),
+    paths(
+        healthz, openapi, metrics, list_repositories, list_snapshots, get_snapshot,
+        start_restore, start_forget, start_prune, start_check, list_sources, start_backup,
+        list_jobs, get_job, cancel_job
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+// ---- errors and extractors -------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong and what to do.
+    error: String,
+}
+
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad_request(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, m)
+    }
+    fn not_found(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, m)
+    }
+    fn internal(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<StartError> for ApiError {
+    fn from(e: StartError) -> ApiError {
+        match e {
+            StartError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, why),
+            StartError::Other(e) => ApiError::internal(format!("{e:#}")),
+        }
+    }
+}
+
+/// A JSON body; malformed JSON or an unknown field is a 400 naming it. An
+/// empty body counts as `{}`.
+pub struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(body)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+    }
+}
+
+/// Query parameters; a bad one is a JSON 400 like every other error.
+pub struct QueryParams<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+async fn require_token(State(state): AppState, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong API token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing API token: send `Authorization: Bearer TOKEN`",
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+// ---- health, document, metrics ----------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    status: String,
+    jobs_running: usize,
+}
+
+/// Liveness (no token needed).
+#[utoipa::path(get, path = "/healthz", tag = "server", security(()),
+    responses((status = 200, description = "The server is up", body = Health)))]
+async fn healthz(State(state): AppState) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        jobs_running: state.jobs.running_count(),
+    })
+}
+
+/// This document (no token needed).
+#[utoipa::path(get, path = "/openapi.json", tag = "server", security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Prometheus metrics: per source the last success time, duration and bytes added.
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn metrics(State(state): AppState) -> Response {
+    let text = super::metrics::render(&state);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+// ---- repositories and snapshots ------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct RepositoryInfo {
+    name: String,
+    url: String,
+}
+
+/// The repositories of the settings file.
+#[utoipa::path(get, path = "/repositories", tag = "repositories",
+    responses(
+        (status = 200, description = "Configured repositories", body = Vec<RepositoryInfo>),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn list_repositories(State(state): AppState) -> Json<Vec<RepositoryInfo>> {
+    Json(
+        state
+            .settings
+            .repositories
+            .iter()
+            .map(|(name, r)| RepositoryInfo {
+                name: name.clone(),
+                url: r.url.clone(),
+            })
+            .collect(),
+    )
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Clone)]
+pub struct SnapshotInfo {
+    id: String,
+    short_id: String,
+    /// RFC 3339.
+    time: String,
+    hostname: String,
+    username: String,
+    paths: Vec<String>,
+    tags: Vec<String>,
+    tree: String,
+    parent: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    /// Only snapshots of this host.
+    host: Option<String>,
+    /// Only snapshots with this tag ("a,b": both).
+    tag: Option<String>,
+    /// Only snapshots that include this backed-up path.
+    path: Option<String>,
+    /// Only the newest N per host and paths.
+    latest: Option<u32>,
+}
+
+fn repository_name(state: &ServerState, name: &str) -> Result<(), ApiError> {
+    if state.settings.repositories.contains_key(name) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "no repository {name:?} in the settings file"
+        )))
+    }
+}
+
+/// Runs `cairn snapshots --json` for the repository.
+async fn snapshots_of(
+    state: &ServerState,
+    name: &str,
+    filters: Vec<String>,
+) -> Result<Vec<SnapshotInfo>, ApiError> {
+    let (mut args, env) = specs::snapshots_command(&state.settings, name);
+    args.extend(filters);
+    let run = tokio::process::Command::new(&state.exe)
+        .args(&args)
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), run)
+        .await
+        .map_err(|_| ApiError::internal("listing snapshots took over 5 minutes"))?
+        .map_err(|e| ApiError::internal(format!("cannot run cairn: {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let message = stderr.trim().trim_start_matches("error: ");
+        return Err(ApiError::internal(format!(
+            "listing the snapshots of {name:?} failed: {message}"
+        )));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| ApiError::internal(format!("unexpected output of cairn snapshots: {e}")))
+}
+
+/// Snapshots of a repository, oldest first.
+#[utoipa::path(get, path = "/repositories/{name}/snapshots", tag = "repositories",
+    params(("name" = String, Path, description = "Repository name"), SnapshotQuery),
+    responses(
+        (status = 200, description = "Snapshots", body = Vec<SnapshotInfo>),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such repository", body = ErrorBody),
+        (status = 500, description = "The repository could not be read", body = ErrorBody)))]
+async fn list_snapshots(
+    State(state): AppState,
+    Path(name): Path<String>,
+    QueryParams(q): QueryParams<SnapshotQuery>,
+) -> Result<Json<Vec<SnapshotInfo>>, ApiError> {
+    repository_name(&state, &name)?;
+    let mut filters = Vec::new();
+    let flags = [("--host", &q.host), ("--tag", &q.tag), ("--path", &q.path)];
+    for (flag, value) in flags {
+        if let Some(v) = value {
+            filters.push(format!("{flag}={v}"));
+        }
+    }
+    if let Some(n) = q.latest {
+        filters.push(format!("--latest={n}"));
+    }
+    Ok(Json(snapshots_of(&state, &name, filters).await?))
+}
+
+/// `latest` or an id prefix (4–64 hex digits) → the one snapshot it names.
+async fn resolve_snapshot(
+    state: &ServerState,
+    repository: &str,
+    spec: &str,
+) -> Result<SnapshotInfo, ApiError> {
+    let is_prefix = (4..=64).contains(&spec.len()) && spec.bytes().all(|b| b.is_ascii_hexdigit());
+    if spec != "latest" && !is_prefix {
+        return Err(ApiError::bad_request(format!(
+            "snapshot {spec:?}: give `latest` or an id (at least 4 hex digits)"
+        )));
+    }
+    let all = snapshots_of(state, repository, Vec::new()).await?;
+    let spec = spec.to_ascii_lowercase();
+    let found: Vec<&SnapshotInfo> = if spec == "latest" {
+        all.iter()
+            .max_by(|a, b| a.time.cmp(&b.time))
+            .into_iter()
+            .collect()
+    } else {
+        all.iter().filter(|s| s.id.starts_with(&spec)).collect()
+    };
+    match found.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ApiError::not_found(format!(
+            "no snapshot {spec:?} in repository {repository:?}"
+        ))),
+        _ => Err(ApiError::bad_request(format!(
+            "snapshot prefix {spec:?} is ambiguous; give more digits"
+        ))),
+    }
+}
+
+/// One snapshot, by id prefix or `latest`.
+#[utoipa::path(get, path = "/repositories/{name}/snapshots/{snapshot}", tag = "repositories",
+    params(("name" = String, Path, description = "Repository name"),
+           ("snapshot" = String, Path, description = "`latest` or an id prefix")),
+    responses(
+        (status = 200, description = "The snapshot", body = SnapshotInfo),
+        (status = 400, description = "Not a snapshot id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such repository or snapshot", body = ErrorBody),
+        (status = 500, description = "The repository could not be read", body = ErrorBody)))]
+async fn get_snapshot(
+    State(state): AppState,
+    Path((name, snapshot)): Path<(String, String)>,
+) -> Result<Json<SnapshotInfo>, ApiError> {
+    repository_name(&state, &name)?;
+    Ok(Json(resolve_snapshot(&state, &name, &snapshot).await?))
+}
+
+// ---- repository jobs -------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// `latest` or an id prefix.
+    snapshot: String,
+    /// Absolute directory below one of `server.restore_roots`.
+    target: String,
+    /// Restore only these paths or patterns.
+    #[serde(default)]
+    include: Vec<String>,
+    /// Skip these paths or patterns.
+    #[serde(default)]
+    exclude: Vec<String>,
+    /// Read the restored files back and compare.
+    #[serde(default)]
+    verify: bool,
+}
+
+/// Starts a restore job.
+#[utoipa::path(post, path = "/repositories/{name}/restore", tag = "jobs",
+    params(("name" = String, Path, description = "Repository name")),
+    request_body = RestoreRequest,
+    responses(
+        (status = 202, description = "Job started", body = Job),
+        (status = 400, description = "Bad request (the message names the field)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such repository or snapshot", body = ErrorBody),
+        (status = 409, description = "The repository is busy with a conflicting job", body = ErrorBody),
+        (status = 500, description = "The repository could not be read", body = ErrorBody)))]
+async fn start_restore(
+    State(state): AppState,
+    Path(name): Path<String>,
+    JsonBody(r): JsonBody<RestoreRequest>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    repository_name(&state, &name)?;
+    let target = restore_target(&state, &r.target)?;
+    let snapshot = resolve_snapshot(&state, &name, &r.snapshot).await?;
+    let mut args = vec![
+        "restore".to_string(),
+        snapshot.id,
+        format!("--target={}", target.display()),
+    ];
+    args.extend(r.include.iter().map(|p| format!("--include={p}")));
+    args.extend(r.exclude.iter().map(|p| format!("--exclude={p}")));
+    if r.verify {
+        args.push("--verify".into());
+    }
+    start(
+        &state,
+        specs::repository_job(&state.settings, JobKind::Restore, &name, args),
+    )
+}
+
+/// A restore target must be absolute, plain (no `..`) and below a root the
+/// settings allow: the API must not become a way to overwrite /etc.
+fn restore_target(state: &ServerState, target: &str) -> Result<PathBuf, ApiError> {
+    let roots = &state.settings.server.restore_roots;
+    if roots.is_empty() {
+        return Err(ApiError::bad_request(
+            "restores through the API are off: list allowed directories in server.restore_roots",
+        ));
+    }
+    let path = PathBuf::from(target);
+    let plain = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !plain || !roots.iter().any(|root| path.starts_with(root)) {
+        return Err(ApiError::bad_request(format!(
+            "target {target:?} must be an absolute path without `..` below one of: {}",
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(path)
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRequest {
+    keep_last: Option<i64>,
+    keep_hourly: Option<i64>,
+    keep_daily: Option<i64>,
+    keep_weekly: Option<i64>,
+    keep_monthly: Option<i64>,
+    keep_yearly: Option<i64>,
+    /// e.g. `7d`, `1y2m`.
+    keep_within: Option<String>,
+    #[serde(default)]
+    keep_tags: Vec<String>,
+    /// Only snapshots of these hosts.
+    #[serde(default)]
+    hosts: Vec<String>,
+    /// Only snapshots with these tags.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// Only snapshots that include these paths.
+    #[serde(default)]
+    paths: Vec<String>,
+    /// Forget exactly these snapshots (ids) instead of applying a policy.
+    #[serde(default)]
+    snapshots: Vec<String>,
+    /// Prune afterwards.
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Starts a forget job: a keep-policy, or a list of snapshots.
+#[utoipa::path(post, path = "/repositories/{name}/forget", tag = "jobs",
+    params(("name" = String, Path, description = "Repository name")),
+    request_body = ForgetRequest,
+    responses(
+        (status = 202, description = "Job started", body = Job),
+        (status = 400, description = "Bad request (the message names the field)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such repository or snapshot", body = ErrorBody),
+        (status = 409, description = "The repository is busy with another job", body = ErrorBody),
+        (status = 500, description = "The repository could not be read", body = ErrorBody)))]
+async fn start_forget(
+    State(state): AppState,
+    Path(name): Path<String>,
+    JsonBody(r): JsonBody<ForgetRequest>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    repository_name(&state, &name)?;
+    let mut args = vec!["forget".to_string()];
+    let keeps = [
+        ("keep-last", r.keep_last),
+        ("keep-hourly", r.keep_hourly),
+        ("keep-daily", r.keep_daily),
+        ("keep-weekly", r.keep_weekly),
+        ("keep-monthly", r.keep_monthly),
+        ("keep-yearly", r.keep_yearly),
+    ];
+    for (flag, n) in keeps {
+        match n {
+            Some(n) if n < -1 => {
+                return Err(ApiError::bad_request(format!(
+                    "{}: give a count, or -1 for all",
+                    flag.replace('-', "_")
+                )))
+            }
+            Some(n) => args.push(format!("--{flag}={n}")),
+            None => {}
+        }
+    }
+    if let Some(w) = &r.keep_within {
+        w.parse::<crate::retention::policy::Within>()
+            .map_err(|e| ApiError::bad_request(format!("keep_within {w:?}: {e}")))?;
+        args.push(format!("--keep-within={w}"));
+    }
+    let has_policy = args.len() > 1 || !r.keep_tags.is_empty();
+    match (has_policy, r.snapshots.is_empty()) {
+        (true, false) => {
+            return Err(ApiError::bad_request(
+                "give a keep-policy (keep_last, keep_daily, …) or `snapshots`, not both",
+            ))
+        }
+        (false, true) => {
+            return Err(ApiError::bad_request(
+                "give a keep-policy (keep_last, keep_daily, …) or the `snapshots` to forget",
+            ))
+        }
+        _ => {}
+    }
+    args.extend(r.keep_tags.iter().map(|t| format!("--keep-tag={t}")));
+    args.extend(r.hosts.iter().map(|h| format!("--host={h}")));
+    args.extend(r.tags.iter().map(|t| format!("--tag={t}")));
+    args.extend(r.paths.iter().map(|p| format!("--path={p}")));
+    for spec in &r.snapshots {
+        if spec == "latest" {
+            return Err(ApiError::bad_request("snapshots: give ids, not `latest`"));
+        }
+        args.push(resolve_snapshot(&state, &name, spec).await?.id);
+    }
+    if r.prune {
+        args.push("--prune".into());
+    }
+    if r.dry_run {
+        args.push("--dry-run".into());
+    }
+    start(
+        &state,
+        specs::repository_job(&state.settings, JobKind::Forget, &name, args),
+    )
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRequest {
+    /// Repack packs with more unused space than this, e.g. `5%`.
+    max_unused: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Starts a prune job.
+#[utoipa::path(post, path = "/repositories/{name}/prune", tag = "jobs",
+    params(("name" = String, Path, description = "Repository name")),
+    request_body = PruneRequest,
+    responses(
+        (status = 202, description = "Job started", body = Job),
+        (status = 400, description = "Bad request (the message names the field)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such repository", body = ErrorBody),
+        (status = 409, description = "The repository is busy with another job", body = ErrorBody)))]
+async fn start_prune(
+    State(state): AppState,
+    Path(name): Path<String>,
+    JsonBody(r): JsonBody<PruneRequest>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    repository_name(&state, &name)?;
+    let mut args = vec!["prune".to_string()];
+    if let Some(m) = &r.max_unused {
+        let number = m.strip_suffix('%').unwrap_or(m);
+        if !number
+            .parse::<f64>()
+            .is_ok_and(|p| (0.0..100.0).contains(&p))
+        {
+            return Err(ApiError::bad_request(format!(
+                "max_unused {m:?}: give a percentage below 100, e.g. \"5%\""
+            )));
+        }
+        args.push(format!("--max-unused={m}"));
+    }
+    if r.dry_run {
+        args.push("--dry-run".into());
+    }
+    start(
+        &state,
+        specs::repository_job(&state.settings, JobKind::Prune, &name, args),
+    )
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// Read and verify every blob.
+    #[serde(default)]
+    read_data: bool,
+    /// Read part of the data: `N/M` or `P%`.
+    read_data_subset: Option<String>,
+}
+
+/// Starts a check job.
+#[utoipa::path(post, path = "/repositories/{name}/check", tag = "jobs",
+    params(("name" = String, Path, description = "Repository name")),
+    request_body = CheckRequest,
+    responses(
+        (status = 202, description = "Job started", body = Job),
+        (status = 400, description = "Bad request (the message names the field)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such repository", body = ErrorBody),
+        (status = 409, description = "The repository is busy with another job", body = ErrorBody)))]
+async fn start_check(
+    State(state): AppState,
+    Path(name): Path<String>,
+    JsonBody(r): JsonBody<CheckRequest>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    repository_name(&state, &name)?;
+    let mut args = vec!["check".to_string()];
+    match (r.read_data, &r.read_data_subset) {
+        (true, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give read_data or read_data_subset, not both",
+            ))
+        }
+        (true, None) => args.push("--read-data".into()),
+        (false, Some(s)) => {
+            if !valid_subset(s) {
+                return Err(ApiError::bad_request(format!(
+                    "read_data_subset {s:?}: give N/M (e.g. \"1/5\") or a percentage (e.g. \"10%\")"
+                )));
+            }
+            args.push(format!("--read-data-subset={s}"));
+        }
+        (false, None) => {}
+    }
+    start(
+        &state,
+        specs::repository_job(&state.settings, JobKind::Check, &name, args),
+    )
+}
+
+fn valid_subset(s: &str) -> bool {
+    if let Some(p) = s.strip_suffix('%') {
+        return p.parse::<f64>().is_ok_and(|p| p > 0.0 && p <= 100.0);
+    }
+    match s.split_once('/') {
+        Some((n, m)) => match (n.parse::<u32>(), m.parse::<u32>()) {
+            (Ok(n), Ok(m)) => n >= 1 && n <= m,
+            _ => false,
+        },
+        None => false,
+    }
+}
+
+// ---- sources -------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceInfo {
+    name: String,
+    repository: String,
+    paths: Vec<String>,
+    /// Names of the command streams (files at the snapshot root).
+    streams: Vec<String>,
+    schedule: Option<String>,
+    /// RFC 3339.
+    next_run: Option<String>,
+    last_job_id: Option<String>,
+    last_job_state: Option<JobState>,
+}
+
+/// The sources of the settings file, with their schedules and last jobs.
+#[utoipa::path(get, path = "/sources", tag = "sources",
+    responses(
+        (status = 200, description = "Configured sources", body = Vec<SourceInfo>),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn list_sources(State(state): AppState) -> Json<Vec<SourceInfo>> {
+    let jobs = state.jobs.list();
+    Json(
+        state
+            .settings
+            .sources
+            .iter()
+            .map(|(name, s)| {
+                let last = jobs.iter().find(|j| j.source.as_deref() == Some(name));
+                SourceInfo {
+                    name: name.clone(),
+                    repository: s.repository.clone(),
+                    paths: s.paths.iter().map(|p| p.display().to_string()).collect(),
+                    streams: s.commands.iter().map(|c| c.name.clone()).collect(),
+                    schedule: s.schedule.clone(),
+                    next_run: s.schedule.as_deref().and_then(super::schedule::next_run),
+                    last_job_id: last.map(|j| j.id.clone()),
+                    last_job_state: last.map(|j| j.state),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Starts a backup of a source (then its retention, if it has one).
+#[utoipa::path(post, path = "/sources/{name}/backup", tag = "jobs",
+    params(("name" = String, Path, description = "Source name")),
+    responses(
+        (status = 202, description = "Job started", body = Job),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such source", body = ErrorBody),
+        (status = 409, description = "A backup of this source is running, or the repository is busy", body = ErrorBody)))]
+async fn start_backup(
+    State(state): AppState,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let source =
+        state.settings.sources.get(&name).ok_or_else(|| {
+            ApiError::not_found(format!("no source {name:?} in the settings file"))
+        })?;
+    let spec = specs::backup(
+        &state.settings,
+        &state.config_path,
+        &name,
+        source,
+        Trigger::Api,
+    );
+    start(&state, spec)
+}
+
+fn start(
+    state: &ServerState,
+    spec: super::jobs::JobSpec,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let job = state.jobs.start(spec)?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+// ---- jobs ----------------------------------------------------------------------
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    state: Option<JobState>,
+    kind: Option<JobKind>,
+    source: Option<String>,
+    /// At most this many, newest first (default 100).
+    limit: Option<u32>,
+}
+
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/jobs", tag = "jobs",
+    params(JobQuery),
+    responses(
+        (status = 200, description = "Jobs", body = Vec<Job>),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn list_jobs(
+    State(state): AppState,
+    QueryParams(q): QueryParams<JobQuery>,
+) -> Json<Vec<Job>> {
+    let limit = q.limit.unwrap_or(100) as usize;
+    Json(
+        state
+            .jobs
+            .list()
+            .into_iter()
+            .filter(|j| q.state.is_none_or(|s| s == j.state))
+            .filter(|j| q.kind.is_none_or(|k| k == j.kind))
+            .filter(|j| q.source.is_none() || j.source == q.source)
+            .take(limit)
+            .collect(),
+    )
+}
+
+/// One job: state, progress, result, log tail.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody)))]
+async fn get_job(State(state): AppState, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+    state
+        .jobs
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id:?}")))
+}
+
+/// Cancels a running job (what it already stored stays usable).
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 202, description = "Cancelling", body = Job),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not running", body = ErrorBody)))]
+async fn cancel_job(
+    State(state): AppState,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    match state.jobs.cancel(&id) {
+        None => Err(ApiError::not_found(format!("no job {id:?}"))),
+        Some(Err(why)) => Err(ApiError::new(StatusCode::CONFLICT, why)),
+        Some(Ok(job)) => Ok((StatusCode::ACCEPTED, Json(job))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_are_checked() {
+        assert!(valid_subset("1/5") && valid_subset("10%"));
+        assert!(!valid_subset("0/5") && !valid_subset("6/5") && !valid_subset("--x"));
+    }
+
+    #[test]
+    fn the_document_names_every_route_and_the_bearer_scheme() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for path in ["/jobs/{id}/cancel", "/sources/{name}/backup", "/metrics"] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+}

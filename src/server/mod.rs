@@ -1,0 +1,153 @@
+//! `cairn serve`: the scheduler and the REST API in one process, driven by
+//! the settings file ([`crate::settings`]). Jobs run as child processes of
+//! this binary ([`jobs`]); their records persist in the state directory
+//! ([`store`]).
+
+pub mod api;
+pub mod jobs;
+mod metrics;
+mod schedule;
+mod specs;
+pub mod store;
+
+use crate::settings::{Settings, DEFAULT_LISTEN};
+use anyhow::{anyhow, Context, Result};
+use jobs::Jobs;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Tokens shorter than this are refused: the API can restore and delete.
+const MIN_TOKEN_LEN: usize = 16;
+/// How long `serve` waits for interrupted jobs to stop when it is stopped.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+pub struct ServerState {
+    pub settings: Settings,
+    /// Absolute, so jobs find it whatever their working directory.
+    pub config_path: PathBuf,
+    pub exe: PathBuf,
+    pub token: String,
+    pub jobs: Arc<Jobs>,
+    /// Scheduled runs skipped because the source was still busy.
+    pub skipped: HashMap<String, AtomicU64>,
+}
+
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub listen: Option<String>,
+}
+
+/// Runs until SIGINT/SIGTERM; then interrupts running jobs and waits for
+/// them (they index what they uploaded), so nothing is left half-done.
+pub fn serve(opts: &ServeOptions) -> Result<()> {
+    let config_path = std::path::absolute(&opts.config)?;
+    let settings = Settings::load(&config_path)?;
+    let token = read_token(&settings)?;
+    let state_dir = settings
+        .server
+        .state_dir
+        .clone()
+        .unwrap_or_else(default_state_dir);
+    let store = store::JobStore::open(&state_dir, settings.server.job_history.unwrap_or(1000))?;
+    let exe = std::env::current_exe().context("cannot find cairn's own executable")?;
+    let jobs = Arc::new(Jobs::open(exe.clone(), store, vec![token.clone()])?);
+    let listen = opts
+        .listen
+        .clone()
+        .or_else(|| settings.server.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let skipped = settings
+        .sources
+        .keys()
+        .map(|k| (k.clone(), AtomicU64::new(0)))
+        .collect();
+    let state = Arc::new(ServerState {
+        settings,
+        config_path,
+        exe,
+        token,
+        jobs,
+        skipped,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(state, &listen, &state_dir))
+}
+
+async fn run(state: Arc<ServerState>, listen: &str, state_dir: &Path) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow!("cannot listen on {listen}: {e}; pick another --listen ADDR:PORT"))?;
+    eprintln!(
+        "cairn serve: listening on http://{}, {} sources ({} scheduled), job history in {}",
+        listener.local_addr()?,
+        state.settings.sources.len(),
+        state
+            .settings
+            .sources
+            .values()
+            .filter(|s| s.schedule.is_some())
+            .count(),
+        state_dir.display()
+    );
+    let scheduler = tokio::spawn(schedule::run(Arc::clone(&state)));
+    let app = api::router(Arc::clone(&state));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
+        .await?;
+    scheduler.abort();
+    if state.jobs.cancel_all() {
+        eprintln!("cairn serve: stopping; waiting for running jobs to stop cleanly");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while state.jobs.running_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!("cairn serve: stopped");
+    Ok(())
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn read_token(settings: &Settings) -> Result<String> {
+    let token = match &settings.server.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| anyhow!("cannot read server.token_file {}: {e}", f.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("CAIRN_API_TOKEN").map_err(|_| {
+            anyhow!("no API token: set server.token_file in the config file, or CAIRN_API_TOKEN")
+        })?,
+    };
+    if token.len() < MIN_TOKEN_LEN || token.chars().any(char::is_whitespace) {
+        return Err(anyhow!(
+            "the API token must be at least {MIN_TOKEN_LEN} characters without spaces \
+             (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(token)
+}
+
+fn default_state_dir() -> PathBuf {
+    dirs::state_dir()
+        .or_else(dirs::cache_dir)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("cairn")
+        .join("serve")
+}

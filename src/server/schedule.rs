@@ -1,0 +1,83 @@
+//! The scheduler: each source with a `schedule` gets a backup job at every
+//! time its cron expression names (local time). A source whose previous job
+//! still runs is skipped for that time, not started twice; the skip is
+//! logged and counted in /metrics.
+
+use super::jobs::{StartError, Trigger};
+use super::ServerState;
+use jiff::Zoned;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+pub async fn run(state: Arc<ServerState>) {
+    let schedules: BTreeMap<&str, croner::Cron> = state
+        .settings
+        .sources
+        .iter()
+        .filter_map(|(name, s)| {
+            let cron = crate::settings::parse_schedule(s.schedule.as_deref()?).ok()?;
+            Some((name.as_str(), cron))
+        })
+        .collect();
+    if schedules.is_empty() {
+        return;
+    }
+    let mut next: BTreeMap<&str, Zoned> = BTreeMap::new();
+    loop {
+        let now = Zoned::now();
+        for (name, cron) in &schedules {
+            let due = next.entry(name).or_insert_with(|| next_time(cron, &now));
+            if *due <= now {
+                fire(&state, name);
+                *due = next_time(cron, &now);
+            }
+        }
+        let Some(soonest) = next.values().min() else {
+            return;
+        };
+        let wait = soonest.timestamp().duration_since(now.timestamp());
+        let wait = std::time::Duration::try_from(wait).unwrap_or_default();
+        tokio::time::sleep(wait.max(std::time::Duration::from_millis(50))).await;
+    }
+}
+
+fn next_time(cron: &croner::Cron, after: &Zoned) -> Zoned {
+    cron.find_next_occurrence(after, false).unwrap_or_else(|_| {
+        // No future time (e.g. 30 February): never.
+        after
+            .checked_add(jiff::SignedDuration::from_hours(24 * 365 * 100))
+            .unwrap_or(after.clone())
+    })
+}
+
+fn fire(state: &Arc<ServerState>, name: &str) {
+    let Some(source) = state.settings.sources.get(name) else {
+        return;
+    };
+    let spec = super::specs::backup(
+        &state.settings,
+        &state.config_path,
+        name,
+        source,
+        Trigger::Schedule,
+    );
+    match state.jobs.start(spec) {
+        Ok(_) => {}
+        Err(StartError::Conflict(why)) => {
+            eprintln!("schedule: skipping {name} this time: {why}");
+            if let Some(c) = state.skipped.get(name) {
+                c.fetch_add(1, Relaxed);
+            }
+        }
+        Err(StartError::Other(e)) => eprintln!("schedule: cannot start {name}: {e:#}"),
+    }
+}
+
+/// When a source's schedule fires next, for the API.
+pub fn next_run(expr: &str) -> Option<String> {
+    let cron = crate::settings::parse_schedule(expr).ok()?;
+    cron.find_next_occurrence(&Zoned::now(), false)
+        .ok()
+        .map(|z| z.timestamp().to_string())
+}

@@ -1,0 +1,150 @@
+//! What each job runs: cairn's arguments and environment, built from the
+//! settings file. Secrets stay out of arguments (which `ps` shows and job
+//! records keep): the password source travels in the environment.
+
+use super::jobs::{JobKind, JobSpec, Trigger};
+use crate::settings::{RepositorySettings, RetentionSettings, Settings, SourceSettings};
+use std::path::Path;
+
+/// How long a scheduled step waits for another process's lock.
+const SCHEDULED_LOCK_WAIT: &str = "1h";
+
+/// The environment that names a repository and how to get its password.
+pub fn repository_env(repo: &RepositorySettings) -> Vec<(String, String)> {
+    let mut env = vec![("CAIRN_REPOSITORY".to_string(), repo.url.clone())];
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    if let Some(f) = &repo.password_file {
+        env.push(("CAIRN_PASSWORD_FILE".into(), path(f)));
+    }
+    if let Some(c) = &repo.password_command {
+        env.push(("CAIRN_PASSWORD_COMMAND".into(), c.clone()));
+    }
+    if let Some(d) = &repo.cache_dir {
+        env.push(("CAIRN_CACHE_DIR".into(), path(d)));
+    }
+    env
+}
+
+/// `-o KEY=VALUE` for each storage option of the repository.
+fn storage_options(repo: &RepositorySettings) -> Vec<String> {
+    repo.options
+        .iter()
+        .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+fn spec(
+    settings: &Settings,
+    kind: JobKind,
+    repository: &str,
+    source: Option<&str>,
+    trigger: Trigger,
+    steps: Vec<Vec<String>>,
+) -> JobSpec {
+    let repo = &settings.repositories[repository];
+    let options = storage_options(repo);
+    JobSpec {
+        kind,
+        repository: repository.to_string(),
+        source: source.map(String::from),
+        trigger,
+        steps: steps
+            .into_iter()
+            .map(|step| options.iter().cloned().chain(step).collect())
+            .collect(),
+        env: repository_env(repo),
+    }
+}
+
+/// A backup of a configured source, then its retention (forget, prune).
+pub fn backup(
+    settings: &Settings,
+    config_path: &Path,
+    name: &str,
+    source: &SourceSettings,
+    trigger: Trigger,
+) -> JobSpec {
+    let mut backup = vec![
+        "backup".to_string(),
+        "--config".into(),
+        config_path.to_string_lossy().into_owned(),
+        "--source".into(),
+        name.to_string(),
+    ];
+    if trigger == Trigger::Schedule {
+        backup.extend(["--retry-lock".to_string(), SCHEDULED_LOCK_WAIT.into()]);
+    }
+    let mut steps = vec![backup];
+    if let Some(retention) = &source.retention {
+        steps.push(retention_step(source, retention));
+    }
+    spec(
+        settings,
+        JobKind::Backup,
+        &source.repository,
+        Some(name),
+        trigger,
+        steps,
+    )
+}
+
+/// `forget` scoped to the source's own snapshots: its host and paths.
+fn retention_step(source: &SourceSettings, r: &RetentionSettings) -> Vec<String> {
+    let mut args = vec![
+        "forget".to_string(),
+        "--retry-lock".into(),
+        SCHEDULED_LOCK_WAIT.into(),
+    ];
+    let keeps = [
+        ("--keep-last", r.keep_last),
+        ("--keep-hourly", r.keep_hourly),
+        ("--keep-daily", r.keep_daily),
+        ("--keep-weekly", r.keep_weekly),
+        ("--keep-monthly", r.keep_monthly),
+        ("--keep-yearly", r.keep_yearly),
+    ];
+    for (flag, n) in keeps {
+        if let Some(n) = n {
+            args.extend([flag.to_string(), n.to_string()]);
+        }
+    }
+    if let Some(w) = &r.keep_within {
+        args.extend(["--keep-within".to_string(), w.clone()]);
+    }
+    for t in &r.keep_tags {
+        args.extend(["--keep-tag".to_string(), t.clone()]);
+    }
+    let host = source.host.clone().unwrap_or_else(crate::repo::hostname);
+    args.extend(["--host".to_string(), host]);
+    for p in &source.paths {
+        args.extend(["--path".to_string(), p.to_string_lossy().into_owned()]);
+    }
+    for c in &source.commands {
+        args.extend(["--path".to_string(), format!("/{}", c.name)]);
+    }
+    if r.prune {
+        args.push("--prune".into());
+    }
+    args
+}
+
+pub fn repository_job(
+    settings: &Settings,
+    kind: JobKind,
+    repository: &str,
+    args: Vec<String>,
+) -> JobSpec {
+    spec(settings, kind, repository, None, Trigger::Api, vec![args])
+}
+
+/// Arguments that list a repository's snapshots as JSON (read-only: no
+/// lock, so a listing never waits for a prune).
+pub fn snapshots_command(
+    settings: &Settings,
+    repository: &str,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let repo = &settings.repositories[repository];
+    let mut args = storage_options(repo);
+    args.extend(["--json", "--no-lock", "snapshots"].map(String::from));
+    (args, repository_env(repo))
+}

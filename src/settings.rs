@@ -1,0 +1,317 @@
+//! The settings file (TOML) that names repositories, sources, schedules and
+//! retention: what `cairn serve` runs, and what `cairn backup --config F
+//! --source S` runs by hand. See the README's "Automation" section for the
+//! documented format.
+//!
+//! Every problem is reported with the file, the line and what to change:
+//! `serve` refuses to start on a bad file rather than half-run it.
+
+use anyhow::{anyhow, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8411";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub repositories: BTreeMap<String, RepositorySettings>,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// ADDR:PORT the REST API listens on (default 127.0.0.1:8411).
+    pub listen: Option<String>,
+    /// File holding the API's bearer token; else `CAIRN_API_TOKEN`.
+    pub token_file: Option<PathBuf>,
+    /// Where job records are kept across restarts.
+    pub state_dir: Option<PathBuf>,
+    /// Restores started through the API may only write below these.
+    #[serde(default)]
+    pub restore_roots: Vec<PathBuf>,
+    /// How many finished jobs are remembered (default 1000).
+    pub job_history: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySettings {
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub password_command: Option<String>,
+    /// Storage settings, as `-o KEY=VALUE` takes them.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    pub repository: String,
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    #[serde(default)]
+    pub one_file_system: bool,
+    /// Named streams: each command's stdout becomes the file `/NAME`.
+    #[serde(default)]
+    pub commands: Vec<CommandSettings>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    /// A cron expression (5 fields, or 6 with seconds first).
+    pub schedule: Option<String>,
+    /// Runs before the backup; if it fails, the backup does not run.
+    pub before: Option<Vec<String>>,
+    /// Runs after the backup, successful or not (CAIRN_BACKUP_STATUS says).
+    pub after: Option<Vec<String>>,
+    /// Applied after each scheduled backup of this source.
+    pub retention: Option<RetentionSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSettings {
+    pub name: String,
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub keep_last: Option<i64>,
+    pub keep_hourly: Option<i64>,
+    pub keep_daily: Option<i64>,
+    pub keep_weekly: Option<i64>,
+    pub keep_monthly: Option<i64>,
+    pub keep_yearly: Option<i64>,
+    pub keep_within: Option<String>,
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Prune after forgetting.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+impl Settings {
+    /// Reads and checks a settings file; errors name the file and line.
+    pub fn load(path: &Path) -> Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("cannot read the config file {}: {e}", path.display()))?;
+        Settings::parse(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Settings> {
+        let settings: Settings =
+            toml::from_str(text).map_err(|e| anyhow!("{}", syntax_error(&e)))?;
+        settings.validate(text)?;
+        Ok(settings)
+    }
+
+    fn validate(&self, text: &str) -> Result<()> {
+        for (name, repo) in &self.repositories {
+            let at = Located::new(text, "repositories", name);
+            if repo.url.trim().is_empty() {
+                return Err(at.error("`url` is empty"));
+            }
+            if repo.password_file.is_some() && repo.password_command.is_some() {
+                return Err(at.error("give `password_file` or `password_command`, not both"));
+            }
+        }
+        for (name, source) in &self.sources {
+            let at = Located::new(text, "sources", name);
+            if !self.repositories.contains_key(&source.repository) {
+                return Err(at.error(&format!(
+                    "repository {:?} is not defined; add a [repositories.{}] table",
+                    source.repository, source.repository
+                )));
+            }
+            if source.paths.is_empty() && source.commands.is_empty() {
+                return Err(at.error("give `paths` or at least one [[…commands]] stream"));
+            }
+            if let Some(p) = source.paths.iter().find(|p| !p.is_absolute()) {
+                return Err(at.error(&format!("path {} is not absolute", p.display())));
+            }
+            for c in &source.commands {
+                if c.command.is_empty() {
+                    return Err(at.error(&format!("command of stream {:?} is empty", c.name)));
+                }
+                if !crate::tree::is_valid_name(c.name.as_bytes()) {
+                    return Err(at.error(&format!(
+                        "stream name {:?} must be a plain file name",
+                        c.name
+                    )));
+                }
+            }
+            if source
+                .commands
+                .iter()
+                .enumerate()
+                .any(|(i, c)| source.commands[..i].iter().any(|d| d.name == c.name))
+            {
+                return Err(at.error("two streams have the same name"));
+            }
+            for (hook, argv) in [("before", &source.before), ("after", &source.after)] {
+                if argv.as_ref().is_some_and(Vec::is_empty) {
+                    return Err(at.error(&format!("`{hook}` is an empty command")));
+                }
+            }
+            if let Some(expr) = &source.schedule {
+                parse_schedule(expr).map_err(|e| at.error(&e.to_string()))?;
+            }
+            if let Some(r) = &source.retention {
+                if let Some(w) = &r.keep_within {
+                    crate::retention::policy::Within::from_str(w)
+                        .map_err(|e| at.error(&format!("keep_within {w:?}: {e}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn repository(&self, name: &str) -> Result<&RepositorySettings> {
+        self.repositories
+            .get(name)
+            .ok_or_else(|| anyhow!("repository {name:?} is not in the config file"))
+    }
+
+    pub fn source(&self, name: &str) -> Result<&SourceSettings> {
+        self.sources.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+            anyhow!(
+                "source {name:?} is not in the config file (it has: {})",
+                known.join(", ")
+            )
+        })
+    }
+}
+
+/// A cron expression: 5 fields, or 6 with seconds first.
+pub fn parse_schedule(expr: &str) -> Result<croner::Cron> {
+    croner::Cron::from_str(expr).map_err(|e| {
+        anyhow!(
+            "schedule {expr:?} is not a cron expression ({e}); e.g. \"0 3 * * *\" is 03:00 daily"
+        )
+    })
+}
+
+/// toml's message already carries "line L, column C" and a caret excerpt.
+fn syntax_error(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().to_string()
+}
+
+/// Where a `[table.name]` starts in the file, for messages.
+struct Located {
+    what: String,
+    line: Option<usize>,
+}
+
+impl Located {
+    fn new(text: &str, table: &str, name: &str) -> Located {
+        let headers = [
+            format!("[{table}.{name}]"),
+            format!("[{table}.\"{name}\"]"),
+            format!("[{table}.{name}."),
+        ];
+        let line = text.lines().position(|l| {
+            let l = l.trim();
+            headers.iter().any(|h| l.starts_with(h.as_str()))
+        });
+        Located {
+            what: format!("{table}.{name}"),
+            line: line.map(|l| l + 1),
+        }
+    }
+
+    fn error(&self, problem: &str) -> anyhow::Error {
+        match self.line {
+            Some(line) => anyhow!("line {line}, [{}]: {problem}", self.what),
+            None => anyhow!("[{}]: {problem}", self.what),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+restore_roots = ["/srv/restore"]
+
+[repositories.main]
+url = "/srv/backup"
+password_file = "/etc/cairn/password"
+
+[sources.db]
+repository = "main"
+schedule = "0 3 * * *"
+tags = ["db"]
+after = ["touch", "/tmp/done"]
+
+[[sources.db.commands]]
+name = "db.sql"
+command = ["pg_dump", "app"]
+
+[sources.db.retention]
+keep_daily = 7
+prune = true
+"#;
+
+    #[test]
+    fn a_full_file_parses() {
+        let s = Settings::parse(GOOD).unwrap();
+        let db = s.source("db").unwrap();
+        assert_eq!(db.commands[0].name, "db.sql");
+        assert_eq!(db.retention.as_ref().unwrap().keep_daily, Some(7));
+        assert_eq!(s.server.restore_roots, vec![PathBuf::from("/srv/restore")]);
+    }
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Settings::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_its_line() {
+        let e = error_of(&GOOD.replace("tags = [\"db\"]", "tagz = [\"db\"]"));
+        assert!(e.contains("unknown field `tagz`"), "{e}");
+        assert!(e.contains("line 14"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_schedule_is_named_with_its_line() {
+        let e = error_of(&GOOD.replace("0 3 * * *", "every day"));
+        assert!(e.contains("line 10, [sources.db]"), "{e}");
+        assert!(e.contains("not a cron expression"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_repository_is_named() {
+        let e = error_of(&GOOD.replace("repository = \"main\"", "repository = \"other\""));
+        assert!(e.contains("repository \"other\" is not defined"), "{e}");
+    }
+
+    #[test]
+    fn a_source_needs_something_to_back_up() {
+        let text = "[repositories.r]\nurl = \"/x\"\n[sources.s]\nrepository = \"r\"\n";
+        assert!(error_of(text).contains("give `paths`"));
+    }
+
+    #[test]
+    fn schedules_take_five_or_six_fields() {
+        assert!(parse_schedule("*/5 * * * *").is_ok());
+        assert!(parse_schedule("*/2 * * * * *").is_ok());
+        assert!(parse_schedule("61 * * * *").is_err());
+    }
+}
