@@ -2,42 +2,49 @@
 # Schemathesis (property-based testing of an OpenAPI document against the
 # live server that serves it; from PyPI, pinned below) for cairn's HTTP API.
 #
-#   schemathesis.sh install                  venv with schemathesis (idempotent)
-#   schemathesis.sh run URL TOKEN [ARGS...]  test URL/openapi.json against URL (installs
-#                                            first if needed); exit 0 only if no check
-#                                            failed and nothing errored
+#   schemathesis.sh install                     venv with schemathesis (idempotent)
+#   schemathesis.sh run URL TOKEN [ARGS...]     test URL/openapi.json against URL (installs
+#                                               first if needed); exit 0 only if no check
+#                                               failed and nothing errored
+#   schemathesis.sh replay URL TOKEN [ARGS...]  send the failures of the last run again
 #
-# run sends `Authorization: Bearer TOKEN` with every request and runs these
-# checks (one -c list, override with $CAIRN_SCHEMATHESIS_CHECKS):
-#   not_a_server_error            no 5xx, for valid and for invalid input alike
+# run sends `Authorization: Bearer TOKEN` with its requests (a few go without it
+# on purpose: document 401 on every secured operation) and runs these checks
+# ($CAIRN_SCHEMATHESIS_CHECKS replaces the list; `-c X` in ARGS only adds to it,
+# `--exclude-checks X` removes):
+#   not_a_server_error            no 5xx, for valid and invalid input and for
+#                                 undeclared methods (TRACE, PATCH...) alike
 #   status_code_conformance       every status the server answers is documented
 #                                 (or covered by 4XX/5XX/default) for that operation
-#   content_type_conformance      the Content-Type is one documented for that status
-#   response_schema_conformance   the body validates against the documented schema
+#   content_type_conformance      a documented Content-Type (so error bodies too)
+#   response_schema_conformance   the body validates against the documented schema;
+#                                 an empty body where `content` is documented fails
 # on all four phases (examples, coverage, fuzzing, stateful), positive and
 # negative inputs, at most $CAIRN_SCHEMATHESIS_MAX_EXAMPLES (default 25) test
 # cases per operation and phase. ARGS go to `schemathesis run` after ours, and
-# a later option wins: e.g. `--seed 42` to replay a run (the seed is printed),
-# `--max-examples 5`, `--phases examples,coverage`, `--exclude-path-regex ^/x`,
-# `--report junit --report-dir DIR`, `-c all` for every check there is.
+# for single-valued options a later one wins: e.g. `--seed N` replays a run
+# (the seed is printed), `--max-examples 5`, `--phases examples,coverage`,
+# `--exclude-path-regex ^/x`, `--report junit --report-dir DIR`. The requests go
+# to URL + the document's paths (its `servers` are ignored).
 #
 # Where it writes: nothing in the current directory (unless ARGS ask for a
-# report). Schemathesis' state
-# (the response cache it replays between runs and the crash files that
-# `schemathesis replay` reads) goes to $CAIRN_SCHEMATHESIS_HOME/state, through
-# a generated config file that also keeps a stray schemathesis.toml in the
-# work tree or its parents from being picked up. $CAIRN_SCHEMATHESIS_CONFIG
-# names a config file of your own to use instead. Schemathesis 4 has no
-# telemetry and no upload service (3.x had both); it talks to URL only.
+# report). Schemathesis' state (probing results it reuses, and the crash files
+# that replay sends again) goes to $CAIRN_SCHEMATHESIS_HOME/state and is emptied
+# at the start of each run, so runs do not depend on each other; the config file
+# that says so also keeps a stray schemathesis.toml in the work tree or above it
+# from being read ($CAIRN_SCHEMATHESIS_CONFIG names your own instead). Hypothesis'
+# cache goes to $CAIRN_SCHEMATHESIS_HOME/hypothesis. Schemathesis 4 has no
+# telemetry and no upload service (3.x had both): it talks to URL only.
 #
-# Knobs: CAIRN_SCHEMATHESIS_HOME (venv parent, default
-# ${XDG_CACHE_HOME:-~/.cache}/cairn-schemathesis), CAIRN_SCHEMATHESIS_PYTHON
-# (interpreter for the venv, default python3), CAIRN_SCHEMATHESIS_MAX_EXAMPLES,
-# CAIRN_SCHEMATHESIS_CHECKS, CAIRN_SCHEMATHESIS_CONFIG, CAIRN_SCHEMATHESIS_TIMEOUT
-# (seconds before the whole run is killed and fails, default 600).
+# Knobs: CAIRN_SCHEMATHESIS_HOME (default ${XDG_CACHE_HOME:-~/.cache}/cairn-schemathesis),
+# CAIRN_SCHEMATHESIS_PYTHON (interpreter for the venv, default python3, >= 3.11),
+# CAIRN_SCHEMATHESIS_MAX_EXAMPLES, CAIRN_SCHEMATHESIS_CHECKS, CAIRN_SCHEMATHESIS_CONFIG,
+# CAIRN_SCHEMATHESIS_TIMEOUT (seconds before a run is killed and fails, default 600).
 #
-# Requirements: python3 >= 3.10 with venv (falls back to Debian's python3-venv
-# through apt-get), PyPI access for the first install; none after it.
+# Requirements: python3 >= 3.11 with venv (falls back to Debian's python3-venv
+# through apt-get), PyPI access for the first install; none after it. Output:
+# schemathesis' report on stdout, without colours when CI is set or stdout is
+# no terminal; this script's own lines on stderr.
 set -euo pipefail
 
 SCHEMATHESIS_VERSION=4.32.5
@@ -112,6 +119,8 @@ install_now() {
     rm -rf "$VENV"; apt_python; py=/usr/bin/python3
     "$py" -m venv "$VENV" >&2
   fi
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    die "schemathesis 4 needs Python >= 3.11, $("$PY" -V 2>&1) is older: set CAIRN_SCHEMATHESIS_PYTHON"
   printf '%s\n' "$PINS" >"$VENV/requirements.txt"
   local pip=("$PY" -m pip install -q --disable-pip-version-check --no-input)
   "${pip[@]}" -r "$VENV/requirements.txt" >&2 || {
@@ -142,6 +151,13 @@ config_file() {
   echo "$config"
 }
 
+local_env() {
+  # Hypothesis' own cache (Unicode tables, constants) would land in ./.hypothesis
+  export HYPOTHESIS_STORAGE_DIRECTORY="$ST_HOME/hypothesis"
+  # a proxy set for the registries must not catch requests to this machine
+  export NO_PROXY="${NO_PROXY:+$NO_PROXY,}127.0.0.1,localhost,::1" no_proxy="${no_proxy:+$no_proxy,}127.0.0.1,localhost,::1"
+}
+
 check_url_token() {
   [[ "$1" =~ ^https?://[^/]+ ]] || die "URL must be http(s)://HOST:PORT[/PREFIX], not '$1'"
   [[ -n "$2" && "$2" != *$'\n'* ]] || die "TOKEN must be one non-empty line"
@@ -167,8 +183,7 @@ cmd_run() {
   # no colours or progress animation when nobody watches (CI: no terminal)
   if [[ ! -t 1 || -n "${CI:-}" ]]; then args+=(--no-color); fi
   say "schemathesis $SCHEMATHESIS_VERSION against $url"
-  # Hypothesis' own cache (Unicode tables, constants) would land in ./.hypothesis
-  export HYPOTHESIS_STORAGE_DIRECTORY="$ST_HOME/hypothesis"
+  local_env
   local rc=0
   timeout --kill-after=10 "${CAIRN_SCHEMATHESIS_TIMEOUT:-600}" \
     "$ST" --config-file "$config" run "${args[@]}" "$@" </dev/null || rc=$?
@@ -187,13 +202,13 @@ cmd_replay() {
   check_url_token "$url" "$token"
   installed || die "not installed; run: $ME install"
   local config; config="$(config_file)"
-  export HYPOTHESIS_STORAGE_DIRECTORY="$ST_HOME/hypothesis"
+  local_env
   "$ST" --config-file "$config" replay --url "$url" --schema-location "$url/openapi.json" \
     --header "Authorization: Bearer $token" "$@" </dev/null
 }
 
 usage() {
-  sed -n '5,8s/^#   //p' "$0" >&2
+  sed -n '5,9s/^#   //p' "$0" >&2
   exit 2
 }
 

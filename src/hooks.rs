@@ -1,10 +1,11 @@
 //! Commands a configured source runs around its backup (`before`, `after`).
 //!
 //! Semantics (README, "Hooks"): `before` runs first; if it fails, nothing is
-//! backed up. `after` always runs once `before` has run, with
-//! `CAIRN_BACKUP_STATUS` = `success` or `failure` (and `CAIRN_SNAPSHOT_ID` on
-//! success), so it can undo what `before` did; its own failure fails the job,
-//! but a snapshot already saved stays.
+//! backed up and `after` does not run (there is nothing to undo). Otherwise
+//! `after` always runs, with `CAIRN_BACKUP_STATUS` = `success` or `failure`
+//! (and `CAIRN_SNAPSHOT_ID` on success), so it can undo what `before` did.
+//! Its own failure fails the job, but a snapshot already saved stays.
+//! Both get `CAIRN_SOURCE`.
 
 use crate::source::command::{describe_status, shell_words};
 use anyhow::{anyhow, Result};

@@ -366,6 +366,9 @@ impl Jobs {
         // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
         unsafe {
             cmd.pre_exec(|| {
+                // Its own process group, so cancelling reaches the commands it
+                // runs too (pg_dump), as Ctrl-C in a terminal would.
+                libc::setpgid(0, 0);
                 // A job must not outlive serve: SIGTERM is the CLI's clean stop.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 Ok(())
@@ -376,8 +379,8 @@ impl Jobs {
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
         if let Some(r) = self.lock().running.get_mut(id) {
             r.pid = child.id();
-            if r.cancel_requested {
-                interrupt(r.pid.unwrap_or(0));
+            if let (true, Some(pid)) = (r.cancel_requested, r.pid) {
+                interrupt(pid);
             }
         }
         let stdout = child.stdout.take().expect("piped");
@@ -461,12 +464,15 @@ fn conflict(records: &Records, spec: &JobSpec) -> Option<String> {
     None
 }
 
+/// SIGINT to the job's process group (the job leads its own group).
 fn interrupt(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGINT,
-        );
+        if pid > 0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
     }
 }
 

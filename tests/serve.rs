@@ -1,0 +1,459 @@
+//! `cairn serve` as a real process, driven over HTTP: backups, restores,
+//! forget, the scheduler, cancelling, job history across restarts, and the
+//! errors the API promises (400, 401, 404, 409).
+
+mod common;
+
+use common::{noise, Env, PASSWORD};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+struct Server {
+    child: Child,
+    base: String,
+    http: Client,
+}
+
+impl Server {
+    fn start(env: &Env, config: &PathBuf) -> Server {
+        let port = free_port();
+        let child = env
+            .process()
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(env.path("serve.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.http.get(server.url("/healthz")).send().is_err() {
+            assert!(Instant::now() < deadline, "serve did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    /// Polls a job until it is no longer running.
+    fn follow(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, job) = self.get(&format!("/jobs/{id}"));
+            assert_eq!(status, 200, "{job}");
+            if job["state"] != "running" {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} still running: {job}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn start_job(&self, path: &str, body: Value) -> Value {
+        let (status, job) = self.post(path, body);
+        assert_eq!(status, 202, "{path}: {job}");
+        self.follow(job["id"].as_str().unwrap())
+    }
+
+    /// SIGTERM, as a service manager stops it; returns the exit code.
+    fn stop(mut self) -> Option<i32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A settings file: `files` (a directory), `slow` (a stream that takes a
+/// while) and `ticker` (scheduled every 2 seconds).
+fn settings(env: &Env, schedule_ticker: bool) -> PathBuf {
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("report.bin"), noise(1 << 20, 5)).unwrap();
+    std::fs::write(env.path("password"), PASSWORD).unwrap();
+    std::fs::write(env.path("token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::create_dir_all(env.path("restores")).unwrap();
+    let ticker = if schedule_ticker {
+        "schedule = \"*/2 * * * * *\""
+    } else {
+        ""
+    };
+    let text = format!(
+        r#"
+[server]
+token_file = "{token}"
+state_dir = "{state}"
+restore_roots = ["{restores}"]
+
+[repositories.main]
+url = "{repo}"
+password_file = "{password}"
+cache_dir = "{cache}"
+
+[sources.files]
+repository = "main"
+paths = ["{data}"]
+
+[sources.slow]
+repository = "main"
+[[sources.slow.commands]]
+name = "slow.txt"
+command = ["sh", "-c", "echo start; sleep 20; echo end"]
+
+[sources.ticker]
+repository = "main"
+{ticker}
+[[sources.ticker.commands]]
+name = "tick.txt"
+command = ["date"]
+[sources.ticker.retention]
+keep_last = 1
+"#,
+        token = env.path("token").display(),
+        state = env.path("state").display(),
+        restores = env.path("restores").display(),
+        repo = env.url().to_str().unwrap(),
+        password = env.path("password").display(),
+        cache = env.cache.display(),
+        data = data.display(),
+    );
+    let path = env.path("cairn.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn snapshots(server: &Server) -> Vec<Value> {
+    let (status, list) = server.get("/repositories/main/snapshots");
+    assert_eq!(status, 200, "{list}");
+    list.as_array().unwrap().clone()
+}
+
+#[test]
+fn the_api_backs_up_restores_and_forgets() {
+    let env = Env::new();
+    env.init();
+    let config = settings(&env, false);
+    let server = Server::start(&env, &config);
+
+    let job = server.start_job("/sources/files/backup", json!(null));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["trigger"], "api");
+    let first = job["snapshot_id"].as_str().unwrap().to_string();
+    assert!(job["bytes_added"].as_u64().unwrap() >= 1 << 20, "{job}");
+    let list = snapshots(&server);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], first.as_str());
+
+    // Restore one file into an allowed directory; the bytes match.
+    let source_file = env.path("data").join("report.bin");
+    let target = env.path("restores").join("one");
+    let job = server.start_job(
+        "/repositories/main/restore",
+        json!({"snapshot": &first[..8], "target": target, "include": [source_file]}),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let restored = target.join(source_file.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(&restored).unwrap(),
+        std::fs::read(&source_file).unwrap()
+    );
+
+    // A second backup, then forget by policy keeps only the newest.
+    std::fs::write(env.path("data").join("new.txt"), b"more").unwrap();
+    let second = server.start_job("/sources/files/backup", json!(null));
+    assert_eq!(second["state"], "succeeded", "{second}");
+    let job = server.start_job(
+        "/repositories/main/forget",
+        json!({"keep_last": 1, "prune": true}),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let list = snapshots(&server);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], second["snapshot_id"]);
+    let (status, snap) = server.get("/repositories/main/snapshots/latest");
+    assert_eq!((status, &snap["id"]), (200, &second["snapshot_id"]));
+
+    let job = server.start_job("/repositories/main/check", json!({"read_data": true}));
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("cairn_backup_last_success_timestamp_seconds{source=\"files\"}"));
+    assert!(
+        metrics.contains("cairn_jobs{kind=\"backup\",state=\"succeeded\"} 2"),
+        "{metrics}"
+    );
+
+    // Neither responses nor records nor the log carry a secret.
+    let (_, jobs) = server.get("/jobs");
+    assert_eq!(server.stop(), Some(0));
+    let mut everything = jobs.to_string();
+    for entry in std::fs::read_dir(env.path("state/jobs")).unwrap() {
+        everything += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    }
+    everything += &std::fs::read_to_string(env.path("serve.log")).unwrap();
+    assert!(!everything.contains(TOKEN) && !everything.contains(PASSWORD));
+}
+
+#[test]
+fn the_api_says_what_is_wrong() {
+    let env = Env::new();
+    env.init();
+    let config = settings(&env, false);
+    let server = Server::start(&env, &config);
+    let jobs_url = server.url("/jobs");
+
+    let r = server.http.get(&jobs_url).send().unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = server
+        .http
+        .get(&jobs_url)
+        .bearer_auth("wrong-token-0000000000")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        server
+            .http
+            .get(server.url("/healthz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let (status, body) = server.post("/sources/nope/backup", json!(null));
+    assert_eq!(status, 404);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("no source \"nope\""));
+    assert_eq!(server.get("/repositories/nope/snapshots").0, 404);
+    assert_eq!(server.get("/jobs/0123abcd").0, 404);
+    assert_eq!(server.get("/repositories/main/snapshots/abcdef12").0, 404);
+
+    let (status, body) = server.post(
+        "/repositories/main/restore",
+        json!({"snapshot": "latest", "target": "/tmp/x", "colour": "red"}),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`"),
+        "{body}"
+    );
+    let r = server
+        .http
+        .post(server.url("/repositories/main/forget"))
+        .bearer_auth(TOKEN)
+        .body("{\"keep_last\": ")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let (status, body) = server.post("/repositories/main/forget", json!({}));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.post(
+        "/repositories/main/restore",
+        json!({"snapshot": "latest", "target": "/etc"}),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("below one of"),
+        "{body}"
+    );
+    let (status, _) = server.post(
+        "/repositories/main/restore",
+        json!({"snapshot": "--help", "target": env.path("restores")}),
+    );
+    assert_eq!(status, 400);
+
+    // A backup of a source that is already running: 409; then cancel it.
+    let (status, slow) = server.post("/sources/slow/backup", json!(null));
+    assert_eq!(status, 202);
+    let (status, body) = server.post("/sources/slow/backup", json!(null));
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("already running"));
+    let (status, body) = server.post("/repositories/main/prune", json!({}));
+    assert_eq!(status, 409, "prune needs the repository alone: {body}");
+    std::thread::sleep(Duration::from_millis(500));
+    let id = slow["id"].as_str().unwrap();
+    assert_eq!(
+        server.post(&format!("/jobs/{id}/cancel"), json!(null)).0,
+        202
+    );
+    let job = server.follow(id);
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(
+        server.post(&format!("/jobs/{id}/cancel"), json!(null)).0,
+        409
+    );
+    assert!(
+        snapshots(&server).is_empty(),
+        "a cancelled stream saves nothing"
+    );
+}
+
+#[test]
+fn the_schedule_fires_and_history_survives_a_restart() {
+    let env = Env::new();
+    env.init();
+    let config = settings(&env, true);
+    let server = Server::start(&env, &config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scheduled = loop {
+        let (_, jobs) = server.get("/jobs?source=ticker&state=succeeded");
+        if let Some(done) = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["trigger"] == "schedule")
+        {
+            break done.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled job succeeded: {jobs}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(scheduled["snapshot_id"].is_string(), "{scheduled}");
+    let (_, sources) = server.get("/sources");
+    let ticker = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ticker")
+        .unwrap();
+    assert!(ticker["next_run"].is_string(), "{ticker}");
+    assert_eq!(server.stop(), Some(0));
+
+    // Retention (keep_last = 1) ran after each scheduled backup.
+    let ids = env.snapshot_ids();
+    assert!(ids.len() <= 2, "{ids:?}");
+
+    let config = settings(&env, false);
+    let server = Server::start(&env, &config);
+    let id = scheduled["id"].as_str().unwrap();
+    let (status, job) = server.get(&format!("/jobs/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["snapshot_id"], scheduled["snapshot_id"]);
+}
+
+#[test]
+fn a_bad_settings_file_stops_serve_with_file_and_line() {
+    let env = Env::new();
+    let config = settings(&env, false);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("paths = [", "pathz = [")).unwrap();
+    let out = env
+        .cairn()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(config.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("line 14"), "{stderr}");
+    assert!(stderr.contains("unknown field `pathz`"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        text.replace("command = [\"date\"]", "command = [\"date\"]\nschedule = 5"),
+    )
+    .unwrap();
+    let out = env
+        .cairn()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_missing_source_command_fails_the_job_and_saves_nothing() {
+    let env = Env::new();
+    env.init();
+    let config = settings(&env, false);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("command = [\"date\"]", "command = [\"/no/such/tool\"]"),
+    )
+    .unwrap();
+    let server = Server::start(&env, &config);
+    let job = server.start_job("/sources/ticker/backup", json!(null));
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("cannot run `/no/such/tool`"), "{error}");
+    assert!(snapshots(&server).is_empty());
+}
