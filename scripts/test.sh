@@ -13,13 +13,23 @@ if ! command -v restic >/dev/null; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic >/dev/null; }
 fi
 
-# A real S3 + Swift server on loopback for the object-storage tests; stopped
-# on exit whatever happens.
-echo "== object store (scripts/object-store.sh)"
+# Real servers on loopback, stopped on exit whatever happens: S3 + Swift for
+# the object-storage tests, PostgreSQL (a throw-away cluster on a unix
+# socket) for the database-stream tests.
 store_dir=$(mktemp -d /tmp/cairn-object-store.XXXXXX)
-trap 'bash scripts/object-store.sh stop "$store_dir" >/dev/null 2>&1 || true; rm -rf "$store_dir"' EXIT
+pg_dir=$(mktemp -d /tmp/cairn-postgres.XXXXXX)
+stop_servers() {
+  bash scripts/object-store.sh stop "$store_dir" >/dev/null 2>&1 || true
+  bash scripts/postgres.sh stop "$pg_dir" >/dev/null 2>&1 || true
+  rm -rf "$store_dir" "$pg_dir"
+}
+trap stop_servers EXIT
+echo "== object store (scripts/object-store.sh)"
 eval "$(bash scripts/object-store.sh start "$store_dir")"
 export CAIRN_TEST_OBJECT_STORE_DIR=$store_dir CAIRN_TEST_REQUIRE_OBJECT_STORE=1
+echo "== PostgreSQL (scripts/postgres.sh)"
+eval "$(bash scripts/postgres.sh start "$pg_dir")"
+export CAIRN_TEST_REQUIRE_POSTGRES=1
 
 echo "== cargo test (profile $CAIRN_PROFILE)"
 cargo test --profile "$CAIRN_PROFILE" --all-targets
