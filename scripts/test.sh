@@ -42,6 +42,9 @@ for backend in s3 swift; do
     --test backup_restore --test forget --test prune
 done
 
+echo "== REST API against its OpenAPI document (scripts/api-check.sh, schemathesis)"
+bash scripts/api-check.sh "$CARGO_TARGET_DIR/$CAIRN_PROFILE/cairn"
+
 echo "== fuzz targets build"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked

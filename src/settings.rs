@@ -286,7 +286,7 @@ prune = true
     fn an_unknown_field_is_named_with_its_line() {
         let e = error_of(&GOOD.replace("tags = [\"db\"]", "tagz = [\"db\"]"));
         assert!(e.contains("unknown field `tagz`"), "{e}");
-        assert!(e.contains("line 14"), "{e}");
+        assert!(e.contains("line 13"), "{e}");
     }
 
     #[test]

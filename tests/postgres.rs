@@ -40,10 +40,25 @@ fn tool(bin: &PathBuf, name: &str) -> String {
 
 fn psql(bin: &PathBuf, db: &str, sql: &str) -> String {
     let out = Command::new(tool(bin, "psql"))
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql])
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -67,7 +82,8 @@ fn create_database(bin: &PathBuf, db: &str) {
     );
 }
 
-const FINGERPRINT: &str = "select count(*) || ':' || md5(string_agg(id || '|' || customer || '|' || \
+const FINGERPRINT: &str =
+    "select count(*) || ':' || md5(string_agg(id || '|' || customer || '|' || \
     coalesce(note, 'NULL') || '|' || amount || '|' || payload::text || '|' || encode(blob, 'hex') \
     || '|' || created, ',' order by id)) || ':' || (select count(*) from big_orders) from orders";
 
@@ -83,11 +99,27 @@ fn pg_dump_streams_in_and_restores_into_a_fresh_database() {
     let out = env
         .cairn()
         .envs(pg_env())
-        .args(["--json", "backup", "--stdin-from-command", "--stdin-filename", "app.sql"])
-        .args(["--", &tool(&bin, "pg_dump"), "--no-owner", "-d", "cairn_src"])
+        .args([
+            "--json",
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "app.sql",
+        ])
+        .args([
+            "--",
+            &tool(&bin, "pg_dump"),
+            "--no-owner",
+            "-d",
+            "cairn_src",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // dump | psql into a fresh database.
     psql(&bin, "postgres", "drop database if exists cairn_dst1");
@@ -115,11 +147,23 @@ fn pg_dump_streams_in_and_restores_into_a_fresh_database() {
         .cairn()
         .envs(pg_env())
         .args(["restore", "latest:/app.sql", "--to-command", "--"])
-        .args([&tool(&bin, "psql"), "-X", "-q", "-o", "/dev/null", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            &tool(&bin, "psql"),
+            "-X",
+            "-q",
+            "-o",
+            "/dev/null",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
         .args(["-d", "cairn_dst2"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(psql(&bin, "cairn_dst2", FINGERPRINT), expected);
 }
 
@@ -131,13 +175,22 @@ fn a_failing_pg_dump_saves_no_snapshot() {
     let out = env
         .cairn()
         .envs(pg_env())
-        .args(["backup", "--stdin-from-command", "--stdin-filename", "app.sql", "--"])
+        .args([
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "app.sql",
+            "--",
+        ])
         .args([&tool(&bin, "pg_dump"), "-d", "no_such_database"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("exited with status 1"), "{stderr}");
-    assert!(stderr.contains("no_such_database"), "the stderr tail names it: {stderr}");
+    assert!(
+        stderr.contains("no_such_database"),
+        "the stderr tail names it: {stderr}"
+    );
     assert!(env.snapshot_ids().is_empty());
 }

@@ -111,8 +111,8 @@ pub struct Job {
     pub progress: Option<JobProgress>,
     pub snapshot_id: Option<String>,
     pub bytes_added: Option<u64>,
-    /// The JSON results the commands printed (summaries, plans).
-    #[schema(value_type = Vec<Object>)]
+    /// The JSON results the commands printed (summaries, plans), as they
+    /// printed them (`cairn --json …`).
     pub results: Vec<serde_json::Value>,
     /// The last lines the commands wrote to stderr.
     pub log_tail: Vec<String>,
