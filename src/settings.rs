@@ -103,6 +103,47 @@ pub struct RetentionSettings {
     pub prune: bool,
 }
 
+impl RetentionSettings {
+    /// The counted keep-rules by flag name (`keep-daily`, …).
+    pub fn counts(&self) -> [(&'static str, Option<i64>); 6] {
+        [
+            ("keep-last", self.keep_last),
+            ("keep-hourly", self.keep_hourly),
+            ("keep-daily", self.keep_daily),
+            ("keep-weekly", self.keep_weekly),
+            ("keep-monthly", self.keep_monthly),
+            ("keep-yearly", self.keep_yearly),
+        ]
+    }
+
+    /// Whether any rule is given (else forget would have nothing to apply).
+    pub fn has_rules(&self) -> bool {
+        self.counts().iter().any(|(_, n)| n.is_some())
+            || self.keep_within.is_some()
+            || !self.keep_tags.is_empty()
+    }
+
+    /// The policy as `cairn forget` arguments, each `--flag=value` so no
+    /// value can pass for an option.
+    pub fn forget_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = self
+            .counts()
+            .iter()
+            .filter_map(|(flag, n)| Some(format!("--{flag}={}", (*n)?)))
+            .collect();
+        args.extend(
+            self.keep_within
+                .iter()
+                .map(|w| format!("--keep-within={w}")),
+        );
+        args.extend(self.keep_tags.iter().map(|t| format!("--keep-tag={t}")));
+        if self.prune {
+            args.push("--prune".into());
+        }
+        args
+    }
+}
+
 impl Settings {
     /// Reads and checks a settings file; errors name the file and line.
     pub fn load(path: &Path) -> Result<Settings> {

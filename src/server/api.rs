@@ -7,6 +7,7 @@
 
 use super::jobs::{Job, JobKind, JobState, StartError, Trigger};
 use super::{specs, ServerState};
+use crate::settings::RetentionSettings;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::middleware::Next;
@@ -537,34 +538,32 @@ async fn start_forget(
     JsonBody(r): JsonBody<ForgetRequest>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     repository_name(&state, &name)?;
-    let mut args = vec!["forget".to_string()];
-    let keeps = [
-        ("keep-last", r.keep_last),
-        ("keep-hourly", r.keep_hourly),
-        ("keep-daily", r.keep_daily),
-        ("keep-weekly", r.keep_weekly),
-        ("keep-monthly", r.keep_monthly),
-        ("keep-yearly", r.keep_yearly),
-    ];
-    for (flag, n) in keeps {
-        match n {
-            Some(n) if n < -1 => {
-                return Err(ApiError::bad_request(format!(
-                    "{}: give a count, or -1 for all",
-                    flag.replace('-', "_")
-                )))
-            }
-            Some(n) => args.push(format!("--{flag}={n}")),
-            None => {}
-        }
+    let policy = RetentionSettings {
+        keep_last: r.keep_last,
+        keep_hourly: r.keep_hourly,
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+        keep_yearly: r.keep_yearly,
+        keep_within: r.keep_within.clone(),
+        keep_tags: r.keep_tags.clone(),
+        prune: r.prune,
+    };
+    let negative = policy
+        .counts()
+        .into_iter()
+        .find(|(_, n)| n.is_some_and(|n| n < -1));
+    if let Some((flag, _)) = negative {
+        return Err(ApiError::bad_request(format!(
+            "{}: give a count, or -1 for all",
+            flag.replace('-', "_")
+        )));
     }
     if let Some(w) = &r.keep_within {
         w.parse::<crate::retention::policy::Within>()
             .map_err(|e| ApiError::bad_request(format!("keep_within {w:?}: {e}")))?;
-        args.push(format!("--keep-within={w}"));
     }
-    let has_policy = args.len() > 1 || !r.keep_tags.is_empty();
-    match (has_policy, r.snapshots.is_empty()) {
+    match (policy.has_rules(), r.snapshots.is_empty()) {
         (true, false) => {
             return Err(ApiError::bad_request(
                 "give a keep-policy (keep_last, keep_daily, …) or `snapshots`, not both",
@@ -577,7 +576,8 @@ async fn start_forget(
         }
         _ => {}
     }
-    args.extend(r.keep_tags.iter().map(|t| format!("--keep-tag={t}")));
+    let mut args = vec!["forget".to_string()];
+    args.extend(policy.forget_args());
     args.extend(r.hosts.iter().map(|h| format!("--host={h}")));
     args.extend(r.tags.iter().map(|t| format!("--tag={t}")));
     args.extend(r.paths.iter().map(|p| format!("--path={p}")));
@@ -586,9 +586,6 @@ async fn start_forget(
             return Err(ApiError::bad_request("snapshots: give ids, not `latest`"));
         }
         args.push(resolve_snapshot(&state, &name, spec).await?.id);
-    }
-    if r.prune {
-        args.push("--prune".into());
     }
     if r.dry_run {
         args.push("--dry-run".into());

@@ -95,25 +95,7 @@ fn retention_step(source: &SourceSettings, r: &RetentionSettings) -> Vec<String>
         "--retry-lock".into(),
         SCHEDULED_LOCK_WAIT.into(),
     ];
-    let keeps = [
-        ("--keep-last", r.keep_last),
-        ("--keep-hourly", r.keep_hourly),
-        ("--keep-daily", r.keep_daily),
-        ("--keep-weekly", r.keep_weekly),
-        ("--keep-monthly", r.keep_monthly),
-        ("--keep-yearly", r.keep_yearly),
-    ];
-    for (flag, n) in keeps {
-        if let Some(n) = n {
-            args.extend([flag.to_string(), n.to_string()]);
-        }
-    }
-    if let Some(w) = &r.keep_within {
-        args.extend(["--keep-within".to_string(), w.clone()]);
-    }
-    for t in &r.keep_tags {
-        args.extend(["--keep-tag".to_string(), t.clone()]);
-    }
+    args.extend(r.forget_args());
     let host = source.host.clone().unwrap_or_else(crate::repo::hostname);
     args.extend(["--host".to_string(), host]);
     for p in &source.paths {
@@ -121,9 +103,6 @@ fn retention_step(source: &SourceSettings, r: &RetentionSettings) -> Vec<String>
     }
     for c in &source.commands {
         args.extend(["--path".to_string(), format!("/{}", c.name)]);
-    }
-    if r.prune {
-        args.push("--prune".into());
     }
     args
 }
