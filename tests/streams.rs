@@ -263,6 +263,16 @@ command = ["sh", "-c", "{second_stream}"]
     config
 }
 
+fn backup_source(env: &Env, config: &Path, source: &str) -> std::process::Output {
+    env.cairn()
+        .arg("backup")
+        .arg("--config")
+        .arg(config)
+        .args(["--source", source])
+        .output()
+        .unwrap()
+}
+
 fn hook_log(env: &Env) -> String {
     std::fs::read_to_string(env.path("hooks.log")).unwrap_or_default()
 }
@@ -274,14 +284,7 @@ fn a_configured_source_is_one_atomic_snapshot_with_hooks() {
     let log = env.path("hooks.log");
     let before = format!("echo before >> {}", log.display());
     let config = write_settings(&env, "echo the cache", &before);
-    let out = env
-        .cairn()
-        .arg("backup")
-        .arg("--config")
-        .arg(&config)
-        .args(["--source", "app"])
-        .output()
-        .unwrap();
+    let out = backup_source(&env, &config, "app");
     assert!(
         out.status.success(),
         "{}",
@@ -305,14 +308,7 @@ fn one_failing_stream_fails_the_whole_source_and_the_after_hook_hears_it() {
     let env = Env::new();
     env.init();
     let config = write_settings(&env, "echo half; exit 2", "true");
-    let out = env
-        .cairn()
-        .arg("backup")
-        .arg("--config")
-        .arg(&config)
-        .args(["--source", "app"])
-        .output()
-        .unwrap();
+    let out = backup_source(&env, &config, "app");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exited with status 2"));
     assert!(env.snapshot_ids().is_empty(), "all or nothing");
@@ -324,14 +320,7 @@ fn a_failing_before_hook_stops_the_backup() {
     let env = Env::new();
     env.init();
     let config = write_settings(&env, "echo c", "exit 9");
-    let out = env
-        .cairn()
-        .arg("backup")
-        .arg("--config")
-        .arg(&config)
-        .args(["--source", "app"])
-        .output()
-        .unwrap();
+    let out = backup_source(&env, &config, "app");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the before hook"), "{stderr}");
@@ -348,14 +337,7 @@ fn a_failing_before_hook_stops_the_backup() {
 fn an_unknown_source_lists_the_known_ones() {
     let env = Env::new();
     let config = write_settings(&env, "true", "true");
-    let out = env
-        .cairn()
-        .arg("backup")
-        .arg("--config")
-        .arg(&config)
-        .args(["--source", "nope"])
-        .output()
-        .unwrap();
+    let out = backup_source(&env, &config, "nope");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -70,14 +70,41 @@ pub struct ApiDoc;
 
 struct BearerAuth;
 
+/// The bearer scheme, and its 401 on every operation that needs it (all
+/// but those marked `security(())`), written once here instead of on each.
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        let unauthorized = ResponseBuilder::new()
+            .description("Missing or wrong token")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                        "ErrorBody",
+                    ))))
+                    .build(),
+            )
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post];
+            for op in operations.into_iter().flatten() {
+                let public = op.security.as_ref().is_some_and(|s| {
+                    serde_json::to_value(s).is_ok_and(|v| v == serde_json::json!([{}]))
+                });
+                if !public {
+                    op.responses
+                        .responses
+                        .insert("401".into(), RefOr::T(unauthorized.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -227,8 +254,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 /// Prometheus metrics: per source the last success time, duration and bytes added.
 #[utoipa::path(get, path = "/metrics", tag = "server",
     responses(
-        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): AppState) -> Response {
     let text = super::metrics::render(&state);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
@@ -245,8 +271,7 @@ pub struct RepositoryInfo {
 /// The repositories of the settings file.
 #[utoipa::path(get, path = "/repositories", tag = "repositories",
     responses(
-        (status = 200, description = "Configured repositories", body = Vec<RepositoryInfo>),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+        (status = 200, description = "Configured repositories", body = Vec<RepositoryInfo>)))]
 async fn list_repositories(State(state): AppState) -> Json<Vec<RepositoryInfo>> {
     Json(
         state
@@ -334,7 +359,6 @@ async fn snapshots_of(
     responses(
         (status = 200, description = "Snapshots", body = Vec<SnapshotInfo>),
         (status = 400, description = "Bad query", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such repository", body = ErrorBody),
         (status = 500, description = "The repository could not be read", body = ErrorBody)))]
 async fn list_snapshots(
@@ -396,7 +420,6 @@ async fn resolve_snapshot(
     responses(
         (status = 200, description = "The snapshot", body = SnapshotInfo),
         (status = 400, description = "Not a snapshot id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such repository or snapshot", body = ErrorBody),
         (status = 500, description = "The repository could not be read", body = ErrorBody)))]
 async fn get_snapshot(
@@ -434,7 +457,6 @@ pub struct RestoreRequest {
     responses(
         (status = 202, description = "Job started", body = Job),
         (status = 400, description = "Bad request (the message names the field)", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such repository or snapshot", body = ErrorBody),
         (status = 409, description = "The repository is busy with a conflicting job", body = ErrorBody),
         (status = 500, description = "The repository could not be read", body = ErrorBody)))]
@@ -528,7 +550,6 @@ pub struct ForgetRequest {
     responses(
         (status = 202, description = "Job started", body = Job),
         (status = 400, description = "Bad request (the message names the field)", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such repository or snapshot", body = ErrorBody),
         (status = 409, description = "The repository is busy with another job", body = ErrorBody),
         (status = 500, description = "The repository could not be read", body = ErrorBody)))]
@@ -612,7 +633,6 @@ pub struct PruneRequest {
     responses(
         (status = 202, description = "Job started", body = Job),
         (status = 400, description = "Bad request (the message names the field)", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such repository", body = ErrorBody),
         (status = 409, description = "The repository is busy with another job", body = ErrorBody)))]
 async fn start_prune(
@@ -660,7 +680,6 @@ pub struct CheckRequest {
     responses(
         (status = 202, description = "Job started", body = Job),
         (status = 400, description = "Bad request (the message names the field)", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such repository", body = ErrorBody),
         (status = 409, description = "The repository is busy with another job", body = ErrorBody)))]
 async fn start_check(
@@ -725,8 +744,7 @@ pub struct SourceInfo {
 /// The sources of the settings file, with their schedules and last jobs.
 #[utoipa::path(get, path = "/sources", tag = "sources",
     responses(
-        (status = 200, description = "Configured sources", body = Vec<SourceInfo>),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+        (status = 200, description = "Configured sources", body = Vec<SourceInfo>)))]
 async fn list_sources(State(state): AppState) -> Json<Vec<SourceInfo>> {
     let jobs = state.jobs.list();
     Json(
@@ -756,7 +774,6 @@ async fn list_sources(State(state): AppState) -> Json<Vec<SourceInfo>> {
     params(("name" = String, Path, description = "Source name")),
     responses(
         (status = 202, description = "Job started", body = Job),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such source", body = ErrorBody),
         (status = 409, description = "A backup of this source is running, or the repository is busy", body = ErrorBody)))]
 async fn start_backup(
@@ -803,8 +820,7 @@ pub struct JobQuery {
     params(JobQuery),
     responses(
         (status = 200, description = "Jobs", body = Vec<Job>),
-        (status = 400, description = "Bad query", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+        (status = 400, description = "Bad query", body = ErrorBody)))]
 async fn list_jobs(
     State(state): AppState,
     QueryParams(q): QueryParams<JobQuery>,
@@ -828,7 +844,6 @@ async fn list_jobs(
     params(("id" = String, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job", body = Job),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody)))]
 async fn get_job(State(state): AppState, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
     state
@@ -843,7 +858,6 @@ async fn get_job(State(state): AppState, Path(id): Path<String>) -> Result<Json<
     params(("id" = String, Path, description = "Job id")),
     responses(
         (status = 202, description = "Cancelling", body = Job),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is not running", body = ErrorBody)))]
 async fn cancel_job(
@@ -868,7 +882,7 @@ mod tests {
     }
 
     #[test]
-    fn the_document_names_every_route_and_the_bearer_scheme() {
+    fn the_document_names_every_route_and_where_a_token_is_needed() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         for path in ["/jobs/{id}/cancel", "/sources/{name}/backup", "/metrics"] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
@@ -877,5 +891,7 @@ mod tests {
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
+        assert!(doc["paths"]["/jobs"]["get"]["responses"]["401"].is_object());
+        assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
     }
 }
