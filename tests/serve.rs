@@ -457,3 +457,51 @@ fn a_missing_source_command_fails_the_job_and_saves_nothing() {
     assert!(error.contains("cannot run `/no/such/tool`"), "{error}");
     assert!(snapshots(&server).is_empty());
 }
+
+#[test]
+fn a_scheduled_source_still_running_is_not_started_twice() {
+    let env = Env::new();
+    env.init();
+    let config = settings(&env, false);
+    let text = std::fs::read_to_string(&config).unwrap();
+    // `slow` takes 20 s; its schedule fires every second.
+    let text = text.replace(
+        "[sources.slow]\nrepository = \"main\"",
+        "[sources.slow]\nrepository = \"main\"\nschedule = \"* * * * * *\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&env, &config);
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, jobs) = server.get("/jobs?source=slow");
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "one job, however often the schedule fired: {jobs:?}"
+    );
+    assert_eq!(jobs[0]["state"], "running");
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let skipped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_schedule_skipped_total{source=\"slow\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(skipped >= 2.0, "{metrics}");
+    // Stopping serve interrupts the job cleanly and records it.
+    assert_eq!(server.stop(), Some(0));
+    let id = jobs[0]["id"].as_str().unwrap();
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(env.path("state/jobs").join(format!("{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["state"], "cancelled", "{record}");
+    assert!(env.snapshot_ids().is_empty());
+}
