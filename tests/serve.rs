@@ -74,6 +74,18 @@ impl Server {
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
     }
 
+    /// The Prometheus text of /metrics.
+    fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().unwrap()
+    }
+
     /// Polls a job until it is no longer running.
     fn follow(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -232,14 +244,7 @@ fn the_api_backs_up_restores_and_forgets() {
     let job = server.start_job("/repositories/main/check", json!({"read_data": true}));
     assert_eq!(job["state"], "succeeded", "{job}");
 
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     assert!(metrics.contains("cairn_backup_last_success_timestamp_seconds{source=\"files\"}"));
     assert!(
         metrics.contains("cairn_jobs{kind=\"backup\",state=\"succeeded\"} 2"),
@@ -480,14 +485,7 @@ fn a_scheduled_source_still_running_is_not_started_twice() {
         "one job, however often the schedule fired: {jobs:?}"
     );
     assert_eq!(jobs[0]["state"], "running");
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     let skipped: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("cairn_schedule_skipped_total{source=\"slow\"} "))

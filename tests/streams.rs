@@ -26,6 +26,22 @@ fn backup_command(env: &Env, name: &str, script: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// `restore latest:/db.sql --to-command -- sh -c SCRIPT`
+fn restore_to_sh(env: &Env, script: &str) -> std::process::Output {
+    env.cairn()
+        .args([
+            "restore",
+            "latest:/db.sql",
+            "--to-command",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap()
+}
+
 fn dump(env: &Env, path: &str) -> Vec<u8> {
     let out = env.cairn().args(["dump", "latest", path]).output().unwrap();
     assert!(
@@ -182,19 +198,7 @@ fn restore_to_command_feeds_the_stream_and_reports_its_failure() {
     assert!(out.status.success());
 
     let copy = env.path("copy");
-    let out = env
-        .cairn()
-        .args([
-            "restore",
-            "latest:/db.sql",
-            "--to-command",
-            "--",
-            "sh",
-            "-c",
-        ])
-        .arg(format!("cat > '{}'", copy.display()))
-        .output()
-        .unwrap();
+    let out = restore_to_sh(&env, &format!("cat > '{}'", copy.display()));
     assert!(
         out.status.success(),
         "{}",
@@ -202,19 +206,7 @@ fn restore_to_command_feeds_the_stream_and_reports_its_failure() {
     );
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&blob).unwrap());
 
-    let out = env
-        .cairn()
-        .args([
-            "restore",
-            "latest:/db.sql",
-            "--to-command",
-            "--",
-            "sh",
-            "-c",
-            "exit 7",
-        ])
-        .output()
-        .unwrap();
+    let out = restore_to_sh(&env, "exit 7");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exited with status 7"));
 

@@ -10,6 +10,7 @@ use cairn::hooks::run_hook;
 use cairn::settings::{Settings, SourceSettings};
 use cairn::source::exclude::Excludes;
 use cairn::storage::RequestTally;
+use cairn::Id;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -78,7 +79,7 @@ pub struct BackupArgs {
 
 pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
     let Some((config, source_name)) = a.config.as_ref().zip(a.source.as_ref()) else {
-        return run_backup(g, a, None);
+        return run_backup(g, a, None).map(|(code, _)| code);
     };
     let settings = Settings::load(config)?;
     let source = settings.source(source_name)?;
@@ -90,33 +91,28 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
     }
     let outcome = run_backup(g, a, Some(source));
     let Some(after) = &source.after else {
-        return outcome;
+        return outcome.map(|(code, _)| code);
     };
-    env.push((
-        "CAIRN_BACKUP_STATUS",
-        if outcome.is_ok() {
-            "success"
-        } else {
-            "failure"
-        }
-        .into(),
-    ));
-    if let Some(id) = SAVED_SNAPSHOT.get() {
-        env.push(("CAIRN_SNAPSHOT_ID", id.clone()));
+    let saved = outcome.as_ref().ok().and_then(|(_, id)| *id);
+    let status = if outcome.is_ok() {
+        "success"
+    } else {
+        "failure"
+    };
+    env.push(("CAIRN_BACKUP_STATUS", status.into()));
+    if let Some(id) = saved {
+        env.push(("CAIRN_SNAPSHOT_ID", id.to_hex()));
     }
     let hooked = run_hook("after", after, &env);
     match (outcome, hooked) {
-        (Ok(code), Ok(())) => Ok(code),
+        (Ok((code, _)), Ok(())) => Ok(code),
         (Err(e), _) => Err(e),
-        (Ok(_), Err(e)) => Err(match SAVED_SNAPSHOT.get() {
-            Some(id) => anyhow!("{e:#} (snapshot {} was saved and stays)", &id[..8]),
+        (Ok(_), Err(e)) => Err(match saved {
+            Some(id) => anyhow!("{e:#} (snapshot {} was saved and stays)", id.short()),
             None => e,
         }),
     }
 }
-
-/// The id of the snapshot this process saved, for the `after` hook.
-static SAVED_SNAPSHOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// A configured source names its repository; -r and the CAIRN_* variables
 /// still win, so a person can point a source at a test repository.
@@ -148,7 +144,13 @@ fn with_repository_of(
     Ok(g)
 }
 
-fn run_backup(g: &GlobalArgs, a: &BackupArgs, source: Option<&SourceSettings>) -> Result<i32> {
+/// Runs the backup and prints its summary: the exit code, and the id of
+/// the snapshot saved (none in a dry run).
+fn run_backup(
+    g: &GlobalArgs,
+    a: &BackupArgs,
+    source: Option<&SourceSettings>,
+) -> Result<(i32, Option<Id>)> {
     let opts = backup_options(a, source)?;
     let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "backup")?;
     let interrupted = install_interrupt_flag()?;
@@ -159,11 +161,9 @@ fn run_backup(g: &GlobalArgs, a: &BackupArgs, source: Option<&SourceSettings>) -
         backup(&repo, &opts, &interrupted, &progress)
     })
     .context("backup failed")?;
-    if let Some(id) = outcome.snapshot_id {
-        let _ = SAVED_SNAPSHOT.set(id.to_hex());
-    }
     render(g, &outcome, repo.storage.requests());
-    Ok(if outcome.is_incomplete() { 3 } else { 0 })
+    let code = if outcome.is_incomplete() { 3 } else { 0 };
+    Ok((code, outcome.snapshot_id))
 }
 
 /// The command line, joined with the configured source (if any): paths,
