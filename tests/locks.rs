@@ -171,9 +171,27 @@ fn two_backups_at_once_and_a_prune_meanwhile_lose_nothing() {
             .spawn()
             .unwrap()
     };
-    let backup_a = spawn(&["backup", a.to_str().unwrap()]);
-    let backup_b = spawn(&["backup", b.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(50));
+    // paced to ~1 s each, so they surely overlap each other and the prune
+    let paced = |dir: &std::path::Path| {
+        spawn(&["--limit-upload", "20000", "backup", dir.to_str().unwrap()])
+    };
+    let mut backup_a = paced(&a);
+    let mut backup_b = paced(&b);
+    // prune comes once both backups hold their locks (a fixed sleep lost
+    // that race on a busy machine, and a backup without --retry-lock then
+    // rightly refused to start)
+    let locks = env.repo.join("locks");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&locks).map_or(0, |d| d.count()) < 2 {
+        let ended =
+            backup_a.try_wait().unwrap().is_some() || backup_b.try_wait().unwrap().is_some();
+        assert!(!ended, "a backup ended before both held their locks");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backups took no locks"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let prune = spawn(&["prune", "--retry-lock", "2m"]);
     for (what, child) in [
         ("backup a", backup_a),

@@ -11,6 +11,7 @@ use crate::repo::snapshots::{normalize_path_text, SnapshotFilter};
 use crate::repo::{hostname, now_ns, username, Repository};
 use crate::source::command::CommandStream;
 use crate::source::exclude::Excludes;
+use crate::source::readahead::ReadAhead;
 use crate::tree::snapshot::{BackupSummary, Snapshot};
 use crate::tree::{is_valid_name, Node};
 use anyhow::{anyhow, Result};
@@ -70,6 +71,10 @@ pub struct BackupOptions {
     pub parent: ParentChoice,
     pub detection: ChangeDetection,
     pub snapshot: SnapshotOptions,
+    /// Walk the paths a second time, alongside, to count what there is, so
+    /// progress can show a percentage. Only worth it when someone watches:
+    /// the walk costs a `stat` per entry (5% of a first backup's CPU).
+    pub count_totals: bool,
 }
 
 #[derive(Debug)]
@@ -135,15 +140,17 @@ pub fn backup(
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
     let scan_stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            progress::scan(
-                &roots,
-                &scan_excludes,
-                opts.one_file_system,
-                progress,
-                &scan_stop,
-            )
-        });
+        if opts.count_totals {
+            scope.spawn(|| {
+                progress::scan(
+                    &roots,
+                    &scan_excludes,
+                    opts.one_file_system,
+                    progress,
+                    &scan_stop,
+                )
+            });
+        }
         let outcome = run(repo, &opts.snapshot, interrupted, progress, |archiver| {
             archiver.excludes = excludes;
             archiver.one_file_system = opts.one_file_system;
@@ -192,10 +199,13 @@ fn check_stream_names(streams: &[StreamSource], trie: &PathTrie) -> Result<()> {
 
 fn archive_stream_source(archiver: &mut Archiver, stream: &StreamSource) -> Result<Node> {
     match &stream.input {
-        StreamInput::Stdin => archiver.archive_stream(&stream.name, std::io::stdin().lock()),
+        StreamInput::Stdin => {
+            archiver.archive_stream(&stream.name, ReadAhead::spawn(std::io::stdin()))
+        }
         StreamInput::Command(argv) => {
             let mut command = CommandStream::spawn(argv)?;
-            match archiver.archive_stream(&stream.name, command.reader()) {
+            let output = ReadAhead::spawn(command.take_stdout());
+            match archiver.archive_stream(&stream.name, output) {
                 Ok(node) => {
                     command.finish()?;
                     Ok(node)

@@ -6,6 +6,10 @@
 //! ```text
 //! save() ─raw─► encoders ×N ─encoded─► packer ─packs─► uploaders ×M ─► index/<id>
 //! ```
+//!
+//! Blobs travel in batches of about [`BATCH_BYTES`]: a tree of small files
+//! would otherwise pay a channel hand-over and a thread wake-up per blob
+//! (measured: 10% of the CPU of a first backup of the bench's tree).
 
 use crate::crash_point::crash_point;
 use crate::filter::{BlobEncoder, BlobKind, EncodedBlob};
@@ -15,6 +19,7 @@ use crate::pack::{FinishedPack, PackBuilder, TARGET_PACK_SIZE};
 use crate::repo::{layout, Repository};
 use anyhow::{anyhow, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -28,6 +33,9 @@ const UPLOADERS: usize = 2;
 /// indexed and the next run reuses them.
 const PACKS_PER_INDEX_FILE: usize = 16;
 const INDEX_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// A batch is sent once its blobs hold this many bytes: one large chunk, or
+/// many small files' blobs.
+const BATCH_BYTES: usize = 512 * 1024;
 
 /// Uploaded packs no index file lists yet.
 #[derive(Default)]
@@ -89,6 +97,13 @@ struct RawBlob {
     data: Vec<u8>,
 }
 
+/// Blobs queued by `save` and not sent yet.
+#[derive(Default)]
+struct RawBatch {
+    blobs: Vec<RawBlob>,
+    bytes: usize,
+}
+
 #[derive(Default)]
 pub struct SaverStats {
     pub blobs: AtomicU64,
@@ -100,7 +115,8 @@ pub struct SaverStats {
 
 /// Handle to a running saver; `save` feeds it, `finish` drains and joins it.
 pub struct BlobSaver<'scope> {
-    raw_tx: Option<Sender<RawBlob>>,
+    raw_tx: Option<Sender<Vec<RawBlob>>>,
+    batch: RefCell<RawBatch>,
     threads: Vec<ScopedJoinHandle<'scope, Result<()>>>,
     stats: &'scope SaverStats,
 }
@@ -117,8 +133,8 @@ impl<'scope> BlobSaver<'scope> {
         let encoders = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let (raw_tx, raw_rx) = bounded::<RawBlob>(2 * encoders);
-        let (enc_tx, enc_rx) = bounded::<EncodedBlob>(2 * encoders);
+        let (raw_tx, raw_rx) = bounded::<Vec<RawBlob>>(2 * encoders);
+        let (enc_tx, enc_rx) = bounded::<Vec<EncodedBlob>>(2 * encoders);
         // A rendezvous: a finished pack waits in the packer, not in a queue.
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let mut threads = Vec::new();
@@ -126,9 +142,13 @@ impl<'scope> BlobSaver<'scope> {
             let (rx, tx) = (raw_rx.clone(), enc_tx.clone());
             let mut encoder = BlobEncoder::new(repo.keys.clone(), compression_level);
             threads.push(scope.spawn(move || {
-                for b in rx {
-                    tx.send(encoder.encode(b.kind, b.id, &b.data))
-                        .map_err(|_| stopped())?;
+                for batch in rx {
+                    let encoded = batch
+                        .iter()
+                        .map(|b| encoder.encode(b.kind, b.id, &b.data))
+                        .collect();
+                    drop(batch); // the raw bytes, before waiting to send
+                    tx.send(encoded).map_err(|_| stopped())?;
                 }
                 Ok(())
             }));
@@ -141,6 +161,7 @@ impl<'scope> BlobSaver<'scope> {
         }
         BlobSaver {
             raw_tx: Some(raw_tx),
+            batch: RefCell::default(),
             threads,
             stats,
         }
@@ -151,13 +172,31 @@ impl<'scope> BlobSaver<'scope> {
     pub fn save(&self, kind: BlobKind, id: Id, data: Vec<u8>) -> Result<()> {
         self.stats.blobs.fetch_add(1, Relaxed);
         self.stats.raw_bytes.fetch_add(data.len() as u64, Relaxed);
+        let full = {
+            let mut batch = self.batch.borrow_mut();
+            batch.bytes += data.len();
+            batch.blobs.push(RawBlob { kind, id, data });
+            batch.bytes >= BATCH_BYTES
+        };
+        if full {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.batch.borrow_mut());
+        if batch.blobs.is_empty() {
+            return Ok(());
+        }
         let tx = self.raw_tx.as_ref().expect("save after finish");
-        tx.send(RawBlob { kind, id, data }).map_err(|_| stopped())
+        tx.send(batch.blobs).map_err(|_| stopped())
     }
 
     /// Flushes every open pack, waits for all uploads and writes the last
     /// index file. Returns the first error of any stage.
     pub fn finish(mut self) -> Result<()> {
+        let sent = self.send_batch();
         self.raw_tx = None;
         let mut first_error = None;
         for t in self.threads.drain(..) {
@@ -171,7 +210,10 @@ impl<'scope> BlobSaver<'scope> {
                 }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        match first_error {
+            Some(e) => Err(e),
+            None => sent,
+        }
     }
 }
 
@@ -191,13 +233,13 @@ fn is_stopped(e: &anyhow::Error) -> bool {
 
 fn run_packer(
     repo: &Repository,
-    rx: Receiver<EncodedBlob>,
+    rx: Receiver<Vec<EncodedBlob>>,
     tx: Sender<FinishedPack>,
 ) -> Result<()> {
     let cipher = repo.keys.cipher();
     let mut data_pack = PackBuilder::new(BlobKind::Data);
     let mut tree_pack = PackBuilder::new(BlobKind::Tree);
-    for blob in rx {
+    for blob in rx.into_iter().flatten() {
         let pack = match blob.kind {
             BlobKind::Data => &mut data_pack,
             BlobKind::Tree => &mut tree_pack,

@@ -156,8 +156,8 @@ impl Chunker {
     }
 }
 
-/// Chunks of a `Read`, each an owned buffer. Reads into a window of up to
-/// twice the maximum chunk size and carries the uncut tail to its front.
+/// Chunks of a `Read`, each an owned buffer. Reads into a window that grows
+/// only as far as the data needs and carries the uncut tail to its front.
 pub struct ChunkStream<'c, R> {
     chunker: &'c Chunker,
     reader: R,
@@ -175,23 +175,49 @@ impl<R: Read> ChunkStream<'_, R> {
         self.buf
     }
 
+    /// Copies the next chunk into `out` (cleared first, its allocation
+    /// reused); `false` at the end of the stream.
+    pub fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        loop {
+            let pending = &self.buf[self.start..self.end];
+            if !pending.is_empty() {
+                let n = self.chunker.next_cut(pending);
+                // FastCDC decides at each byte from the bytes before it, so a
+                // cut inside what is read is final. One at its end is final
+                // only at the end of the stream or at the maximum size.
+                if n < pending.len() || n == self.chunker.max || self.eof {
+                    out.clear();
+                    out.extend_from_slice(&pending[..n]);
+                    self.start += n;
+                    return Ok(true);
+                }
+            } else if self.eof {
+                return Ok(false);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Makes room behind the pending bytes and reads until the window is
+    /// full or the stream ends.
     fn fill(&mut self) -> io::Result<()> {
-        let want = 2 * self.chunker.max;
+        let pending = self.end - self.start;
+        // Pending bytes always fit (a full maximum chunk would have been cut).
+        // Grow, from 64 KiB, while they take a quarter of the window or more:
+        // most files are small, and the tail moved to the front below stays
+        // small next to each read.
+        let limit = 2 * self.chunker.max;
+        if self.buf.len() < limit && pending * 4 >= self.buf.len() {
+            let grow_to = (self.buf.len().max(32 * 1024) * 2).min(limit);
+            self.buf.resize(grow_to, 0);
+        }
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+            self.end = pending;
             self.start = 0;
         }
-        while !self.eof && self.end < want {
-            if self.end == self.buf.len() {
-                // Grow geometrically from 64 KiB: most files are small, and
-                // zeroing a 2×max window for the first of them would cost
-                // more than chunking it.
-                let grow_to = (self.buf.len().max(32 * 1024) * 2).min(want);
-                self.buf.resize(grow_to, 0);
-            }
-            let limit = self.buf.len().min(want);
-            match self.reader.read(&mut self.buf[self.end..limit]) {
+        while !self.eof && self.end < self.buf.len() {
+            match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -206,19 +232,12 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if !self.eof && self.end - self.start < self.chunker.max {
-            if let Err(e) = self.fill() {
-                return Some(Err(e));
-            }
+        let mut chunk = Vec::new();
+        match self.next_into(&mut chunk) {
+            Ok(true) => Some(Ok(chunk)),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
         }
-        let rest = &self.buf[self.start..self.end];
-        if rest.is_empty() {
-            return None;
-        }
-        let n = self.chunker.next_cut(rest);
-        let chunk = rest[..n].to_vec();
-        self.start += n;
-        Some(Ok(chunk))
     }
 }
 
@@ -261,6 +280,36 @@ mod tests {
             "expected many chunks, got {}",
             expect.len()
         );
+    }
+
+    #[test]
+    fn default_sizes_through_a_pipe_sized_reader_cut_as_in_memory() {
+        let c = Chunker::new(ChunkerParams::default(), 7).unwrap();
+        // runs of zeros force maximum-size chunks, noise gives normal cuts
+        let mut data = pseudo_random(20 << 20, 3);
+        data[(5 << 20)..(14 << 20)].fill(0);
+        let expect = c.chunk_lengths(&data);
+        assert!(expect.contains(&c.max_size()), "{expect:?}");
+        struct Pipe<'a>(&'a [u8]);
+        impl Read for Pipe<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let n = out.len().min(self.0.len()).min(64 * 1024);
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut stream = c.stream(Pipe(&data));
+        let mut chunk = Vec::new();
+        let mut lengths = Vec::new();
+        let mut joined = Vec::new();
+        while stream.next_into(&mut chunk).unwrap() {
+            lengths.push(chunk.len());
+            joined.extend_from_slice(&chunk);
+        }
+        assert_eq!(lengths, expect);
+        assert!(joined == data);
+        assert!(stream.into_buffer().len() <= 2 * c.max_size());
     }
 
     #[test]

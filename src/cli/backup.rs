@@ -151,13 +151,14 @@ fn run_backup(
     a: &BackupArgs,
     source: Option<&SourceSettings>,
 ) -> Result<(i32, Option<Id>)> {
-    let opts = backup_options(a, source)?;
+    let mut opts = backup_options(a, source)?;
     let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "backup")?;
     let interrupted = install_interrupt_flag()?;
     let progress = Progress::default();
     let stop_display = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
-        let _display = super::progress::show(scope, g, &progress, &stop_display);
+        let display = super::progress::show(scope, g, &progress, &stop_display);
+        opts.count_totals = display.is_shown();
         backup(&repo, &opts, &interrupted, &progress)
     })
     .context("backup failed")?;
@@ -235,6 +236,7 @@ fn backup_options(a: &BackupArgs, source: Option<&SourceSettings>) -> Result<Bac
             dry_run: a.dry_run,
             compression_level: a.compression,
         },
+        count_totals: false, // set once we know whether progress is shown
     })
 }
 

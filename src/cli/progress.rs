@@ -15,6 +15,13 @@ pub struct Display<'scope> {
     thread: Option<ScopedJoinHandle<'scope, ()>>,
 }
 
+impl Display<'_> {
+    /// Whether progress is shown at all (a bar on a terminal, or JSON lines).
+    pub fn is_shown(&self) -> bool {
+        self.thread.is_some()
+    }
+}
+
 impl Drop for Display<'_> {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);

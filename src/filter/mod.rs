@@ -2,7 +2,7 @@
 //! shrink), then seal (AES-256-SIV bound to the blob's kind and id). Reading
 //! reverses it and verifies the id.
 
-use crate::crypto::{blob_ad, MasterKeys};
+use crate::crypto::{blob_ad, Cipher, MasterKeys, SEAL_OVERHEAD};
 use crate::error::{FormatError, FormatResult};
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
@@ -48,9 +48,10 @@ pub struct EncodedBlob {
     pub compression: Compression,
 }
 
-/// Encodes blobs; one per worker thread (it keeps a zstd context).
+/// Encodes blobs; one per worker thread (it keeps a zstd context and the
+/// expanded cipher keys).
 pub struct BlobEncoder {
-    keys: MasterKeys,
+    cipher: Cipher,
     compressor: Option<zstd::bulk::Compressor<'static>>,
 }
 
@@ -59,24 +60,44 @@ impl BlobEncoder {
     pub fn new(keys: MasterKeys, level: i32) -> BlobEncoder {
         let compressor = (level != 0)
             .then(|| zstd::bulk::Compressor::new(level).expect("zstd compression context"));
-        BlobEncoder { keys, compressor }
+        BlobEncoder {
+            cipher: keys.cipher(),
+            compressor,
+        }
     }
 
+    /// Compresses and seals `data` into one buffer: zstd writes behind the
+    /// room for nonce and tag, and the cipher seals it in place. One
+    /// allocation per blob, and only the bytes written are ever touched.
     pub fn encode(&mut self, kind: BlobKind, id: Id, data: &[u8]) -> EncodedBlob {
-        let compressed = self
-            .compressor
-            .as_mut()
-            .and_then(|c| c.compress(data).ok())
-            .filter(|z| z.len() < data.len());
-        let (payload, compression) = match &compressed {
-            Some(z) => (&z[..], Compression::Zstd),
-            None => (data, Compression::None),
+        let room = match self.compressor {
+            Some(_) => zstd::zstd_safe::compress_bound(data.len()).max(data.len()),
+            None => data.len(),
         };
-        let sealed = self.keys.cipher().seal(&blob_ad(kind.code(), &id), payload);
+        let mut out = Vec::with_capacity(SEAL_OVERHEAD + room);
+        out.resize(SEAL_OVERHEAD, 0);
+        let mut compression = Compression::None;
+        if let Some(compressor) = self.compressor.as_mut() {
+            let mut cursor = std::io::Cursor::new(out);
+            cursor.set_position(SEAL_OVERHEAD as u64);
+            let shrunk =
+                matches!(compressor.compress_to_buffer(data, &mut cursor), Ok(n) if n < data.len());
+            out = cursor.into_inner();
+            if shrunk {
+                compression = Compression::Zstd;
+            } else {
+                out.truncate(SEAL_OVERHEAD);
+            }
+        }
+        if compression == Compression::None {
+            out.extend_from_slice(data);
+        }
+        self.cipher
+            .seal_in_place(&blob_ad(kind.code(), &id), &mut out);
         EncodedBlob {
             kind,
             id,
-            sealed,
+            sealed: out,
             raw_length: data.len() as u32,
             compression,
         }

@@ -105,6 +105,9 @@ impl IndexCache {
         // defaults are 64 MiB per memtable and a cache per table factory).
         opts.set_write_buffer_size(WRITE_BUFFER_SIZE);
         opts.set_max_write_buffer_number(2);
+        // ... and one memtable budget for all column families together (a
+        // backup fills two: blob locations and the trees it writes).
+        opts.set_db_write_buffer_size(WRITE_BUFFER_SIZE);
         let cache = Cache::new_lru_cache(BLOCK_CACHE_SIZE);
         let mut plain_table = BlockBasedOptions::default();
         plain_table.set_block_cache(&cache);

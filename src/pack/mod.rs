@@ -14,7 +14,7 @@ pub const PACK_VERSION: u8 = 1;
 /// header length (u32 little-endian) ‖ "CAIRNPK" ‖ version
 pub const TRAILER_LEN: usize = 12;
 /// Writers close a pack once its blobs reach this size.
-pub const TARGET_PACK_SIZE: usize = 16 * 1024 * 1024;
+pub const TARGET_PACK_SIZE: usize = 8 * 1024 * 1024;
 /// Readers refuse headers above this size (a pack of tiny blobs has ~100 bytes per blob).
 pub const MAX_HEADER_LEN: u32 = 64 * 1024 * 1024;
 

@@ -19,7 +19,7 @@ const STDERR_TAIL_LINES: usize = 20;
 pub struct CommandStream {
     display: String,
     child: Child,
-    stdout: ChildStdout,
+    stdout: Option<ChildStdout>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_thread: Option<JoinHandle<()>>,
 }
@@ -47,7 +47,7 @@ impl CommandStream {
         Ok(CommandStream {
             display,
             child,
-            stdout,
+            stdout: Some(stdout),
             stderr_tail,
             stderr_thread: Some(stderr_thread),
         })
@@ -58,8 +58,11 @@ impl CommandStream {
         &self.display
     }
 
-    pub fn reader(&mut self) -> &mut impl Read {
-        &mut self.stdout
+    /// The command's stdout; taken once.
+    pub fn take_stdout(&mut self) -> ChildStdout {
+        self.stdout
+            .take()
+            .expect("the command's stdout is taken once")
     }
 
     /// Waits for the command; an error unless it exited with status 0.
@@ -158,7 +161,7 @@ mod tests {
     fn output_is_streamed_and_success_is_ok() {
         let mut c = CommandStream::spawn(&argv(&["printf", "a\\nb"])).unwrap();
         let mut out = String::new();
-        c.reader().read_to_string(&mut out).unwrap();
+        c.take_stdout().read_to_string(&mut out).unwrap();
         assert_eq!(out, "a\nb");
         c.finish().unwrap();
     }
@@ -167,7 +170,7 @@ mod tests {
     fn failure_names_the_status_and_quotes_stderr() {
         let script = "echo one >&2; echo two >&2; exit 3";
         let mut c = CommandStream::spawn(&argv(&["sh", "-c", script])).unwrap();
-        std::io::copy(c.reader(), &mut std::io::sink()).unwrap();
+        std::io::copy(&mut c.take_stdout(), &mut std::io::sink()).unwrap();
         let e = c.finish().unwrap_err().to_string();
         assert!(e.contains("exited with status 3"), "{e}");
         assert!(e.contains("no snapshot was saved"), "{e}");
@@ -177,7 +180,7 @@ mod tests {
     #[test]
     fn a_killed_command_is_reported_by_signal() {
         let mut c = CommandStream::spawn(&argv(&["sh", "-c", "kill -9 $$"])).unwrap();
-        std::io::copy(c.reader(), &mut std::io::sink()).unwrap();
+        std::io::copy(&mut c.take_stdout(), &mut std::io::sink()).unwrap();
         let e = c.finish().unwrap_err().to_string();
         assert!(e.contains("killed by signal 9 (SIGKILL)"), "{e}");
     }
