@@ -29,6 +29,19 @@ pub struct IndexCache {
     db: DB,
 }
 
+/// Memtables are written out when the cache closes. RocksDB keeps them only
+/// in its write-ahead log otherwise, and the next command would replay that
+/// log into memory at open: up to the memtable budget in time and RSS, or
+/// far more after ingesting a large index file in one batch.
+impl Drop for IndexCache {
+    fn drop(&mut self) {
+        for name in [CF_BLOBS, CF_INDEX_FILES, CF_TREES] {
+            // a failed flush loses nothing: the log still holds the writes
+            let _ = self.db.flush_cf(self.cf(name));
+        }
+    }
+}
+
 /// Value layout in `blobs` (fixed 50 bytes): pack id (32) ‖ offset u64 LE ‖
 /// length u32 LE ‖ raw length u32 LE ‖ compression u8 ‖ reserved u8.
 /// Key: kind u8 ‖ blob id (32).
@@ -120,6 +133,16 @@ impl IndexCache {
         blob_table.set_bloom_filter(10.0, false);
         blob_table.set_cache_index_and_filter_blocks(true);
         blob_table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        // Partitioned into 4 KiB pieces behind a small pinned top level: a
+        // lookup loads the one piece it needs. Whole filter and index blocks
+        // of a multi-million-blob cache are MiBs each; they did not stay in
+        // the small cache, and re-reading one per lookup made a backup into
+        // a 5M-blob repository 12× slower than into an empty one.
+        blob_table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        blob_table.set_partition_filters(true);
+        blob_table.set_metadata_block_size(4096);
+        blob_table.set_pin_top_level_index_and_filter(true);
+        blob_table.set_cache_index_and_filter_blocks_with_high_priority(true);
         let with_table = |table: &BlockBasedOptions| {
             let mut o = opts.clone();
             o.set_block_based_table_factory(table);
