@@ -11,7 +11,6 @@ use crate::repo::snapshots::{normalize_path_text, SnapshotFilter};
 use crate::repo::{hostname, now_ns, username, Repository};
 use crate::source::command::CommandStream;
 use crate::source::exclude::Excludes;
-use crate::source::readahead::ReadAhead;
 use crate::tree::snapshot::{BackupSummary, Snapshot};
 use crate::tree::{is_valid_name, Node};
 use anyhow::{anyhow, Result};
@@ -200,12 +199,13 @@ fn check_stream_names(streams: &[StreamSource], trie: &PathTrie) -> Result<()> {
 fn archive_stream_source(archiver: &mut Archiver, stream: &StreamSource) -> Result<Node> {
     match &stream.input {
         StreamInput::Stdin => {
-            archiver.archive_stream(&stream.name, ReadAhead::spawn(std::io::stdin()))
+            let stdin = std::io::stdin().lock();
+            crate::source::pipe::enlarge(&stdin);
+            archiver.archive_stream(&stream.name, stdin)
         }
         StreamInput::Command(argv) => {
             let mut command = CommandStream::spawn(argv)?;
-            let output = ReadAhead::spawn(command.take_stdout());
-            match archiver.archive_stream(&stream.name, output) {
+            match archiver.archive_stream(&stream.name, command.reader()) {
                 Ok(node) => {
                     command.finish()?;
                     Ok(node)

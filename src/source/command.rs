@@ -19,7 +19,7 @@ const STDERR_TAIL_LINES: usize = 20;
 pub struct CommandStream {
     display: String,
     child: Child,
-    stdout: Option<ChildStdout>,
+    stdout: ChildStdout,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_thread: Option<JoinHandle<()>>,
 }
@@ -39,6 +39,7 @@ impl CommandStream {
             .spawn()
             .map_err(|e| anyhow!("cannot run `{display}`: {e}; check the command name and PATH"))?;
         let stdout = child.stdout.take().expect("stdout is piped");
+        crate::source::pipe::enlarge(&stdout);
         let stderr = child.stderr.take().expect("stderr is piped");
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr_tail);
@@ -47,7 +48,7 @@ impl CommandStream {
         Ok(CommandStream {
             display,
             child,
-            stdout: Some(stdout),
+            stdout,
             stderr_tail,
             stderr_thread: Some(stderr_thread),
         })
@@ -58,11 +59,8 @@ impl CommandStream {
         &self.display
     }
 
-    /// The command's stdout; taken once.
-    pub fn take_stdout(&mut self) -> ChildStdout {
-        self.stdout
-            .take()
-            .expect("the command's stdout is taken once")
+    pub fn reader(&mut self) -> &mut impl Read {
+        &mut self.stdout
     }
 
     /// Waits for the command; an error unless it exited with status 0.
@@ -161,7 +159,7 @@ mod tests {
     fn output_is_streamed_and_success_is_ok() {
         let mut c = CommandStream::spawn(&argv(&["printf", "a\\nb"])).unwrap();
         let mut out = String::new();
-        c.take_stdout().read_to_string(&mut out).unwrap();
+        c.reader().read_to_string(&mut out).unwrap();
         assert_eq!(out, "a\nb");
         c.finish().unwrap();
     }
@@ -170,7 +168,7 @@ mod tests {
     fn failure_names_the_status_and_quotes_stderr() {
         let script = "echo one >&2; echo two >&2; exit 3";
         let mut c = CommandStream::spawn(&argv(&["sh", "-c", script])).unwrap();
-        std::io::copy(&mut c.take_stdout(), &mut std::io::sink()).unwrap();
+        std::io::copy(c.reader(), &mut std::io::sink()).unwrap();
         let e = c.finish().unwrap_err().to_string();
         assert!(e.contains("exited with status 3"), "{e}");
         assert!(e.contains("no snapshot was saved"), "{e}");
@@ -180,7 +178,7 @@ mod tests {
     #[test]
     fn a_killed_command_is_reported_by_signal() {
         let mut c = CommandStream::spawn(&argv(&["sh", "-c", "kill -9 $$"])).unwrap();
-        std::io::copy(&mut c.take_stdout(), &mut std::io::sink()).unwrap();
+        std::io::copy(c.reader(), &mut std::io::sink()).unwrap();
         let e = c.finish().unwrap_err().to_string();
         assert!(e.contains("killed by signal 9 (SIGKILL)"), "{e}");
     }

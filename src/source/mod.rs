@@ -1,8 +1,8 @@
 //! Backup sources: the file system ([`fs`]) with its [`exclude`] rules, and
-//! [`command`]s whose stdout is a stream. Streams (stdin, a command's
-//! stdout) are read through [`readahead`].
+//! [`command`]s whose stdout is a stream. Stdin needs no module: it is any
+//! `Read` handed to the archiver, through a larger [`pipe`] when it is one.
 
 pub mod command;
 pub mod exclude;
 pub mod fs;
-pub mod readahead;
+pub mod pipe;
