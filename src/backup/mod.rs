@@ -200,7 +200,7 @@ fn archive_stream_source(archiver: &mut Archiver, stream: &StreamSource) -> Resu
     match &stream.input {
         StreamInput::Stdin => {
             let stdin = std::io::stdin().lock();
-            crate::source::pipe::enlarge(&stdin);
+            crate::source::pipe::enlarge(&stdin); // a no-op if the CLI did it
             archiver.archive_stream(&stream.name, stdin)
         }
         StreamInput::Command(argv) => {

@@ -152,6 +152,10 @@ fn run_backup(
     source: Option<&SourceSettings>,
 ) -> Result<(i32, Option<Id>)> {
     let mut opts = backup_options(a, source)?;
+    if a.stdin {
+        // before the key derivation, so the producer can write meanwhile
+        cairn::source::pipe::enlarge(std::io::stdin());
+    }
     let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "backup")?;
     let interrupted = install_interrupt_flag()?;
     let progress = Progress::default();

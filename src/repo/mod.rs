@@ -78,7 +78,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             chunker: ChunkerParams::default(),
-            compression_level: 2,
+            compression_level: crate::config::DEFAULT_COMPRESSION_LEVEL,
             kdf: KdfParams::default(),
         }
     }
