@@ -25,10 +25,11 @@ fn holding_backup(env: &Env) -> Child {
         .unwrap()
         .write_all(&noise(100_000, 5))
         .unwrap();
-    // wait until its lock is on storage
+    // wait until its lock is on storage (the write above may return before
+    // cairn has even opened the repository: stdin is a 1 MiB pipe)
     let locks = env.repo.join("locks");
     let start = Instant::now();
-    while walk_files(&locks).is_empty() {
+    while !locks.is_dir() || walk_files(&locks).is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "no lock appeared"
