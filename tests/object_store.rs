@@ -76,33 +76,18 @@ fn var(name: &str) -> String {
 
 /// An environment whose repository is a fresh prefix of the test bucket.
 fn s3_env() -> Env {
-    let mut env = Env::new();
-    let unique = env
-        .dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    env.remote = Some(format!("s3://{}/{unique}", var("CAIRN_TEST_S3_BUCKET")));
-    env
+    remote_env("s3", &var("CAIRN_TEST_S3_BUCKET"))
 }
 
 fn swift_env() -> Env {
+    remote_env("swift", &var("CAIRN_TEST_SWIFT_CONTAINER"))
+}
+
+/// `SCHEME://BUCKET/<unique>`, unique per test (its temporary directory's name).
+fn remote_env(scheme: &str, bucket: &str) -> Env {
     let mut env = Env::new();
-    let unique = env
-        .dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    env.remote = Some(format!(
-        "swift://{}/{unique}",
-        var("CAIRN_TEST_SWIFT_CONTAINER")
-    ));
+    let unique = env.dir.path().file_name().unwrap().to_str().unwrap();
+    env.remote = Some(format!("{scheme}://{bucket}/{unique}"));
     env
 }
 

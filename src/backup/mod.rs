@@ -198,11 +198,8 @@ fn check_stream_names(streams: &[StreamSource], trie: &PathTrie) -> Result<()> {
 
 fn archive_stream_source(archiver: &mut Archiver, stream: &StreamSource) -> Result<Node> {
     match &stream.input {
-        StreamInput::Stdin => {
-            let stdin = std::io::stdin().lock();
-            crate::source::pipe::enlarge(&stdin); // a no-op if the CLI did it
-            archiver.archive_stream(&stream.name, stdin)
-        }
+        // (the CLI enlarged a stdin pipe before the key derivation)
+        StreamInput::Stdin => archiver.archive_stream(&stream.name, std::io::stdin().lock()),
         StreamInput::Command(argv) => {
             let mut command = CommandStream::spawn(argv)?;
             match archiver.archive_stream(&stream.name, command.reader()) {

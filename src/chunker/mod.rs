@@ -177,7 +177,7 @@ impl<R: Read> ChunkStream<'_, R> {
 
     /// Copies the next chunk into `out` (cleared first, its allocation
     /// reused); `false` at the end of the stream.
-    pub fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+    fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
         loop {
             let pending = &self.buf[self.start..self.end];
             if !pending.is_empty() {

@@ -71,7 +71,7 @@ impl BlobEncoder {
     /// allocation per blob, and only the bytes written are ever touched.
     pub fn encode(&mut self, kind: BlobKind, id: Id, data: &[u8]) -> EncodedBlob {
         let room = match self.compressor {
-            Some(_) => zstd::zstd_safe::compress_bound(data.len()).max(data.len()),
+            Some(_) => zstd::zstd_safe::compress_bound(data.len()),
             None => data.len(),
         };
         let mut out = Vec::with_capacity(SEAL_OVERHEAD + room);
