@@ -11,9 +11,10 @@ use crate::repo::snapshots::{normalize_path_text, SnapshotFilter};
 use crate::repo::{hostname, now_ns, username, Repository};
 use crate::source::command::CommandStream;
 use crate::source::exclude::Excludes;
+use crate::source::pipe::ReadAhead;
 use crate::tree::snapshot::{BackupSummary, Snapshot};
 use crate::tree::{is_valid_name, Node};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use archiver::{Archiver, ChangeDetection, PathTrie};
 use progress::Progress;
 use saver::{BlobSaver, InFlight, SaverStats};
@@ -199,7 +200,10 @@ fn check_stream_names(streams: &[StreamSource], trie: &PathTrie) -> Result<()> {
 fn archive_stream_source(archiver: &mut Archiver, stream: &StreamSource) -> Result<Node> {
     match &stream.input {
         // (the CLI enlarged a stdin pipe before the key derivation)
-        StreamInput::Stdin => archiver.archive_stream(&stream.name, std::io::stdin().lock()),
+        StreamInput::Stdin => {
+            let stdin = ReadAhead::spawn(std::io::stdin()).context("cannot start reading stdin")?;
+            archiver.archive_stream(&stream.name, stdin)
+        }
         StreamInput::Command(argv) => {
             let mut command = CommandStream::spawn(argv)?;
             match archiver.archive_stream(&stream.name, command.reader()) {

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 /// argon2id cost. The default trades memory for passes: 48 MiB × 4 passes
 /// costs an attacker about what RFC 9106's 64 MiB × 3 does (the memory-time
 /// product), and is well above OWASP's argon2id minimums, while keeping the
-/// KDF, which runs on every command, out of the backup's peak memory.
+/// KDF, which runs on every command, out of the backup's peak memory. Two
+/// lanes, computed on two threads, halve its wall time (~0.08 → ~0.04 s) for
+/// the same memory-time cost; a command that reads a stream has its producer
+/// wait that long.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KdfParams {
     pub memory_kib: u32,
@@ -23,7 +26,7 @@ impl Default for KdfParams {
         KdfParams {
             memory_kib: 48 * 1024,
             iterations: 4,
-            parallelism: 1,
+            parallelism: 2,
         }
     }
 }

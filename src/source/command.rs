@@ -5,11 +5,12 @@
 //! The contract (CLI.md): a command that exits non-zero or is killed yields
 //! no snapshot. [`CommandStream::finish`] is where that is decided.
 
+use crate::source::pipe::ReadAhead;
 use anyhow::{anyhow, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -19,7 +20,7 @@ const STDERR_TAIL_LINES: usize = 20;
 pub struct CommandStream {
     display: String,
     child: Child,
-    stdout: ChildStdout,
+    stdout: ReadAhead,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_thread: Option<JoinHandle<()>>,
 }
@@ -40,6 +41,16 @@ impl CommandStream {
             .map_err(|e| anyhow!("cannot run `{display}`: {e}; check the command name and PATH"))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         crate::source::pipe::enlarge(&stdout);
+        let stdout = match ReadAhead::spawn(stdout) {
+            Ok(reader) => reader,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(anyhow!(
+                    "cannot start reading the output of `{display}`: {e}"
+                ));
+            }
+        };
         let stderr = child.stderr.take().expect("stderr is piped");
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr_tail);
