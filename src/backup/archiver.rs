@@ -122,23 +122,27 @@ impl<'a, 's> Archiver<'a, 's> {
     /// Stores a blob unless the repository (or this run) already has it.
     pub fn save_blob(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
         let id = self.repo.keys.blob_id(&data);
-        self.save_blob_with_id(kind, id, data)
+        if !self.is_known(kind, &id)? {
+            self.save_new_blob(kind, id, data)?;
+        }
+        Ok(id)
     }
 
-    /// [`Archiver::save_blob`] for a caller that already hashed `data`.
-    fn save_blob_with_id(&mut self, kind: BlobKind, id: Id, data: Vec<u8>) -> Result<Id> {
+    /// Whether the repository or this run has the blob already.
+    fn is_known(&self, kind: BlobKind, id: &Id) -> Result<bool> {
         // In-flight first: the saver drops a blob from it only after its index
         // file is in the cache, so this order never misses a blob.
-        if self.in_flight.contains(kind, &id) || self.repo.index.contains(kind, &id)? {
-            return Ok(id);
-        }
+        Ok(self.in_flight.contains(kind, id) || self.repo.index.contains(kind, id)?)
+    }
+
+    fn save_new_blob(&mut self, kind: BlobKind, id: Id, data: Vec<u8>) -> Result<()> {
         self.in_flight.insert(kind, id);
         self.summary.blobs_added += 1;
         self.summary.data_added += data.len() as u64;
         if let Some(saver) = self.saver {
             saver.save(kind, id, data)?;
         }
-        Ok(id)
+        Ok(())
     }
 
     fn save_tree(&mut self, mut nodes: Vec<Node>) -> Result<Id> {
@@ -150,7 +154,10 @@ impl<'a, 's> Archiver<'a, 's> {
             // costs no request (on S3, one GET per directory otherwise).
             self.repo.index.put_tree(&id, &plain)?;
         }
-        self.save_blob_with_id(BlobKind::Tree, id, plain)
+        if !self.is_known(BlobKind::Tree, &id)? {
+            self.save_new_blob(BlobKind::Tree, id, plain)?;
+        }
+        Ok(id)
     }
 
     /// Chunks a stream into data blobs; returns the ids and the byte count.
@@ -163,11 +170,15 @@ impl<'a, 's> Archiver<'a, 's> {
             progress: self.progress,
         };
         let mut stream = chunker.stream_reusing(counted, std::mem::take(&mut self.read_window));
-        for chunk in &mut stream {
+        while let Some(chunk) = stream.next_chunk()? {
             self.check_interrupted()?;
-            let chunk = chunk?;
             total += chunk.len() as u64;
-            ids.push(self.save_blob(BlobKind::Data, chunk)?);
+            let id = self.repo.keys.blob_id(chunk);
+            // copied out of the read window only if it is new
+            if !self.is_known(BlobKind::Data, &id)? {
+                self.save_new_blob(BlobKind::Data, id, chunk.to_vec())?;
+            }
+            ids.push(id);
         }
         let window = stream.into_buffer();
         // Small files gain most from the reuse; a window grown by a large

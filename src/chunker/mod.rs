@@ -175,9 +175,10 @@ impl<R: Read> ChunkStream<'_, R> {
         self.buf
     }
 
-    /// Copies the next chunk into `out` (cleared first, its allocation
-    /// reused); `false` at the end of the stream.
-    fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+    /// The next chunk, borrowed from the read window until the next call;
+    /// `None` at the end of the stream. A caller that already has the chunk
+    /// (most of an unchanged stream) never copies it.
+    pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
         loop {
             let pending = &self.buf[self.start..self.end];
             if !pending.is_empty() {
@@ -186,13 +187,12 @@ impl<R: Read> ChunkStream<'_, R> {
                 // cut inside what is read is final. One at its end is final
                 // only at the end of the stream or at the maximum size.
                 if n < pending.len() || n == self.chunker.max || self.eof {
-                    out.clear();
-                    out.extend_from_slice(&pending[..n]);
+                    let chunk = self.start..self.start + n;
                     self.start += n;
-                    return Ok(true);
+                    return Ok(Some(&self.buf[chunk]));
                 }
             } else if self.eof {
-                return Ok(false);
+                return Ok(None);
             }
             self.fill()?;
         }
@@ -232,12 +232,7 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut chunk = Vec::new();
-        match self.next_into(&mut chunk) {
-            Ok(true) => Some(Ok(chunk)),
-            Ok(false) => None,
-            Err(e) => Some(Err(e)),
-        }
+        self.next_chunk().map(|c| c.map(<[u8]>::to_vec)).transpose()
     }
 }
 
@@ -300,12 +295,11 @@ mod tests {
             }
         }
         let mut stream = c.stream(Pipe(&data));
-        let mut chunk = Vec::new();
         let mut lengths = Vec::new();
         let mut joined = Vec::new();
-        while stream.next_into(&mut chunk).unwrap() {
+        while let Some(chunk) = stream.next_chunk().unwrap() {
             lengths.push(chunk.len());
-            joined.extend_from_slice(&chunk);
+            joined.extend_from_slice(chunk);
         }
         assert_eq!(lengths, expect);
         assert!(joined == data);
