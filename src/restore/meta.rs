@@ -51,8 +51,9 @@ pub fn finish(plan: &Plan, errors: &mut Vec<String>) {
     };
     for f in &plan.files {
         if let Some(first) = &f.link_to {
-            if let Err(e) = remove_any(&f.path).and_then(|_| std::fs::hard_link(first, &f.path)) {
-                report(&f.path, "cannot create hard link", &e);
+            let path = plan.file_path(f);
+            if let Err(e) = remove_any(&path).and_then(|_| std::fs::hard_link(first, &path)) {
+                report(&path, "cannot create hard link", &e);
             }
         }
     }
@@ -63,8 +64,9 @@ pub fn finish(plan: &Plan, errors: &mut Vec<String>) {
     }
     let is_root = nix::unistd::geteuid().is_root();
     for f in plan.files.iter().filter(|f| f.link_to.is_none()) {
-        if let Err(e) = apply(&f.path, &f.node, is_root) {
-            report(&f.path, "cannot set metadata", &e);
+        let path = plan.file_path(f);
+        if let Err(e) = apply(&path, &f.node, is_root) {
+            report(&path, "cannot set metadata", &e);
         }
     }
     for (path, node) in &plan.others {

@@ -69,7 +69,7 @@ pub fn restore(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Res
     out.packs_read = work.len() as u64;
     out.bytes_written = work
         .par_iter()
-        .map(|(pack, blobs)| restore_pack(repo, pack, blobs, &plan.files, &errors))
+        .map(|(pack, blobs)| restore_pack(repo, pack, blobs, &plan, &errors))
         .sum();
     out.errors.extend(errors.into_inner().expect("errors lock"));
     out.files_skipped = skipped.iter().filter(|s| **s).count() as u64;
@@ -87,14 +87,15 @@ fn prepare_files(repo: &Repository, plan: &Plan, errors: &Mutex<Vec<String>>) ->
             if f.link_to.is_some() {
                 return true; // made by hard-linking later
             }
-            if plan.skip_existing && file_matches(repo, &f.path, f).unwrap_or(false) {
+            let path = plan.file_path(f);
+            if plan.skip_existing && file_matches(repo, &path, f).unwrap_or(false) {
                 return true;
             }
-            if let Err(e) = create_sized(&f.path, f.node.size) {
+            if let Err(e) = create_sized(&path, f.node.size) {
                 errors
                     .lock()
                     .expect("errors lock")
-                    .push(format!("{}: cannot create file: {e}", f.path.display()));
+                    .push(format!("{}: cannot create file: {e}", path.display()));
                 return true;
             }
             false
@@ -170,7 +171,7 @@ fn group_by_pack(
                     }
                     None => errors.lock().expect("errors lock").push(format!(
                         "{}: data blob {} is missing from the index (run `cairn check`)",
-                        f.path.display(),
+                        plan.file_path(f).display(),
                         id.short()
                     )),
                 }
@@ -191,15 +192,16 @@ fn restore_pack(
     repo: &Repository,
     pack: &Id,
     blobs: &[PackWork],
-    files: &[FilePlan],
+    plan: &Plan,
     errors: &Mutex<Vec<String>>,
 ) -> u64 {
+    let files = &plan.files;
     let path = layout::pack(pack);
     let mut written = 0u64;
     let mut handles: HashMap<usize, File> = HashMap::new();
     let fail = |what: String, targets: &mut dyn Iterator<Item = usize>| {
         let mut names: Vec<String> = targets
-            .map(|i| files[i].path.display().to_string())
+            .map(|i| plan.file_path(&files[i]).display().to_string())
             .collect();
         names.sort();
         names.dedup();
@@ -252,14 +254,14 @@ fn restore_pack(
                     std::collections::hash_map::Entry::Vacant(v) => OpenOptions::new()
                         .write(true)
                         .custom_flags(libc::O_NOFOLLOW)
-                        .open(&f.path)
+                        .open(plan.file_path(f))
                         .map(|h| v.insert(h)),
                 }
                 .and_then(|h| write_skipping_zeros(h, &data, off));
                 match result {
                     Ok(()) => written += data.len() as u64,
                     Err(e) => fail(
-                        format!("{}: write failed: {e}", f.path.display()),
+                        format!("{}: write failed: {e}", plan.file_path(f).display()),
                         &mut std::iter::once(fi),
                     ),
                 }
@@ -324,13 +326,16 @@ pub fn verify(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Vec<
     Ok(plan
         .files
         .par_iter()
-        .filter_map(|f| match file_matches(repo, &f.path, f) {
-            Ok(true) => None,
-            Ok(false) => Some(format!(
-                "{}: verification failed: content differs from the snapshot",
-                f.path.display()
-            )),
-            Err(e) => Some(format!("{}: verification failed: {e}", f.path.display())),
+        .filter_map(|f| {
+            let path = plan.file_path(f);
+            match file_matches(repo, &path, f) {
+                Ok(true) => None,
+                Ok(false) => Some(format!(
+                    "{}: verification failed: content differs from the snapshot",
+                    path.display()
+                )),
+                Err(e) => Some(format!("{}: verification failed: {e}", path.display())),
+            }
         })
         .collect())
 }
