@@ -127,6 +127,57 @@ fn unreadable_file_is_reported_and_the_rest_saved_with_exit_3() {
 }
 
 #[test]
+fn a_file_growing_while_read_is_reported_and_stored_as_read() {
+    use std::io::Write;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let log = src.join("app.log");
+    let start = noise(32 << 20, 7);
+    std::fs::write(&log, &start).unwrap();
+    std::fs::write(src.join("steady.txt"), b"steady").unwrap();
+    // an appender that keeps writing until the backup is over
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(b"another line\n").unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let out = env
+        .cairn()
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    appender.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("app.log") && stderr.contains("changed while being read"),
+        "{stderr}"
+    );
+    // the snapshot holds what was read: the file's start, then whole lines
+    let target = env.path("restored");
+    let (code, err) = env.restore_into(&target, &["latest"]);
+    assert_eq!(code, Some(0), "{err}");
+    let restored = std::fs::read(target.join(log.strip_prefix("/").unwrap())).unwrap();
+    let now = std::fs::read(&log).unwrap();
+    assert!(restored.len() >= start.len() && restored.len() <= now.len());
+    assert!(
+        restored == now[..restored.len()],
+        "not a prefix of the file"
+    );
+    let steady = target.join(src.join("steady.txt").strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read(steady).unwrap(), b"steady");
+}
+
+#[test]
 fn restore_target_that_cannot_be_written_is_a_clear_error() {
     let env = Env::new();
     env.init();

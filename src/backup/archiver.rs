@@ -386,7 +386,14 @@ impl<'a, 's> Archiver<'a, 's> {
             }
         }
         let file = File::open(path)?;
-        let (content, read) = self.save_stream(&file)?;
+        // Read no further than the size stat reported: that saves, per file,
+        // the read() that only confirms the end, and a file that grew fails
+        // the size check below anyway. A size of 0 may be a pseudo-file with
+        // content (procfs): that one is read to its end.
+        let (content, read) = match meta.len() {
+            0 => self.save_stream(&file)?,
+            size => self.save_stream((&file).take(size))?,
+        };
         let after = file.metadata()?;
         if read != after.len()
             || after.mtime() != meta.mtime()
