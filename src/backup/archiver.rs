@@ -13,6 +13,7 @@ use crate::source::fs::{node_from_metadata, special_kind, OwnerNames};
 use crate::tree::snapshot::BackupSummary;
 use crate::tree::{Node, NodeKind, Tree};
 use anyhow::{Context, Result};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -122,25 +123,23 @@ impl<'a, 's> Archiver<'a, 's> {
     /// Stores a blob unless the repository (or this run) already has it.
     pub fn save_blob(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
         let id = self.repo.keys.blob_id(&data);
-        if !self.is_known(kind, &id)? {
-            self.save_new_blob(kind, id, data)?;
-        }
+        self.save_if_new(kind, id, Cow::Owned(data))?;
         Ok(id)
     }
 
-    /// Whether the repository or this run has the blob already.
-    fn is_known(&self, kind: BlobKind, id: &Id) -> Result<bool> {
+    /// Queues `data` (already hashed to `id`) unless the repository or this
+    /// run has it. Borrowed data is copied only when it is new.
+    fn save_if_new(&mut self, kind: BlobKind, id: Id, data: Cow<'_, [u8]>) -> Result<()> {
         // In-flight first: the saver drops a blob from it only after its index
         // file is in the cache, so this order never misses a blob.
-        Ok(self.in_flight.contains(kind, id) || self.repo.index.contains(kind, id)?)
-    }
-
-    fn save_new_blob(&mut self, kind: BlobKind, id: Id, data: Vec<u8>) -> Result<()> {
+        if self.in_flight.contains(kind, &id) || self.repo.index.contains(kind, &id)? {
+            return Ok(());
+        }
         self.in_flight.insert(kind, id);
         self.summary.blobs_added += 1;
         self.summary.data_added += data.len() as u64;
         if let Some(saver) = self.saver {
-            saver.save(kind, id, data)?;
+            saver.save(kind, id, data.into_owned())?;
         }
         Ok(())
     }
@@ -154,9 +153,7 @@ impl<'a, 's> Archiver<'a, 's> {
             // costs no request (on S3, one GET per directory otherwise).
             self.repo.index.put_tree(&id, &plain)?;
         }
-        if !self.is_known(BlobKind::Tree, &id)? {
-            self.save_new_blob(BlobKind::Tree, id, plain)?;
-        }
+        self.save_if_new(BlobKind::Tree, id, Cow::Owned(plain))?;
         Ok(id)
     }
 
@@ -175,9 +172,7 @@ impl<'a, 's> Archiver<'a, 's> {
             total += chunk.len() as u64;
             let id = self.repo.keys.blob_id(chunk);
             // copied out of the read window only if it is new
-            if !self.is_known(BlobKind::Data, &id)? {
-                self.save_new_blob(BlobKind::Data, id, chunk.to_vec())?;
-            }
+            self.save_if_new(BlobKind::Data, id, Cow::Borrowed(chunk))?;
             ids.push(id);
         }
         let window = stream.into_buffer();

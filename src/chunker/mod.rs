@@ -237,10 +237,11 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
+    /// Deterministic incompressible bytes (xorshift64), for tests.
+    pub(crate) fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
         (0..len)
             .map(|_| {
                 state ^= state << 13;

@@ -190,23 +190,11 @@ mod tests {
         enlarge(&file); // no error, no effect
     }
 
-    fn pseudo_random(len: usize) -> Vec<u8> {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn read_ahead_through_a_pipe_yields_every_byte_in_order() {
         // more than all blocks together, written in uneven pieces by a
         // producer that pauses now and then, read back in other pieces
-        let data = pseudo_random(BLOCKS * BLOCK * 2 + 12_345);
+        let data = crate::chunker::tests::pseudo_random(BLOCKS * BLOCK * 2 + 12_345, 5);
         let (read_end, write_end) = nix::unistd::pipe().unwrap();
         let expected = data.clone();
         let producer = std::thread::spawn(move || {
