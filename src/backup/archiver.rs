@@ -65,8 +65,10 @@ impl PathTrie {
     }
 }
 
-/// The largest chunker read window carried from one file to the next.
-const KEPT_READ_WINDOW: usize = 1 << 20;
+/// The most of the chunker's read window carried from one file to the next.
+/// A window grows to up to 16 MiB for a large file; shrunk back to this
+/// after it, the next large file starts with pages already in place.
+const KEPT_READ_WINDOW: usize = 2 << 20;
 
 pub struct Archiver<'a, 's> {
     pub repo: &'a Repository,
@@ -175,12 +177,12 @@ impl<'a, 's> Archiver<'a, 's> {
             self.save_if_new(BlobKind::Data, id, Cow::Borrowed(chunk))?;
             ids.push(id);
         }
-        let window = stream.into_buffer();
-        // Small files gain most from the reuse; a window grown by a large
-        // file would keep up to 16 MiB resident for the rest of the run.
-        if window.len() <= KEPT_READ_WINDOW {
-            self.read_window = window;
+        let mut window = stream.into_buffer();
+        if window.len() > KEPT_READ_WINDOW {
+            window.truncate(KEPT_READ_WINDOW);
+            window.shrink_to(KEPT_READ_WINDOW);
         }
+        self.read_window = window;
         self.summary.bytes_processed += total;
         Ok((ids, total))
     }
