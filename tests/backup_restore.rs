@@ -223,6 +223,33 @@ fn stdin_backup_round_trips_through_dump() {
 }
 
 #[test]
+fn a_stream_backup_records_its_parent_and_a_missing_parent_fails_first() {
+    let env = Env::new();
+    env.init();
+    let stdin_backup = |extra: &[&str], data: Vec<u8>| {
+        env.cairn()
+            .args(["backup", "--stdin", "--stdin-filename", "db.sql"])
+            .args(extra)
+            .write_stdin(data)
+            .output()
+            .unwrap()
+    };
+    assert!(stdin_backup(&[], noise(300_000, 1)).status.success());
+    assert!(stdin_backup(&[], noise(300_000, 2)).status.success());
+    // the parent is looked up after the stream is read, and still recorded
+    let snaps: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps[1]["parent"], snaps[0]["id"]);
+    // a parent named on the command line that does not exist is an error
+    // before anything is stored
+    let packs_before = env.repo_bytes();
+    let out = stdin_backup(&["--parent", "deadbeef"], noise(3_000_000, 3));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("deadbeef"), "{err}");
+    assert_eq!(env.repo_bytes(), packs_before, "nothing was stored");
+}
+
+#[test]
 fn snapshot_naming_and_json_shapes() {
     let env = Env::new();
     env.init();

@@ -121,23 +121,13 @@ pub fn backup(
     paths.extend(opts.streams.iter().map(|s| format!("/{}", s.name)));
     paths.sort();
     let host = opts.snapshot.host.clone().unwrap_or_else(hostname);
-    let parent = match &opts.parent {
-        ParentChoice::None => None,
+    // A parent named on the command line is checked before anything is read.
+    let mut explicit_parent = match &opts.parent {
         ParentChoice::Explicit(spec) => Some(repo.find_snapshot(spec, &SnapshotFilter::default())?),
-        ParentChoice::Auto => {
-            let filter = SnapshotFilter {
-                hosts: vec![host.clone()],
-                ..Default::default()
-            };
-            repo.list_snapshots()?
-                .into_iter()
-                .rev()
-                .find(|(_, s)| filter.matches(s) && s.paths == paths)
-        }
+        _ => None,
     };
     let excludes = Excludes::new(&opts.excludes)?;
     let scan_excludes = Excludes::new(&opts.excludes)?;
-    let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
     let scan_stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         if opts.count_totals {
@@ -159,6 +149,14 @@ pub fn backup(
             for stream in &opts.streams {
                 stream_nodes.push(archive_stream_source(archiver, stream)?);
             }
+            // Looked up after the streams: listing every snapshot first
+            // would keep a producer such as pg_dump waiting on a full pipe.
+            let parent = match &opts.parent {
+                ParentChoice::None => None,
+                ParentChoice::Explicit(_) => explicit_parent.take(),
+                ParentChoice::Auto => latest_snapshot_of(repo, &host, &paths)?,
+            };
+            let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
             let tree = archiver.archive_root(&trie, parent_tree, stream_nodes)?;
             Ok(Snapshot {
                 tree,
@@ -172,6 +170,23 @@ pub fn backup(
         scan_stop.store(true, Relaxed);
         outcome
     })
+}
+
+/// The latest snapshot of `host` with exactly these `paths`.
+fn latest_snapshot_of(
+    repo: &Repository,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(Id, Snapshot)>> {
+    let filter = SnapshotFilter {
+        hosts: vec![host.to_string()],
+        ..Default::default()
+    };
+    Ok(repo
+        .list_snapshots()?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| filter.matches(s) && s.paths == paths))
 }
 
 /// Stream names are plain file names, distinct from each other and from
