@@ -8,7 +8,8 @@ use crate::id::Id;
 use serde::{Deserialize, Serialize};
 
 /// Upper bound on a blob's plaintext size. Data blobs are at most the chunker
-/// maximum (16 MiB); tree blobs of huge directories can be larger.
+/// maximum (at most 16 MiB, 8 MiB by default); tree blobs of huge
+/// directories can be larger.
 pub const MAX_BLOB_SIZE: u32 = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

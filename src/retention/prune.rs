@@ -272,7 +272,8 @@ fn mark_used(repo: &Repository) -> Result<(HashSet<Id>, HashSet<Id>, usize)> {
     Ok((data, trees, snapshots.len()))
 }
 
-/// Packs read at once while repacking (bounds memory: ~16 MiB each).
+/// Packs read at once while repacking (bounds memory: up to ~16 MiB each;
+/// cairn writes 8 MiB packs, older repositories have 16 MiB ones).
 const REPACK_READ_BATCH: usize = 4;
 
 /// Carries out a plan. Needs the exclusive lock.
