@@ -125,11 +125,7 @@ fn dump_writes_a_file_and_a_directory_as_tar() {
         .args(["dump", "latest", src.join("big").to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        tar.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tar.stderr)
-    );
+    common::assert_success(&tar);
     let x = env.path("untar");
     std::fs::create_dir_all(&x).unwrap();
     let mut archive = tar::Archive::new(&tar.stdout[..]);

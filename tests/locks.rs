@@ -87,17 +87,9 @@ fn a_running_backup_blocks_prune_and_forget_but_not_other_backups() {
     });
     std::thread::sleep(Duration::from_millis(800));
     let out = finish(holder);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let pruned = waiting.join().unwrap();
-    assert!(
-        pruned.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pruned.stderr)
-    );
+    common::assert_success(&pruned);
     assert!(String::from_utf8_lossy(&pruned.stderr).contains("waiting up to 60 s"));
 
     assert_eq!(env.snapshot_ids().len(), 3);

@@ -151,11 +151,7 @@ fn swift_v1_auth_from_restics_variables() {
         .args(["backup", src.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert_eq!(env.snapshot_ids().len(), 1);
 }
 
@@ -291,11 +287,7 @@ fn four_concurrent_backups_and_a_prune_lose_nothing() {
     env.ok(&["--retry-lock", "2m", "prune"]);
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
     }
     assert_eq!(env.snapshot_ids().len(), 4);
     for (i, dir) in sources.iter().enumerate() {

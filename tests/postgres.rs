@@ -115,11 +115,7 @@ fn pg_dump_streams_in_and_restores_into_a_fresh_database() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
 
     // dump | psql into a fresh database.
     psql(&bin, "postgres", "drop database if exists cairn_dst1");
@@ -159,11 +155,7 @@ fn pg_dump_streams_in_and_restores_into_a_fresh_database() {
         .args(["-d", "cairn_dst2"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert_eq!(psql(&bin, "cairn_dst2", FINGERPRINT), expected);
 }
 

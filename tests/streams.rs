@@ -44,11 +44,7 @@ fn restore_to_sh(env: &Env, script: &str) -> std::process::Output {
 
 fn dump(env: &Env, path: &str) -> Vec<u8> {
     let out = env.cairn().args(["dump", "latest", path]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     out.stdout
 }
 
@@ -77,11 +73,7 @@ fn a_command_stream_and_paths_make_one_snapshot() {
         .arg(&script)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert_eq!(dump(&env, "db.sql"), std::fs::read(&blob).unwrap());
     let a = format!("{}/a.txt", data.display());
     assert_eq!(dump(&env, &a), b"file content");
@@ -115,11 +107,7 @@ fn a_failing_command_saves_no_snapshot_and_its_data_is_reused() {
 
     // What the failed run uploaded was indexed: the next run adds (almost) nothing.
     let out = backup_command(&env, "dump.bin", &cat);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let summary = json_summary(&String::from_utf8_lossy(&out.stdout));
     let added = summary["data_added"].as_u64().unwrap();
     assert!(added < (1 << 20), "{added} bytes added again of 8 MiB");
@@ -199,11 +187,7 @@ fn restore_to_command_feeds_the_stream_and_reports_its_failure() {
 
     let copy = env.path("copy");
     let out = restore_to_sh(&env, &format!("cat > '{}'", copy.display()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&blob).unwrap());
 
     let out = restore_to_sh(&env, "exit 7");
@@ -277,11 +261,7 @@ fn a_configured_source_is_one_atomic_snapshot_with_hooks() {
     let before = format!("echo before >> {}", log.display());
     let config = write_settings(&env, "echo the cache", &before);
     let out = backup_source(&env, &config, "app");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let ids = env.snapshot_ids();
     assert_eq!(ids.len(), 1);
     let log_text = hook_log(&env);
