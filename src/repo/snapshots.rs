@@ -19,7 +19,7 @@ pub struct SnapshotFilter {
 
 impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
-        let host_ok = self.hosts.is_empty() || self.hosts.iter().any(|h| *h == s.hostname);
+        let host_ok = self.hosts.is_empty() || self.hosts.contains(&s.hostname);
         let tags_ok = self.tags.is_empty()
             || self
                 .tags
@@ -82,8 +82,7 @@ impl Repository {
             return self
                 .list_snapshots()?
                 .into_iter()
-                .filter(|(_, s)| filter.matches(s))
-                .next_back()
+                .rfind(|(_, s)| filter.matches(s))
                 .ok_or_else(|| {
                     anyhow!("no snapshot matches `latest` with the given --host/--tag/--path")
                 });
