@@ -24,6 +24,8 @@ pub mod check;
 #[cfg(feature = "full")]
 pub mod crash_point;
 #[cfg(feature = "full")]
+pub mod duration;
+#[cfg(feature = "full")]
 pub mod fail;
 #[cfg(feature = "full")]
 pub mod hooks;

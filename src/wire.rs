@@ -8,7 +8,13 @@ use serde::{de::DeserializeOwned, Serialize};
 pub const WIRE_VERSION: u8 = 1;
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![WIRE_VERSION];
+    encode_version(WIRE_VERSION, value)
+}
+
+/// Encodes under another version byte: for an object whose newer form has
+/// its own version (index files with condemned packs are version 2).
+pub fn encode_version<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![version];
     // Serialising plain structs into a Vec cannot fail.
     let body = postcard::to_allocvec(value).expect("postcard encoding into a Vec");
     out.extend_from_slice(&body);
@@ -18,14 +24,23 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a versioned value. Trailing bytes are an error: an object is
 /// exactly one value, so garbage after it means corruption.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> FormatResult<T> {
+    decode_version(what, WIRE_VERSION, bytes)
+}
+
+/// Decodes a value that must carry version byte `expected`.
+pub fn decode_version<T: DeserializeOwned>(
+    what: &'static str,
+    expected: u8,
+    bytes: &[u8],
+) -> FormatResult<T> {
     let (&version, body) = bytes
         .split_first()
         .ok_or(FormatError::Truncated { what, len: 0 })?;
-    if version != WIRE_VERSION {
+    if version != expected {
         return Err(FormatError::UnsupportedVersion {
             what,
             version,
-            supported: WIRE_VERSION,
+            supported: expected,
         });
     }
     let (value, rest) =

@@ -318,3 +318,27 @@ fn restore_onto_a_full_disk_names_the_file_and_damages_nothing() {
     let id = env.snapshot_ids().pop().unwrap();
     env.assert_restores(&id, &src, &src);
 }
+
+#[test]
+fn absurd_durations_are_refused_with_a_reason_not_a_panic() {
+    let env = Env::new();
+    env.init();
+    for args in [
+        &["forget", "--keep-within", "8000000d"][..],
+        &["forget", "--keep-within", "2147483647d1d"],
+        &["prune", "--keep-delete", "8000000d"],
+        &["prune", "--keep-delete", "99999999999999999999s"],
+        &["--retry-lock", "3661d", "prune"],
+    ] {
+        let out = env.cairn().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // clap reports bad flag values with exit 2; cairn's own checks with 1
+        assert!(
+            matches!(out.status.code(), Some(1) | Some(2)),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+        assert!(err.contains("out of range"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

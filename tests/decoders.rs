@@ -117,8 +117,20 @@ fn plaintext_decoders_survive_damage() {
             blobs: pack.blobs.clone(),
         }],
         supersedes: vec![Id([4; 32])],
+        condemned: vec![],
     };
     torture("index file", &index.encode(), |b| {
+        IndexFile::decode(b).is_ok()
+    });
+    let pruned = IndexFile {
+        condemned: vec![cairn::index::file::CondemnedPack {
+            pack: index.packs[0].clone(),
+            since_ns: Some(1_700_000_000_000_000_000),
+            grace_ns: 86_400_000_000_000,
+        }],
+        ..index.clone()
+    };
+    torture("index file v2", &pruned.encode(), |b| {
         IndexFile::decode(b).is_ok()
     });
     let cheap = KdfParams {

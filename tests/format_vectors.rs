@@ -8,7 +8,7 @@ use cairn::config::Config;
 use cairn::crypto::keyfile::{derive_kek, KdfParams, KeyFile};
 use cairn::crypto::{ad, blob_ad, Cipher, MasterKeys};
 use cairn::filter::{BlobKind, Compression, EncodedBlob};
-use cairn::index::file::{IndexFile, IndexedPack};
+use cairn::index::file::{CondemnedPack, IndexFile, IndexedPack};
 use cairn::pack::{encode_header, PackBuilder};
 use cairn::tree::snapshot::{BackupSummary, Snapshot};
 use cairn::tree::{Node, NodeKind, Tree, Xattr};
@@ -173,11 +173,31 @@ fn vectors() -> Vec<Vector> {
             blobs: pack.blobs.clone(),
         }],
         supersedes: vec![],
+        condemned: vec![],
     };
     out.push(Vector {
         name: "index-file",
         about: "Plaintext of an index file listing the pack above.",
         fields: vec![("plaintext", h(index.encode()))],
+    });
+    let pruned = IndexFile {
+        packs: vec![],
+        supersedes: vec![Id(arr32(seq(0x40, 32)))],
+        condemned: vec![CondemnedPack {
+            pack: index.packs[0].clone(),
+            since_ns: None,
+            grace_ns: 86_400_000_000_000,
+        }],
+    };
+    let mut carried = pruned.clone();
+    carried.condemned[0].since_ns = Some(1_700_000_000_000_000_000);
+    out.push(Vector {
+        name: "index-file-v2",
+        about: "Version 2 plaintexts, written by prune: the pack above condemned with a day of grace, superseding one index file; first condemned when the file was written (since none), then carried into a later prune's index with its time.",
+        fields: vec![
+            ("plaintext_new", h(pruned.encode())),
+            ("plaintext_carried", h(carried.encode())),
+        ],
     });
 
     let node = |name: &[u8], kind| Node {

@@ -81,7 +81,7 @@ fn plant(env: &Env, evil: &[u8]) {
     }
     repo.save_index_file(&IndexFile {
         packs,
-        supersedes: vec![],
+        ..Default::default()
     })
     .unwrap();
     repo.save_snapshot(&Snapshot {

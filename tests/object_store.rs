@@ -284,7 +284,8 @@ fn four_concurrent_backups_and_a_prune_lose_nothing() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    env.ok(&["--retry-lock", "2m", "prune"]);
+    // no waiting: backups hold no lock
+    env.ok(&["prune"]);
     for child in children {
         let out = child.wait_with_output().unwrap();
         common::assert_success(&out);
@@ -296,7 +297,9 @@ fn four_concurrent_backups_and_a_prune_lose_nothing() {
         assert_eq!(code, Some(0), "{err}");
         assert_restores(dir, &target);
     }
-    assert!(env.check_clean(&["--read-data"]).is_empty());
+    // the forgotten snapshot's packs are condemned, waiting for their grace
+    let notes = env.check_clean(&["--read-data"]);
+    assert!(notes.iter().all(|n| n.contains("condemned")), "{notes:?}");
 }
 
 #[test]
@@ -384,8 +387,12 @@ fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
         check["errors"].as_array().is_none_or(Vec::is_empty),
         "{check}"
     );
+    // the failed run's uploads are younger than an hour: prune leaves them
+    // (they could be a running backup's), and a later prune removes them
     assert!(
-        check["notes"].as_array().is_none_or(Vec::is_empty),
+        check["notes"].as_array().is_none_or(|n| n
+            .iter()
+            .all(|n| n.as_str().unwrap().contains("in no index"))),
         "{check}"
     );
 }

@@ -29,7 +29,21 @@ fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
     );
     assert_eq!(env.objects(""), listed, "a dry run changed the repository");
 
+    // the first phase condemns: nothing is deleted yet
     env.ok(&["prune"]);
+    assert!(
+        env.repo_bytes() >= before,
+        "prune deleted at once, with a day of grace"
+    );
+    let notes = env.check_clean(&[]);
+    assert!(notes.iter().any(|n| n.contains("condemned")), "{notes:?}");
+    // the grace a pack was condemned with holds even if a later prune's is shorter
+    env.ok(&["prune", "--keep-delete", "0s"]);
+    assert!(
+        env.repo_bytes() >= before,
+        "a pack condemned for a day was deleted early"
+    );
+    env.prune_fully(&[]);
     let after = env.repo_bytes();
 
     let fresh = Env::new();
@@ -51,7 +65,7 @@ fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
     let id = env.snapshot_ids().pop().unwrap();
     env.assert_restores(&id, &src, &src);
     // a second prune has nothing left to do
-    let again = env.ok(&["prune", "--json"]);
+    let again = env.ok(&["prune", "--json", "--keep-delete", "0s"]);
     let plan: serde_json::Value = serde_json::from_str(again.lines().next().unwrap()).unwrap();
     assert_eq!(plan["plan"]["packs_repack"], 0, "{again}");
     assert_eq!(plan["plan"]["packs_unused"], 0, "{again}");
@@ -73,7 +87,7 @@ fn prune_keeps_everything_any_snapshot_needs() {
     // forget the middle snapshot only: the other two must stay whole
     env.ok(&["forget", &ids[1]]);
     let before = env.repo_bytes();
-    env.ok(&["prune", "--max-unused", "0%"]);
+    env.prune_fully(&["--max-unused", "0%"]);
     assert!(env.repo_bytes() < before);
     assert!(env.check_clean(&["--read-data"]).is_empty());
     env.assert_restores(&ids[0], &a, &a);
@@ -107,7 +121,7 @@ fn prune_with_no_snapshots_empties_the_repository_and_refuses_a_damaged_one() {
     let mut args = vec!["forget"];
     args.extend(ids.iter().map(String::as_str));
     env.ok(&args);
-    env.ok(&["prune"]);
+    env.prune_fully(&[]);
     assert!(env.objects("data/").is_empty());
     assert_eq!(env.objects("index/").len(), 1);
     assert!(env.check_clean(&[]).is_empty());

@@ -1,6 +1,8 @@
 //! The read half of the backup: walks the sources, chunks and hashes file
 //! content, skips blobs the repository already has, and builds one tree blob
-//! per directory. Files unchanged since the parent snapshot are not read.
+//! per directory. Files unchanged since the parent snapshot are not read,
+//! unless the index no longer holds their content: then they are read again,
+//! so one lost pack does not spread into every later snapshot.
 
 use super::progress::Progress;
 use super::saver::{BlobSaver, InFlight};
@@ -65,6 +67,14 @@ impl PathTrie {
     }
 }
 
+/// A tree of the parent snapshot, and whether every blob below it was found
+/// live in the cache's current epoch (then its unchanged files need no
+/// index lookups).
+pub struct ParentTree {
+    tree: Tree,
+    verified: bool,
+}
+
 /// The most of the chunker's read window carried from one file to the next.
 /// A window grows to up to 16 MiB for a large file; shrunk back to this
 /// after it, the next large file starts with pages already in place.
@@ -86,6 +96,12 @@ pub struct Archiver<'a, 's> {
     in_flight: &'a InFlight,
     /// The chunker's read window, reused from file to file.
     read_window: Vec<u8>,
+    /// The cache epoch the backup started in (see `ParentTree`).
+    epoch: u64,
+    /// Every tree this run produced, to record as verified once committed.
+    pub trees: Vec<Id>,
+    /// Unchanged files read again because the index lacks their content.
+    pub files_reread: u64,
 }
 
 impl<'a, 's> Archiver<'a, 's> {
@@ -98,6 +114,7 @@ impl<'a, 's> Archiver<'a, 's> {
         in_flight: &'a InFlight,
         interrupted: &'a AtomicBool,
         progress: &'a Progress,
+        epoch: u64,
     ) -> Self {
         Archiver {
             repo,
@@ -112,6 +129,9 @@ impl<'a, 's> Archiver<'a, 's> {
             owners: OwnerNames::default(),
             in_flight,
             read_window: Vec::new(),
+            epoch,
+            trees: Vec::new(),
+            files_reread: 0,
         }
     }
 
@@ -156,7 +176,19 @@ impl<'a, 's> Archiver<'a, 's> {
             self.repo.index.put_tree(&id, &plain)?;
         }
         self.save_if_new(BlobKind::Tree, id, Cow::Owned(plain))?;
+        self.trees.push(id);
         Ok(id)
+    }
+
+    /// Whether the repository (or this run) holds every one of these blobs
+    /// in a live pack.
+    fn all_live(&self, kind: BlobKind, ids: &[Id]) -> Result<bool> {
+        for id in ids {
+            if !self.in_flight.contains(kind, id) && !self.repo.index.contains(kind, id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Chunks a stream into data blobs; returns the ids and the byte count.
@@ -213,12 +245,24 @@ impl<'a, 's> Archiver<'a, 's> {
         Ok(stream_node(name, content, size))
     }
 
-    fn load_parent_tree(&mut self, id: Option<Id>) -> Option<Tree> {
+    fn load_parent_tree(&mut self, id: Option<Id>) -> Option<ParentTree> {
         // A damaged parent only costs speed: fall back to reading everything.
-        id.and_then(|id| self.repo.load_tree(&id).ok())
+        let id = id?;
+        let tree = self.repo.load_tree(&id).ok()?;
+        let verified = self
+            .repo
+            .index
+            .is_verified(&id, self.epoch)
+            .unwrap_or(false);
+        Some(ParentTree { tree, verified })
     }
 
-    fn archive_trie(&mut self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<Id> {
+    fn archive_trie(
+        &mut self,
+        dir: &Path,
+        trie: &PathTrie,
+        parent: Option<&ParentTree>,
+    ) -> Result<Id> {
         let nodes = self.archive_trie_nodes(dir, trie, parent)?;
         self.save_tree(nodes)
     }
@@ -227,17 +271,18 @@ impl<'a, 's> Archiver<'a, 's> {
         &mut self,
         dir: &Path,
         trie: &PathTrie,
-        parent: Option<&Tree>,
+        parent: Option<&ParentTree>,
     ) -> Result<Vec<Node>> {
         let mut nodes = Vec::new();
+        let verified = parent.is_some_and(|p| p.verified);
         for (name, child) in &trie.children {
             let path = dir.join(std::ffi::OsStr::from_bytes(name));
-            let parent_node = parent.and_then(|t| t.find(name));
+            let parent_node = parent.and_then(|t| t.tree.find(name));
             if child.leaf {
                 let meta = std::fs::symlink_metadata(&path)
                     .with_context(|| format!("backup path {} cannot be read", path.display()))?;
                 if let Some(node) =
-                    self.archive_entry(&path, name, &meta, parent_node, meta.dev())?
+                    self.archive_entry(&path, name, &meta, parent_node, verified, meta.dev())?
                 {
                     nodes.push(node);
                 }
@@ -259,7 +304,7 @@ impl<'a, 's> Archiver<'a, 's> {
         Ok(nodes)
     }
 
-    fn parent_subtree(&mut self, parent_node: Option<&Node>) -> Option<Tree> {
+    fn parent_subtree(&mut self, parent_node: Option<&Node>) -> Option<ParentTree> {
         match parent_node.map(|n| &n.kind) {
             Some(NodeKind::Dir { subtree }) => self.load_parent_tree(Some(*subtree)),
             _ => None,
@@ -273,13 +318,14 @@ impl<'a, 's> Archiver<'a, 's> {
         name: &[u8],
         meta: &Metadata,
         parent: Option<&Node>,
+        parent_verified: bool,
         root_dev: u64,
     ) -> Result<Option<Node>> {
         self.check_interrupted()?;
         let ft = meta.file_type();
         let mut file_size = None;
         let kind = if ft.is_file() {
-            match self.archive_file(path, meta, parent) {
+            match self.archive_file(path, meta, parent, parent_verified) {
                 Ok((content, size)) => {
                     file_size = Some(size);
                     NodeKind::File { content }
@@ -320,7 +366,12 @@ impl<'a, 's> Archiver<'a, 's> {
         Ok(Some(node))
     }
 
-    fn archive_dir(&mut self, dir: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<Id> {
+    fn archive_dir(
+        &mut self,
+        dir: &Path,
+        parent: Option<&ParentTree>,
+        root_dev: u64,
+    ) -> Result<Id> {
         let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
         match std::fs::read_dir(dir) {
             Ok(read) => {
@@ -350,8 +401,11 @@ impl<'a, 's> Archiver<'a, 's> {
                     continue;
                 }
             };
-            let parent_node = parent.and_then(|t| t.find(&name));
-            if let Some(node) = self.archive_entry(&path, &name, &meta, parent_node, root_dev)? {
+            let parent_node = parent.and_then(|t| t.tree.find(&name));
+            let verified = parent.is_some_and(|p| p.verified);
+            if let Some(node) =
+                self.archive_entry(&path, &name, &meta, parent_node, verified, root_dev)?
+            {
                 nodes.push(node);
             }
         }
@@ -368,18 +422,25 @@ impl<'a, 's> Archiver<'a, 's> {
             && (self.detection.ignore_inode || parent.inode == meta.ino())
     }
 
-    /// The file's content ids and size, reused from the parent when unchanged.
+    /// The file's content ids and size, reused from the parent when
+    /// unchanged and the index still holds the content (`parent_verified`:
+    /// known without asking). A file whose content the repository lost is
+    /// read again, and counted.
     fn archive_file(
         &mut self,
         path: &Path,
         meta: &Metadata,
         parent: Option<&Node>,
+        parent_verified: bool,
     ) -> Result<(Vec<Id>, u64)> {
         if let Some(p) = parent.filter(|p| self.unchanged(meta, p)) {
             if let NodeKind::File { content } = &p.kind {
-                self.summary.files_unmodified += 1;
-                self.progress.file_done(p.size);
-                return Ok((content.clone(), p.size));
+                if parent_verified || self.all_live(BlobKind::Data, content)? {
+                    self.summary.files_unmodified += 1;
+                    self.progress.file_done(p.size);
+                    return Ok((content.clone(), p.size));
+                }
+                self.files_reread += 1;
             }
         }
         let file = File::open(path)?;

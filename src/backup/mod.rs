@@ -83,6 +83,9 @@ pub struct BackupOutcome {
     pub snapshot_id: Option<Id>,
     pub snapshot: Snapshot,
     pub packs_written: u64,
+    /// Files unchanged since the parent whose content the index no longer
+    /// held: read and stored again.
+    pub files_reread: u64,
 }
 
 impl BackupOutcome {
@@ -275,13 +278,16 @@ fn run(
     archive: impl FnOnce(&mut Archiver) -> Result<Snapshot>,
 ) -> Result<BackupOutcome> {
     let start = now_ns();
+    // Everything this backup finds in the index from here on it may rely on
+    // only if the commit check says it is still there.
+    let window = repo.open_commit_window()?;
     let level = opts
         .compression_level
         .unwrap_or(repo.config.compression_level);
     let stats = SaverStats::default();
     let pending: Mutex<saver::PendingIndex> = Mutex::default();
     let in_flight = InFlight::default();
-    let (archived, summary, saved) = std::thread::scope(|scope| {
+    let (archived, summary, trees, files_reread, saved) = std::thread::scope(|scope| {
         let saver = (!opts.dry_run)
             .then(|| BlobSaver::start(scope, repo, level, &stats, &pending, &in_flight));
         let mut archiver = Archiver::new(
@@ -293,12 +299,15 @@ fn run(
             &in_flight,
             interrupted,
             progress,
+            window.epoch(),
         );
         let archived = archive(&mut archiver);
         let summary = std::mem::take(&mut archiver.summary);
+        let trees = std::mem::take(&mut archiver.trees);
+        let files_reread = archiver.files_reread;
         drop(archiver);
         let saved = saver.map_or(Ok(()), |s| s.finish());
-        Ok::<_, anyhow::Error>((archived, summary, saved))
+        Ok::<_, anyhow::Error>((archived, summary, trees, files_reread, saved))
     })?;
     // Whatever was uploaded gets indexed, even when the backup failed, so the
     // next run re-uses it instead of uploading it again.
@@ -327,12 +336,41 @@ fn run(
     let snapshot_id = if opts.dry_run {
         None
     } else {
-        crate::crash_point::crash_point("before-snapshot");
-        Some(repo.save_snapshot(&snapshot)?)
+        Some(commit(repo, &snapshot, window, trees)?)
     };
     Ok(BackupOutcome {
         snapshot_id,
         snapshot,
         packs_written: stats.packs.load(Relaxed),
+        files_reread,
     })
+}
+
+/// Writes the snapshot once the commit check passed, then checks again: a
+/// process that stood still between the two (stopped, suspended) for longer
+/// than a prune's grace could otherwise have committed a snapshot whose data
+/// a prune deleted meanwhile (format-spec §15).
+fn commit(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    window: crate::repo::CommitWindow,
+    trees: Vec<Id>,
+) -> Result<Id> {
+    let window = repo.ensure_committable(&snapshot.tree, window)?;
+    crate::crash_point::crash_point("before-snapshot");
+    let id = repo.save_snapshot(snapshot)?;
+    crate::crash_point::crash_point("snapshot-written");
+    let window = repo
+        .ensure_committable(&snapshot.tree, window)
+        .map_err(|e| {
+            e.context(format!(
+                "snapshot {} was written, but data it references was removed while this process \
+             stood still before writing it; it cannot be restored whole: remove it with \
+             `cairn forget {}` and back up again",
+                id.short(),
+                id.short()
+            ))
+        })?;
+    repo.index.mark_verified(trees, window.epoch())?;
+    Ok(id)
 }

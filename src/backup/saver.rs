@@ -16,7 +16,7 @@ use crate::filter::{BlobEncoder, BlobKind, EncodedBlob};
 use crate::id::Id;
 use crate::index::file::{IndexFile, IndexedPack};
 use crate::pack::{FinishedPack, PackBuilder, TARGET_PACK_SIZE};
-use crate::repo::{layout, Repository};
+use crate::repo::{layout, Repository, UNINDEXED_MIN_AGE_NS};
 use anyhow::{anyhow, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::cell::RefCell;
@@ -32,6 +32,9 @@ const UPLOADERS: usize = 2;
 /// unindexed pack is this old, so a killed backup leaves most of its uploads
 /// indexed and the next run reuses them.
 const PACKS_PER_INDEX_FILE: usize = 16;
+/// Listings may lag; an index file must land this long before prune could
+/// take its packs for leftovers.
+const UNINDEXED_MARGIN_NS: i64 = 10 * 60 * 1_000_000_000;
 const INDEX_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// A batch is sent once its blobs hold this many bytes: one large chunk, or
 /// many small files' blobs.
@@ -306,11 +309,35 @@ fn write_index(
 ) -> Result<()> {
     let index = IndexFile {
         packs,
-        supersedes: Vec::new(),
+        ..Default::default()
     };
-    repo.save_index_file(&index)?;
+    let id = repo.save_index_file(&index)?;
+    check_indexed_in_time(repo, &id, &index.packs)?;
     in_flight.indexed(&index.packs);
     crash_point("index-written");
     stats.index_files.fetch_add(1, Relaxed);
+    Ok(())
+}
+
+/// Prune deletes a pack no index lists once it is older than
+/// `UNINDEXED_MIN_AGE` by the storage's clock (format-spec §14): such a pack
+/// may have been deleted if this process stood still that long between
+/// uploading it and indexing it. Compared by the storage's own times of the
+/// first pack and the index file (two HEADs per index file).
+fn check_indexed_in_time(repo: &Repository, index: &Id, packs: &[IndexedPack]) -> Result<()> {
+    let Some(first) = packs.first() else {
+        return Ok(());
+    };
+    let uploaded = repo.storage.modified_ns(&layout::pack(&first.id))?;
+    let indexed = repo.storage.modified_ns(&layout::index(index))?;
+    let limit = UNINDEXED_MIN_AGE_NS - UNINDEXED_MARGIN_NS;
+    if indexed.saturating_sub(uploaded) >= limit {
+        return Err(anyhow!(
+            "this backup stood still for over {} minutes between uploading data and indexing \
+             it, so a concurrent prune may have removed that data; no snapshot was written. \
+             Run the backup again",
+            limit / 60_000_000_000
+        ));
+    }
     Ok(())
 }

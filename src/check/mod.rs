@@ -80,6 +80,8 @@ pub struct CheckReport {
     pub notes: Vec<String>,
     pub index_files: usize,
     pub packs: usize,
+    /// Of `packs`, those prune condemned (unused, waiting for deletion).
+    pub packs_condemned: usize,
     pub packs_read: usize,
     pub snapshots: usize,
     pub trees: usize,
@@ -97,44 +99,94 @@ struct IndexedBlob {
     entry: PackedBlob,
 }
 
+/// The index in force, read from storage.
+struct ReadIndex {
+    files: usize,
+    errors: Vec<String>,
+    blobs: HashMap<(BlobKind, Id), IndexedBlob>,
+    packs: HashMap<Id, (u64, Vec<PackedBlob>)>,
+    /// Condemned packs that no file lists live.
+    condemned: HashMap<Id, (u64, Vec<PackedBlob>)>,
+}
+
+/// Reads every index file in force. Check takes no lock, so a prune may
+/// replace the index meanwhile: a file that vanishes between listing and
+/// reading makes it list again.
+fn read_index(repo: &Repository) -> Result<ReadIndex> {
+    let mut attempts = 0;
+    loop {
+        let index_ids = repo.list_ids(layout::INDEX_DIR)?;
+        let vanished = std::sync::atomic::AtomicBool::new(false);
+        let errors = Mutex::new(Vec::new());
+        let files: Vec<(Id, IndexFile)> = index_ids
+            .par_iter()
+            .filter_map(|id| match repo.read_index_file(id) {
+                Ok(f) => Some((*id, f)),
+                Err(e) if crate::storage::is_not_found(&e) => {
+                    vanished.store(true, std::sync::atomic::Ordering::Relaxed);
+                    None
+                }
+                Err(e) => {
+                    let msg = format!("index file {}: {e:#}", id.short());
+                    errors.lock().expect("errors lock").push(msg);
+                    None
+                }
+            })
+            .collect();
+        if vanished.into_inner() && attempts < crate::repo::INDEX_RELIST_ATTEMPTS {
+            attempts += 1;
+            continue;
+        }
+        let superseded: HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        let mut index = ReadIndex {
+            files: index_ids.len(),
+            errors: errors.into_inner().expect("errors lock"),
+            blobs: HashMap::new(),
+            packs: HashMap::new(),
+            condemned: HashMap::new(),
+        };
+        for (_, file) in files.into_iter().filter(|(id, _)| !superseded.contains(id)) {
+            for p in file.packs {
+                for b in &p.blobs {
+                    index.blobs.insert(
+                        (b.kind, b.id),
+                        IndexedBlob {
+                            pack: p.id,
+                            entry: *b,
+                        },
+                    );
+                }
+                index.packs.insert(p.id, (p.size, p.blobs));
+            }
+            for c in file.condemned {
+                index
+                    .condemned
+                    .insert(c.pack.id, (c.pack.size, c.pack.blobs));
+            }
+        }
+        index
+            .condemned
+            .retain(|id, _| !index.packs.contains_key(id));
+        return Ok(index);
+    }
+}
+
 pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let errors = Mutex::new(Vec::new());
     let err = |e: String| errors.lock().expect("errors lock").push(e);
 
     // 1. index files, straight from storage (the cache is not the truth)
-    let index_ids = repo.list_ids(layout::INDEX_DIR)?;
-    report.index_files = index_ids.len();
-    let files: Vec<(Id, IndexFile)> = index_ids
-        .par_iter()
-        .filter_map(|id| match repo.read_index_file(id) {
-            Ok(f) => Some((*id, f)),
-            Err(e) => {
-                err(format!("index file {}: {e:#}", id.short()));
-                None
-            }
-        })
-        .collect();
-    let superseded: HashSet<Id> = files
-        .iter()
-        .flat_map(|(_, f)| f.supersedes.iter().copied())
-        .collect();
-    let mut blobs: HashMap<(BlobKind, Id), IndexedBlob> = HashMap::new();
-    let mut packs: HashMap<Id, (u64, Vec<PackedBlob>)> = HashMap::new();
-    for (_, file) in files.into_iter().filter(|(id, _)| !superseded.contains(id)) {
-        for p in file.packs {
-            for b in &p.blobs {
-                blobs.insert(
-                    (b.kind, b.id),
-                    IndexedBlob {
-                        pack: p.id,
-                        entry: *b,
-                    },
-                );
-            }
-            packs.insert(p.id, (p.size, p.blobs));
-        }
+    let index = read_index(repo)?;
+    report.index_files = index.files;
+    for e in index.errors {
+        err(e);
     }
+    let mut blobs = index.blobs;
+    let mut packs = index.packs;
 
     // 2. packs: present, right size, header agrees with the index
     let on_storage: HashMap<Id, u64> = repo
@@ -150,6 +202,31 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         })
         .collect();
     report.packs = on_storage.len();
+    // Condemned packs (§14) are checked like live ones while they exist;
+    // one that is gone was deleted by a prune, which is no damage unless a
+    // snapshot needs its blobs (the tree walk tells).
+    let mut condemned_gone = 0;
+    for (id, (size, listed)) in index.condemned {
+        if !on_storage.contains_key(&id) {
+            condemned_gone += 1;
+            continue;
+        }
+        for b in &listed {
+            blobs.entry((b.kind, b.id)).or_insert(IndexedBlob {
+                pack: id,
+                entry: *b,
+            });
+        }
+        report.packs_condemned += 1;
+        packs.insert(id, (size, listed));
+    }
+    if report.packs_condemned > 0 || condemned_gone > 0 {
+        report.notes.push(format!(
+            "{} packs are condemned by prune (unused; deleted once their grace is over); \
+             {condemned_gone} more already deleted",
+            report.packs_condemned
+        ));
+    }
     let mut unreferenced: Vec<&Id> = on_storage
         .keys()
         .filter(|id| !packs.contains_key(id))

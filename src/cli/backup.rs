@@ -156,7 +156,7 @@ fn run_backup(
         // before the key derivation, so the producer can write meanwhile
         cairn::source::pipe::enlarge(std::io::stdin());
     }
-    let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "backup")?;
+    let repo = g.open()?;
     let interrupted = install_interrupt_flag()?;
     let progress = Progress::default();
     let stop_display = AtomicBool::new(false);
@@ -264,6 +264,7 @@ fn render(g: &GlobalArgs, o: &BackupOutcome, requests: RequestTally) {
             "files_new": s.files_new,
             "files_changed": s.files_changed,
             "files_unmodified": s.files_unmodified,
+            "files_reread": o.files_reread,
             "dirs": s.dirs,
             "other_entries": s.other_entries,
             "data_blobs_added": s.blobs_added,
@@ -287,6 +288,13 @@ fn render(g: &GlobalArgs, o: &BackupOutcome, requests: RequestTally) {
         "files: {} new, {} changed, {} unmodified; {} dirs",
         s.files_new, s.files_changed, s.files_unmodified, s.dirs
     );
+    if o.files_reread > 0 {
+        println!(
+            "{} unchanged files were read again: the repository had lost their content \
+             (this snapshot holds it again)",
+            o.files_reread
+        );
+    }
     println!(
         "added to the repository: {} ({} stored) in {} blobs, {} packs; processed {} in {:.2}s",
         bytes(s.data_added),

@@ -13,7 +13,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<i32> {
-    let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "check")?;
+    let repo = g.open()?;
     let read = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => ReadData::parse_subset(s)?,
         (None, true) => ReadData::All,

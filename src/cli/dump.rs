@@ -18,7 +18,7 @@ pub struct DumpArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: &DumpArgs) -> Result<i32> {
-    let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "dump")?;
+    let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
     let stdout = std::io::stdout();
     write_dump(&repo, &snap, &a.path, &mut stdout.lock())?;

@@ -88,12 +88,9 @@ fn parse_storage_option(s: &str) -> Result<(String, String)> {
     cairn::storage::location::parse_option(s)
 }
 
-/// `30s`, `5m`, `1h30m`, ...
+/// `30s`, `5m`, `1h30m`, `2d`, `1w`: at most ten years.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|_| anyhow!("{s:?} is not a duration: use e.g. 30s, 5m or 1h30m"))?;
-    std::time::Duration::try_from(d).map_err(|_| anyhow!("{s:?}: a duration cannot be negative"))
+    cairn::duration::parse(s)
 }
 
 #[derive(Subcommand)]

@@ -13,6 +13,11 @@ pub struct PruneArgs {
     /// Repack at most this much per run (e.g. 500M, 10G)
     #[arg(long, value_name = "SIZE")]
     max_repack_size: Option<String>,
+    /// How long unused packs stay condemned before a later prune deletes
+    /// them (and how old a pack no index lists must be), by the storage's
+    /// clock; running backups can still use them meanwhile (e.g. 1d, 12h, 0s)
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = super::parse_duration)]
+    keep_delete: std::time::Duration,
 }
 
 impl PruneArgs {
@@ -36,6 +41,8 @@ impl PruneArgs {
         Ok(PruneOptions {
             max_unused_percent,
             max_repack_bytes,
+            keep_delete_ns: i64::try_from(self.keep_delete.as_nanos())
+                .expect("parse_duration bounds it"),
         })
     }
 }
@@ -104,14 +111,30 @@ fn print_plan(g: &GlobalArgs, s: &PruneStats, dry_run: bool) {
         bytes(s.bytes),
         s.packs
     );
+    let would = if dry_run { "would " } else { "" };
     println!(
-        "{}delete {} unused packs ({}) and {} packs no index lists ({})",
-        if dry_run { "would " } else { "" },
+        "{would}condemn {} unused packs ({}): deleted by a later prune once --keep-delete has passed",
         s.packs_unused,
         bytes(s.bytes_unused_packs),
+    );
+    println!(
+        "{would}delete {} condemned packs whose grace is over ({}) and {} old packs no index lists ({})",
+        s.packs_expired,
+        bytes(s.bytes_expired),
         s.packs_unindexed,
         bytes(s.bytes_unindexed)
     );
+    if s.packs_waiting + s.packs_unindexed_young + s.packs_revived > 0 {
+        println!(
+            "{} condemned packs ({}) wait for their grace; {} packs no index lists are too young \
+             to delete; {} condemned packs are needed again and {}revived",
+            s.packs_waiting,
+            bytes(s.bytes_waiting),
+            s.packs_unindexed_young,
+            s.packs_revived,
+            if dry_run { "would be " } else { "" }
+        );
+    }
     println!(
         "{}repack {} packs ({}, of which {} is still used)",
         if dry_run { "would " } else { "" },
@@ -120,8 +143,9 @@ fn print_plan(g: &GlobalArgs, s: &PruneStats, dry_run: bool) {
         bytes(s.bytes_repack_used)
     );
     println!(
-        "frees about {}; {} unused stays in kept packs",
+        "frees {} now and about {} later; {} unused stays in kept packs",
         bytes(s.bytes_freed),
+        bytes(s.bytes_freed_later),
         bytes(s.bytes_unused_left)
     );
 }
@@ -134,12 +158,20 @@ fn print_result(g: &GlobalArgs, r: &PruneResult) {
         );
     } else if !g.quiet {
         println!(
-            "wrote {} packs ({}) and {} index files; deleted {} packs and {} old index files",
+            "wrote {} packs ({}) and {} index files; condemned {} packs; deleted {} packs and {} \
+             old index files",
             r.packs_written,
             bytes(r.bytes_written),
             r.index_files_written,
+            r.packs_condemned,
             r.packs_deleted,
             r.index_files_deleted
         );
+        if r.packs_spared > 0 {
+            println!(
+                "kept {} packs a backup or snapshot written during this prune needs",
+                r.packs_spared
+            );
+        }
     }
 }

@@ -36,7 +36,7 @@ pub struct RestoreArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
-    let repo = g.open_locked(cairn::repo::lock::LockKind::Shared, "restore")?;
+    let repo = g.open()?;
     let (spec, subpath) = match a.snapshot.split_once(':') {
         Some((s, p)) => (s, Some(p.to_string())),
         None => (a.snapshot.as_str(), None),

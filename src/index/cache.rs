@@ -1,6 +1,13 @@
 //! The local index cache (RocksDB): blob id → location, the set of ingested
 //! index files, and decoded trees. Never the source of truth: deleting it
 //! loses nothing, it is rebuilt from the repository's index files.
+//!
+//! Blobs of condemned packs are kept apart from live ones: deduplication
+//! sees only live packs, reads find both. The cache's *epoch* grows each
+//! time its locations are rebuilt, which is the only way a blob can leave
+//! the live index (prune and `repair index` supersede index files); a tree
+//! whose blobs were all found live in epoch E needs no new lookups while
+//! the epoch is still E.
 
 use crate::filter::{BlobKind, Compression};
 use crate::id::Id;
@@ -14,7 +21,43 @@ use std::path::Path;
 const CF_BLOBS: &str = "blobs";
 const CF_INDEX_FILES: &str = "index_files";
 const CF_TREES: &str = "trees";
+/// Blob id → location in a condemned pack (for reads only).
+const CF_CONDEMNED: &str = "condemned_blobs";
+/// Tree id → the epoch in which every blob below it was found live.
+const CF_VERIFIED: &str = "verified_trees";
+/// Schema, epoch, and condemned packs (`p` ‖ pack id → since ‖ grace).
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 6] = [
+    CF_BLOBS,
+    CF_INDEX_FILES,
+    CF_TREES,
+    CF_CONDEMNED,
+    CF_VERIFIED,
+    CF_META,
+];
 
+const META_SCHEMA: &[u8] = b"schema";
+const META_EPOCH: &[u8] = b"epoch";
+const META_PACK_PREFIX: u8 = b'p';
+/// Bumped when what the cache records changes; an older cache is rebuilt.
+/// 2: index files record what they supersede; condemned packs apart.
+const SCHEMA: u64 = 2;
+
+/// A condemned pack as the cache knows it (format-spec §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CondemnedInfo {
+    /// When it was condemned, storage time; `None` when the storage did not
+    /// say (then nothing may rely on it staying).
+    pub since_ns: Option<i64>,
+    pub grace_ns: i64,
+}
+
+fn pack_meta_key(pack: &Id) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = META_PACK_PREFIX;
+    k[1..].copy_from_slice(&pack.0);
+    k
+}
 const WRITE_BUFFER_SIZE: usize = 8 << 20;
 const BLOCK_CACHE_SIZE: usize = 16 << 20;
 
@@ -35,7 +78,7 @@ pub struct IndexCache {
 /// far more after ingesting a large index file in one batch.
 impl Drop for IndexCache {
     fn drop(&mut self) {
-        for name in [CF_BLOBS, CF_INDEX_FILES, CF_TREES] {
+        for name in ALL_CFS {
             // a failed flush loses nothing: the log still holds the writes
             let _ = self.db.flush_cf(self.cf(name));
         }
@@ -148,11 +191,17 @@ impl IndexCache {
             o.set_block_based_table_factory(table);
             o
         };
-        let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_BLOBS, with_table(&blob_table)),
-            ColumnFamilyDescriptor::new(CF_INDEX_FILES, with_table(&plain_table)),
-            ColumnFamilyDescriptor::new(CF_TREES, with_table(&plain_table)),
-        ];
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| {
+                let table = if *name == CF_BLOBS {
+                    &blob_table
+                } else {
+                    &plain_table
+                };
+                ColumnFamilyDescriptor::new(*name, with_table(table))
+            })
+            .collect::<Vec<_>>();
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
             if e.kind() == rocksdb::ErrorKind::IOError && e.as_ref().contains("lock file") {
                 CacheOpenError::Busy(dir.display().to_string())
@@ -163,7 +212,28 @@ impl IndexCache {
                 ))
             }
         })?;
-        Ok(IndexCache { db })
+        let cache = IndexCache { db };
+        if cache.meta_u64(META_SCHEMA)? != Some(SCHEMA) {
+            cache.clear_locations()?;
+            cache
+                .db
+                .put_cf(cache.cf(CF_META), META_SCHEMA, SCHEMA.to_le_bytes())
+                .context("writing the index cache")?;
+        }
+        Ok(cache)
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_META), key)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map(u64::from_le_bytes))
+    }
+
+    /// Grows each time the locations are rebuilt (see the module comment).
+    pub fn epoch(&self) -> Result<u64> {
+        Ok(self.meta_u64(META_EPOCH)?.unwrap_or(0))
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -182,6 +252,43 @@ impl IndexCache {
         }
     }
 
+    /// Where a blob is, in a live pack or else in a condemned one: for
+    /// readers, who may read what is not yet deleted.
+    pub fn lookup_any(&self, kind: BlobKind, id: &Id) -> Result<Option<BlobLocation>> {
+        if let Some(found) = self.lookup(kind, id)? {
+            return Ok(Some(found));
+        }
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_CONDEMNED), blob_key(kind, id))?
+        {
+            Some(v) => Ok(Some(decode_location(kind, *id, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The condemnation of a pack, if it is condemned and not live.
+    pub fn condemned(&self, pack: &Id) -> Result<Option<CondemnedInfo>> {
+        let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_META), pack_meta_key(pack))?
+        else {
+            return Ok(None);
+        };
+        if v.len() != 17 {
+            return Err(anyhow!(
+                "index cache: damaged condemned-pack entry (delete the cache)"
+            ));
+        }
+        let since = i64::from_le_bytes(v[1..9].try_into().expect("8 bytes"));
+        let grace = i64::from_le_bytes(v[9..17].try_into().expect("8 bytes"));
+        Ok(Some(CondemnedInfo {
+            since_ns: (v[0] == 1).then_some(since),
+            grace_ns: grace,
+        }))
+    }
+
+    /// Whether a live pack holds this blob: what deduplication may rely on.
     pub fn contains(&self, kind: BlobKind, id: &Id) -> Result<bool> {
         let key = blob_key(kind, id);
         let cf = self.cf(CF_BLOBS);
@@ -191,41 +298,113 @@ impl IndexCache {
         Ok(self.db.get_pinned_cf(cf, key)?.is_some())
     }
 
-    /// Adds one index file's entries, and records it as ingested, atomically.
-    pub fn ingest(&self, index_id: &Id, index: &IndexFile) -> Result<()> {
+    /// Adds one index file's entries, and records it as ingested (with the
+    /// files it supersedes), atomically. `written_ns` is the file's storage
+    /// modification time: the condemnation time of packs it condemned
+    /// without a number. A pack that is live in any file stays live.
+    pub fn ingest(&self, index_id: &Id, index: &IndexFile, written_ns: Option<i64>) -> Result<()> {
         let mut batch = WriteBatch::default();
         let blobs = self.cf(CF_BLOBS);
+        let meta = self.cf(CF_META);
         for pack in &index.packs {
             for b in &pack.blobs {
                 batch.put_cf(blobs, blob_key(b.kind, &b.id), encode_location(&pack.id, b));
             }
+            batch.delete_cf(meta, pack_meta_key(&pack.id));
         }
-        batch.put_cf(self.cf(CF_INDEX_FILES), index_id.0, []);
+        let condemned_blobs = self.cf(CF_CONDEMNED);
+        for c in &index.condemned {
+            let pack = &c.pack;
+            for b in &pack.blobs {
+                batch.put_cf(
+                    condemned_blobs,
+                    blob_key(b.kind, &b.id),
+                    encode_location(&pack.id, b),
+                );
+            }
+            if self.is_live_pack(pack)? || index.packs.iter().any(|p| p.id == pack.id) {
+                continue;
+            }
+            let since = c.since_ns.or(written_ns);
+            let mut v = [0u8; 17];
+            v[0] = u8::from(since.is_some());
+            v[1..9].copy_from_slice(&since.unwrap_or(0).to_le_bytes());
+            v[9..17].copy_from_slice(&c.grace_ns.to_le_bytes());
+            batch.put_cf(meta, pack_meta_key(&pack.id), v);
+        }
+        let supersedes: Vec<u8> = index.supersedes.iter().flat_map(|id| id.0).collect();
+        batch.put_cf(self.cf(CF_INDEX_FILES), index_id.0, supersedes);
         self.db.write(batch).context("writing the index cache")?;
         Ok(())
     }
 
-    pub fn ingested_index_files(&self) -> Result<HashSet<Id>> {
-        let mut out = HashSet::new();
+    /// Whether an ingested file lists this pack as live: its first blob
+    /// points at it. (A pack holds at least one blob.)
+    fn is_live_pack(&self, pack: &crate::index::file::IndexedPack) -> Result<bool> {
+        let Some(b) = pack.blobs.first() else {
+            return Ok(false);
+        };
+        Ok(self
+            .lookup(b.kind, &b.id)?
+            .is_some_and(|loc| loc.pack == pack.id))
+    }
+
+    /// The ingested index files, and every file any of them supersedes.
+    pub fn ingested_index_files(&self) -> Result<(HashSet<Id>, HashSet<Id>)> {
+        let mut ingested = HashSet::new();
+        let mut superseded = HashSet::new();
         for item in self
             .db
             .iterator_cf(self.cf(CF_INDEX_FILES), rocksdb::IteratorMode::Start)
         {
-            let (k, _) = item?;
+            let (k, v) = item?;
             if let Ok(id) = <[u8; 32]>::try_from(&k[..]) {
-                out.insert(Id(id));
+                ingested.insert(Id(id));
+            }
+            for s in v.chunks_exact(32) {
+                superseded.insert(Id(s.try_into().expect("32 bytes")));
             }
         }
-        Ok(out)
+        Ok((ingested, superseded))
     }
 
-    /// Forgets all blob locations (trees stay: they are content-addressed and
-    /// valid whatever the index says).
+    /// Forgets all blob locations and condemnations, and starts a new epoch
+    /// (trees stay: they are content-addressed and valid whatever the index
+    /// says).
     pub fn clear_locations(&self) -> Result<()> {
-        for name in [CF_BLOBS, CF_INDEX_FILES] {
+        for name in [CF_BLOBS, CF_INDEX_FILES, CF_CONDEMNED, CF_VERIFIED] {
             let cf = self.cf(name);
             self.db.delete_range_cf(cf, &[][..], &[0xffu8; 34][..])?;
         }
+        let meta = self.cf(CF_META);
+        let mut from = [0u8; 33];
+        from[0] = META_PACK_PREFIX;
+        let mut to = [0xffu8; 34];
+        to[0] = META_PACK_PREFIX;
+        self.db.delete_range_cf(meta, &from[..], &to[..])?;
+        let next = self.epoch()? + 1;
+        self.db
+            .put_cf(meta, META_EPOCH, next.to_le_bytes())
+            .context("writing the index cache")?;
+        Ok(())
+    }
+
+    /// Whether every blob below `tree` was found live in `epoch`.
+    pub fn is_verified(&self, tree: &Id, epoch: u64) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_VERIFIED), tree.0)?
+            .is_some_and(|v| v[..] == epoch.to_le_bytes()))
+    }
+
+    /// Records that every blob below these trees was found live in `epoch`.
+    pub fn mark_verified(&self, trees: impl IntoIterator<Item = Id>, epoch: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_VERIFIED);
+        for t in trees {
+            batch.put_cf(cf, t.0, epoch.to_le_bytes());
+        }
+        self.db.write(batch).context("writing the index cache")?;
         Ok(())
     }
 

@@ -1,14 +1,17 @@
-//! Repository locks (format-spec/README.md, "Locks"): taken before a command
-//! reads what it will rely on, refreshed in the background while held,
-//! released on drop. A holder checks that its lock is still valid before it
-//! commits anything (index files, snapshots), so a process that lost its lock
-//! (removed by `unlock`, or not refreshed while the machine slept) can never
-//! commit references to data a prune has meanwhile deleted.
+//! Repository locks (format-spec/README.md, "Locks"): keep maintenance
+//! commands (prune, forget, repair index) apart. Backups take none. Taken
+//! before a command reads what it will rely on, refreshed in the background
+//! while held, released on drop. Ages are judged by the storage's own
+//! modification times, so neither clock skew between hosts nor a process
+//! that stood still (SIGSTOP, a suspended machine) can make a live lock look
+//! stale, or a stale one look live to its holder: before anything that
+//! matters, a holder refreshes its lock and checks that no one could have
+//! judged it stale in between.
 
 use crate::crypto::{ad, MasterKeys};
 use crate::fail::Fail;
 use crate::id::Id;
-use crate::lock_record::{LockRecord, REFRESH_EVERY_NS, VALID_FOR_NS};
+use crate::lock_record::{LockRecord, REFRESH_EVERY_NS, STALE_AFTER_NS, VALID_FOR_NS};
 use crate::repo::{hostname, layout, now_ns, store_sealed, username};
 use crate::storage::{is_not_found, Storage};
 use anyhow::{anyhow, Result};
@@ -39,14 +42,25 @@ pub struct FoundLock {
     pub id: Id,
     /// `Err` when the object cannot be opened (damaged, or foreign).
     pub record: Result<LockRecord>,
+    /// The storage's modification time of the object: when it was written
+    /// or last refreshed, by the one clock every host shares.
+    pub modified_ns: Option<i64>,
 }
 
 impl FoundLock {
-    /// Gone: not refreshed for the stale age, or made on this host by a
-    /// process that no longer exists.
-    pub fn is_stale(&self, now_ns: i64) -> bool {
+    /// Gone: not refreshed for the stale age (by the storage's clock, with
+    /// `storage_now_ns` from the same clock), or made on this host by a
+    /// process that no longer exists. Where the storage gives no times, the
+    /// record's own refresh time is compared with this host's clock.
+    pub fn is_stale(&self, storage_now_ns: Option<i64>) -> bool {
         match &self.record {
-            Ok(r) => r.is_expired(now_ns) || (r.hostname == hostname() && !process_exists(r.pid)),
+            Ok(r) => {
+                let expired = match (self.modified_ns, storage_now_ns) {
+                    (Some(m), Some(now)) => now.saturating_sub(m) > STALE_AFTER_NS,
+                    _ => r.is_expired(now_ns()),
+                };
+                expired || (r.hostname == hostname() && !process_exists(r.pid))
+            }
             Err(_) => false,
         }
     }
@@ -112,7 +126,11 @@ pub fn list_locks(storage: &Storage, keys: &MasterKeys) -> Result<Vec<FoundLock>
             .open("lock", ad::LOCK, &sealed)
             .map_err(anyhow::Error::from)
             .and_then(|plain| Ok(LockRecord::decode(&plain)?));
-        found.push(FoundLock { id, record });
+        found.push(FoundLock {
+            id,
+            record,
+            modified_ns: obj.modified_ns,
+        });
     }
     Ok(found)
 }
@@ -133,8 +151,10 @@ struct State {
 struct Current {
     id: Id,
     record: LockRecord,
-    refreshed_at: Instant,
-    /// Our object vanished from storage: someone removed the lock.
+    /// The storage's modification time of our current object.
+    modified_ns: Option<i64>,
+    /// Our object vanished from storage (someone removed the lock), or a
+    /// refresh came so late that someone may have judged it stale.
     lost: bool,
 }
 
@@ -149,37 +169,38 @@ impl State {
         )
     }
 
-    /// Writes a fresh copy of the lock, then deletes the old one.
-    fn refresh(&self) {
+    /// Writes a fresh copy of the lock, then deletes the old one. A copy
+    /// that lands more than `VALID_FOR_NS` after the previous one (storage
+    /// time) does not revive the lock: someone may have judged it stale and
+    /// acted in between, so the lock counts as lost.
+    fn refresh(&self) -> Result<()> {
         let mut cur = self.current.lock().expect("lock state");
         if cur.lost {
-            return;
+            return Ok(());
         }
-        match self.storage.exists(&layout::lock(&cur.id)) {
-            Ok(false) => {
-                cur.lost = true;
-                return;
-            }
-            Ok(true) => {}
-            Err(e) => {
-                eprintln!("warning: cannot refresh the repository lock: {e:#}");
-                return;
-            }
+        if !self.storage.exists(&layout::lock(&cur.id))? {
+            cur.lost = true;
+            return Ok(());
         }
         let mut record = cur.record.clone();
         record.refreshed_ns = now_ns().max(record.created_ns);
-        match self.write(&record) {
-            Ok(id) => {
-                let _ = self.storage.delete(&layout::lock(&cur.id));
-                *cur = Current {
-                    id,
-                    record,
-                    refreshed_at: Instant::now(),
-                    lost: false,
-                };
-            }
-            Err(e) => eprintln!("warning: cannot refresh the repository lock: {e:#}"),
+        let id = self.write(&record)?;
+        let modified_ns = self.storage.modified_ns(&layout::lock(&id)).ok();
+        let late = match (cur.modified_ns, modified_ns) {
+            (Some(before), Some(now)) => now.saturating_sub(before) > VALID_FOR_NS,
+            _ => false,
+        };
+        let _ = self.storage.delete(&layout::lock(&cur.id));
+        *cur = Current {
+            id,
+            record,
+            modified_ns,
+            lost: late,
+        };
+        if late {
+            let _ = self.storage.delete(&layout::lock(&id));
         }
+        Ok(())
     }
 }
 
@@ -195,19 +216,16 @@ impl RepoLock {
         let mut pause = Duration::from_millis(200);
         let mut announced = false;
         loop {
-            let blocker = match first_conflict(storage, keys, kind, None)? {
-                Some(b) => b,
-                None => {
-                    let lock = RepoLock::write_new(storage, keys, kind, opts)?;
-                    // Two lockers may have written at the same moment: both
-                    // see the other and back off, so at most one proceeds.
-                    match first_conflict(storage, keys, kind, Some(lock.id()))? {
-                        None => return Ok(lock),
-                        Some(b) => {
-                            drop(lock);
-                            b
-                        }
-                    }
+            // Ours first: its storage time is the "now" that the others'
+            // ages are judged by. Two lockers that write at the same moment
+            // both see the other and back off, so at most one proceeds.
+            let lock = RepoLock::write_new(storage, keys, kind, opts)?;
+            let now = lock.state.current.lock().expect("lock state").modified_ns;
+            let blocker = match first_conflict(storage, keys, kind, lock.id(), now)? {
+                None => return Ok(lock),
+                Some(b) => {
+                    drop(lock);
+                    b
                 }
             };
             let now = Instant::now();
@@ -255,18 +273,27 @@ impl RepoLock {
             current: Mutex::new(Current {
                 id: Id([0; 32]),
                 record: record.clone(),
-                refreshed_at: Instant::now(),
+                modified_ns: None,
                 lost: false,
             }),
         });
         let id = state.write(&record)?;
-        state.current.lock().expect("lock state").id = id;
+        let modified_ns = storage.modified_ns(&layout::lock(&id)).ok();
+        {
+            let mut cur = state.current.lock().expect("lock state");
+            cur.id = id;
+            cur.modified_ns = modified_ns;
+        }
         let (stop, stopped) = bounded::<()>(0);
         let every = Duration::from_nanos(REFRESH_EVERY_NS as u64);
         let s = state.clone();
         let refresher = std::thread::spawn(move || loop {
             match stopped.recv_timeout(every) {
-                Err(RecvTimeoutError::Timeout) => s.refresh(),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = s.refresh() {
+                        eprintln!("warning: cannot refresh the repository lock: {e:#}");
+                    }
+                }
                 _ => return,
             }
         });
@@ -277,7 +304,8 @@ impl RepoLock {
         })
     }
 
-    fn id(&self) -> Id {
+    /// The lock object's current id (a refresh writes a new one).
+    pub fn id(&self) -> Id {
         self.state.current.lock().expect("lock state").id
     }
 
@@ -296,20 +324,16 @@ impl RepoLock {
         }
     }
 
-    /// Succeeds only while the lock is certainly still in force: present on
-    /// storage and refreshed recently enough that no one can consider it stale.
+    /// Succeeds only while the lock is certainly still in force: it is
+    /// refreshed now, and the new copy must land on storage less than
+    /// `VALID_FOR_NS` after the previous one, so no one can have judged it
+    /// stale in between, however long this process stood still.
     pub fn ensure_valid(&self, before: &str) -> Result<()> {
-        let mut cur = self.state.current.lock().expect("lock state");
-        if !cur.lost && !self.state.storage.exists(&layout::lock(&cur.id))? {
-            cur.lost = true;
-        }
-        let stale_soon = cur.refreshed_at.elapsed() > Duration::from_nanos(VALID_FOR_NS as u64);
-        if cur.lost || stale_soon {
-            let why = if cur.lost {
-                "was removed from the repository (by `cairn unlock`?)"
-            } else {
-                "could not be refreshed for too long"
-            };
+        self.state.refresh()?;
+        let cur = self.state.current.lock().expect("lock state");
+        if cur.lost {
+            let why = "was removed from the repository (by `cairn unlock`), or went unrefreshed \
+                       long enough to count as stale";
             return Err(Fail::Locked(format!(
                 "this process's repository lock {why}; stopping before writing {before}, so \
                  nothing is committed that a concurrent prune could invalidate. Run the command \
@@ -332,24 +356,43 @@ impl Drop for RepoLock {
     }
 }
 
-/// The first lock (other than `own`) that is not stale and conflicts with `kind`.
+/// The first lock (other than `own`) that is not stale and conflicts with
+/// `kind`; `storage_now_ns` is the storage time of `own`.
 fn first_conflict(
     storage: &Storage,
     keys: &MasterKeys,
     kind: LockKind,
-    own: Option<Id>,
+    own: Id,
+    storage_now_ns: Option<i64>,
 ) -> Result<Option<FoundLock>> {
-    let now = now_ns();
     Ok(list_locks(storage, keys)?
         .into_iter()
-        .find(|l| Some(l.id) != own && l.conflicts_with(kind) && !l.is_stale(now)))
+        .find(|l| l.id != own && l.conflicts_with(kind) && !l.is_stale(storage_now_ns)))
 }
 
-/// `cairn unlock`: removes stale locks, or with `all` every lock.
+/// `cairn unlock`: removes stale locks, or with `all` every lock. "Now" is
+/// the storage time of a probe lock written (and removed) for the purpose.
 pub fn remove_locks(storage: &Storage, keys: &MasterKeys, all: bool) -> Result<Vec<FoundLock>> {
-    let now = now_ns();
+    let probe = RepoLock::write_new(
+        storage,
+        keys,
+        LockKind::Shared,
+        &LockOptions {
+            retry: Duration::ZERO,
+            command: "unlock (judging lock ages)".into(),
+        },
+    )?;
+    let (probe_id, now) = {
+        let cur = probe.state.current.lock().expect("lock state");
+        (cur.id, cur.modified_ns)
+    };
+    let found: Vec<FoundLock> = list_locks(storage, keys)?
+        .into_iter()
+        .filter(|l| l.id != probe_id)
+        .collect();
+    drop(probe);
     let mut removed = Vec::new();
-    for l in list_locks(storage, keys)? {
+    for l in found {
         if all || l.is_stale(now) {
             storage
                 .delete(&layout::lock(&l.id))

@@ -1,11 +1,13 @@
 //! A repository: storage plus keys, config and the index cache. Every
 //! operation starts from [`Repository::open`].
 
+mod commit_check;
 pub mod layout;
 pub mod lock;
 mod rewrite_index;
 pub mod snapshots;
 
+pub use commit_check::{revival_allowed, CommitWindow, UNINDEXED_MIN_AGE_NS};
 pub use rewrite_index::IndexRewrite;
 
 use crate::chunker::{Chunker, ChunkerParams};
@@ -25,6 +27,9 @@ use lock::{LockKind, LockOptions, RepoLock};
 use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::OnceLock;
+
+/// How often a reader lists the index again when files vanish under it.
+pub const INDEX_RELIST_ATTEMPTS: usize = 5;
 
 pub struct Repository {
     pub storage: Storage,
@@ -218,6 +223,10 @@ impl Repository {
         self.sync_index()
     }
 
+    pub fn holds_lock(&self) -> bool {
+        self.held_lock.get().is_some()
+    }
+
     /// Fails unless this process holds a lock of at least `kind` that is
     /// still in force. Called before every write that commits something.
     pub fn ensure_lock(&self, kind: LockKind, before: &str) -> Result<()> {
@@ -233,52 +242,90 @@ impl Repository {
         lock.ensure_valid(before)
     }
 
+    /// "Now" by the storage's own clock: the modification time of the lock
+    /// this process holds (written at most a refresh interval ago, so this
+    /// errs early, which only ever makes prune keep more). Garbage
+    /// collection judges every age by this clock, never by a host's.
+    pub fn storage_now_ns(&self) -> Result<i64> {
+        let lock = self.held_lock.get().ok_or_else(|| {
+            anyhow!("judging ages on storage needs the repository lock (drop --no-lock)")
+        })?;
+        self.storage.modified_ns(&layout::lock(&lock.id()))
+    }
+
     pub fn chunker(&self) -> Chunker {
         Chunker::new(self.config.chunker, self.keys.chunker_seed).expect("validated at open")
     }
 
     /// Brings the cache up to date with the index files on storage: ingests
-    /// new ones; if any ingested one disappeared or was superseded, rebuilds.
+    /// new ones; if any ingested one disappeared or was superseded, rebuilds
+    /// (a new epoch: blobs may have left the live index). An index file that
+    /// vanishes between listing and reading was superseded by a prune that
+    /// is finishing: the listing is taken again.
     pub fn sync_index(&self) -> Result<()> {
-        let on_storage = self.list_ids(layout::INDEX_DIR)?;
-        let mut ingested = self.index.ingested_index_files()?;
-        let present: std::collections::HashSet<Id> = on_storage.iter().copied().collect();
-        let mut rebuild = !ingested.is_subset(&present);
-        let new: Vec<Id> = on_storage
+        let mut attempts = 0;
+        loop {
+            match self.try_sync_index() {
+                Err(e) if crate::storage::is_not_found(&e) && attempts < INDEX_RELIST_ATTEMPTS => {
+                    attempts += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn try_sync_index(&self) -> Result<()> {
+        let on_storage = self.list_index_files()?;
+        let (mut ingested, mut superseded) = self.index.ingested_index_files()?;
+        let present: std::collections::HashSet<Id> = on_storage.iter().map(|f| f.0).collect();
+        let new: Vec<(Id, Option<i64>)> = on_storage
             .iter()
-            .filter(|id| !ingested.contains(id))
+            .filter(|(id, _)| !ingested.contains(id))
             .copied()
             .collect();
-        let files = new
-            .par_iter()
-            .map(|id| Ok((*id, self.read_index_file(id)?)))
-            .collect::<Result<Vec<(Id, IndexFile)>>>()?;
-        let superseded: std::collections::HashSet<Id> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
-        if superseded.iter().any(|id| ingested.contains(id)) {
-            rebuild = true;
-        }
+        let files = self.read_index_files(&new)?;
+        superseded.extend(
+            files
+                .iter()
+                .flat_map(|(_, _, f)| f.supersedes.iter().copied()),
+        );
+        let rebuild =
+            !ingested.is_subset(&present) || ingested.iter().any(|id| superseded.contains(id));
         if rebuild {
             self.index.clear_locations()?;
             ingested.clear();
-            let all = on_storage
-                .par_iter()
-                .map(|id| Ok((*id, self.read_index_file(id)?)))
-                .collect::<Result<Vec<(Id, IndexFile)>>>()?;
+            let all = self.read_index_files(&on_storage)?;
             return self.ingest_all(&all);
         }
         self.ingest_all(&files)
     }
 
-    fn ingest_all(&self, files: &[(Id, IndexFile)]) -> Result<()> {
+    /// Every index file on storage, with its storage modification time.
+    pub fn list_index_files(&self) -> Result<Vec<(Id, Option<i64>)>> {
+        Ok(self
+            .storage
+            .list(layout::INDEX_DIR)?
+            .iter()
+            .filter_map(|o| Some((layout::id_of(&o.path)?, o.modified_ns)))
+            .collect())
+    }
+
+    fn read_index_files(
+        &self,
+        ids: &[(Id, Option<i64>)],
+    ) -> Result<Vec<(Id, Option<i64>, IndexFile)>> {
+        ids.par_iter()
+            .map(|(id, written)| Ok((*id, *written, self.read_index_file(id)?)))
+            .collect()
+    }
+
+    fn ingest_all(&self, files: &[(Id, Option<i64>, IndexFile)]) -> Result<()> {
         let superseded: std::collections::HashSet<Id> = files
             .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .flat_map(|(_, _, f)| f.supersedes.iter().copied())
             .collect();
-        for (id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
-            self.index.ingest(id, file)?;
+        for (id, written, file) in files.iter().filter(|(id, _, _)| !superseded.contains(id)) {
+            self.index.ingest(id, file, *written)?;
         }
         Ok(())
     }
@@ -335,16 +382,26 @@ impl Repository {
         IndexFile::decode(&plain).with_context(|| path)
     }
 
-    /// Writes an index file and records it in the cache.
+    /// Writes an index file and records it in the cache. An index file that
+    /// only adds (a backup's) needs no lock: it can invalidate nothing. One
+    /// that supersedes others is prune's or repair's, under their lock.
     pub fn save_index_file(&self, index: &IndexFile) -> Result<Id> {
-        self.ensure_lock(LockKind::Shared, "an index file")?;
+        if !index.supersedes.is_empty() {
+            self.ensure_lock(LockKind::Exclusive, "an index file that replaces others")?;
+        } else if self.holds_lock() {
+            self.ensure_lock(LockKind::Shared, "an index file")?;
+        }
         let id = self.write_object(ad::INDEX, &index.encode(), layout::index)?;
-        self.index.ingest(&id, index)?;
+        // Its condemnations get their time when a later sync reads the
+        // file's storage time; until then nothing may rely on them.
+        self.index.ingest(&id, index, None)?;
         Ok(id)
     }
 
+    /// Where to read a blob: a live pack, or else a condemned one that is
+    /// not deleted yet.
     pub fn locate(&self, kind: BlobKind, id: &Id) -> Result<BlobLocation> {
-        self.index.lookup(kind, id)?.ok_or_else(|| {
+        self.index.lookup_any(kind, id)?.ok_or_else(|| {
             anyhow!(
                 "{} blob {} is not in the index: the repository is missing data \
                  (run `cairn check`)",

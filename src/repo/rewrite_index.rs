@@ -6,8 +6,9 @@ use super::lock::LockKind;
 use super::{layout, Repository};
 use crate::crash_point::crash_point;
 use crate::id::Id;
-use crate::index::file::{IndexFile, IndexedPack};
+use crate::index::file::{CondemnedPack, IndexFile, IndexedPack};
 use anyhow::Result;
+use std::collections::HashSet;
 
 /// Index files hold at most this many blobs, so none grows huge.
 const BLOBS_PER_INDEX_FILE: usize = 100_000;
@@ -19,11 +20,18 @@ pub struct IndexRewrite {
 }
 
 impl Repository {
-    /// Makes `packs` the whole index, replacing the index files `old` (every
-    /// index file there was when the caller read the repository; superseded
-    /// ones too, or a deleted superseder would bring them back to life).
-    /// Needs the exclusive lock.
-    pub fn replace_index(&self, packs: Vec<IndexedPack>, old: &[Id]) -> Result<IndexRewrite> {
+    /// Makes `packs` (live) and `condemned` the whole index, replacing the
+    /// index files `old` (every index file there was when the caller read
+    /// the repository; superseded ones too, or a deleted superseder would
+    /// bring them back to life). The ids of the files written are added to
+    /// `written`. Needs the maintenance lock.
+    pub fn replace_index(
+        &self,
+        packs: Vec<IndexedPack>,
+        condemned: Vec<CondemnedPack>,
+        old: &[Id],
+        written: &mut HashSet<Id>,
+    ) -> Result<IndexRewrite> {
         self.ensure_lock(LockKind::Exclusive, "a new index")?;
         let mut files: Vec<IndexFile> = Vec::new();
         let mut current = IndexFile::default();
@@ -36,8 +44,16 @@ impl Repository {
                 blobs = 0;
             }
         }
+        for c in condemned {
+            blobs += c.pack.blobs.len();
+            current.condemned.push(c);
+            if blobs >= BLOBS_PER_INDEX_FILE {
+                files.push(std::mem::take(&mut current));
+                blobs = 0;
+            }
+        }
         // An empty repository still needs the file that supersedes the old.
-        if !current.packs.is_empty() || files.is_empty() {
+        if !current.packs.is_empty() || !current.condemned.is_empty() || files.is_empty() {
             files.push(current);
         }
         if let Some(last) = files.last_mut() {
@@ -45,7 +61,7 @@ impl Repository {
         }
         let mut done = IndexRewrite::default();
         for f in &files {
-            self.save_index_file(f)?;
+            written.insert(self.save_index_file(f)?);
             done.index_files_written += 1;
             crash_point("new-index-written");
         }

@@ -20,12 +20,22 @@ pub struct Within {
     pub hours: i32,
 }
 
+/// The longest `--keep-within` span per unit: beyond any snapshot's age,
+/// and small enough that date arithmetic cannot overflow.
+const WITHIN_MAX_YEARS: i32 = 10_000;
+
 impl std::str::FromStr for Within {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> Result<Within> {
         let bad = || {
             anyhow!("{s:?} is not a duration like 1y6m7d12h (y years, m months, d days, h hours)")
+        };
+        let too_long = || {
+            anyhow!(
+                "{s:?} is out of range: each unit may count at most {WITHIN_MAX_YEARS} years \
+                 (e.g. 100y keeps a century)"
+            )
         };
         let mut w = Within::default();
         let mut digits = String::new();
@@ -34,15 +44,19 @@ impl std::str::FromStr for Within {
                 digits.push(c);
                 continue;
             }
-            let n: i32 = digits.parse().map_err(|_| bad())?;
+            let n: i32 = digits.parse().map_err(|_| too_long())?;
             digits.clear();
-            match c {
-                'y' => w.years += n,
-                'm' => w.months += n,
-                'd' => w.days += n,
-                'h' => w.hours += n,
+            let (field, limit) = match c {
+                'y' => (&mut w.years, WITHIN_MAX_YEARS),
+                'm' => (&mut w.months, WITHIN_MAX_YEARS * 12),
+                'd' => (&mut w.days, WITHIN_MAX_YEARS * 366),
+                'h' => (&mut w.hours, WITHIN_MAX_YEARS * 366 * 24),
                 _ => return Err(bad()),
-            }
+            };
+            *field = field
+                .checked_add(n)
+                .filter(|total| *total <= limit)
+                .ok_or_else(too_long)?;
         }
         if !digits.is_empty() || s.trim().is_empty() {
             return Err(bad());
@@ -373,6 +387,23 @@ mod tests {
         for bad in ["", "5", "3w", "d", "1.5d"] {
             assert!(bad.parse::<Within>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn absurd_within_spans_are_refused_not_overflowed() {
+        for absurd in [
+            "8000000d",
+            "2147483647d1d",
+            "99999999999h",
+            "10001y",
+            "9000y9000y",
+        ] {
+            let e = absurd.parse::<Within>().unwrap_err().to_string();
+            assert!(e.contains("out of range"), "{absurd}: {e}");
+        }
+        let longest: Within = "10000y".parse().unwrap();
+        let now = "2026-12-01T00:00:00Z[UTC]".parse::<Zoned>().unwrap();
+        assert!(go_sub(&now, longest) < 0);
     }
 
     #[test]

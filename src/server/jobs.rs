@@ -35,8 +35,9 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    /// Forget and prune need the repository alone (CLI: exclusive lock).
-    fn is_exclusive(self) -> bool {
+    /// Forget and prune exclude each other (CLI: the maintenance lock);
+    /// nothing else waits for them.
+    fn is_maintenance(self) -> bool {
         matches!(self, JobKind::Forget | JobKind::Prune)
     }
 
@@ -197,8 +198,8 @@ impl Jobs {
     }
 
     /// Records the job and starts it, unless it conflicts with a running one
-    /// of this server: a second backup of one source, or anything beside an
-    /// exclusive job on the same repository. Scheduled jobs only check the
+    /// of this server: a second backup of one source, or two maintenance
+    /// jobs (forget, prune) on the same repository. Scheduled jobs only check the
     /// first rule and otherwise wait for the repository lock (`--retry-lock`).
     pub fn start(self: &Arc<Self>, spec: JobSpec) -> Result<Job, StartError> {
         let job = {
@@ -445,19 +446,14 @@ fn conflict(records: &Records, spec: &JobSpec) -> Option<String> {
                 job.id
             ));
         }
-        let exclusive = spec.kind.is_exclusive() || job.kind.is_exclusive();
-        if spec.trigger == Trigger::Api && job.repository == spec.repository && exclusive {
+        let both_maintenance = spec.kind.is_maintenance() && job.kind.is_maintenance();
+        if spec.trigger == Trigger::Api && job.repository == spec.repository && both_maintenance {
             return Some(format!(
-                "repository {:?} is busy: job {} ({}) is running and {} needs it alone; \
-                 try again when that job has finished",
+                "repository {:?} is busy: maintenance job {} ({}) is running, and forget and \
+                 prune run one at a time; try again when it has finished",
                 spec.repository,
                 job.id,
                 job.kind.as_str(),
-                if job.kind.is_exclusive() {
-                    "it"
-                } else {
-                    "this request"
-                }
             ));
         }
     }

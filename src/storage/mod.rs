@@ -75,6 +75,13 @@ pub struct ListedObject {
     /// Path relative to the listed directory's parent, e.g. `data/ab/ab12…`.
     pub path: String,
     pub size: u64,
+    /// The storage's own modification time (Unix ns), where it reports one.
+    pub modified_ns: Option<i64>,
+}
+
+fn timestamp_ns(meta: &opendal::Metadata) -> Option<i64> {
+    let ns = jiff::Timestamp::from(meta.last_modified()?).as_nanosecond();
+    i64::try_from(ns).ok()
 }
 
 /// Attempts of one request before giving up, and the longest pause between
@@ -256,7 +263,7 @@ impl Storage {
                 .into_future(),
         );
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => self.sync_parent_dir(path),
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => match self.size(path) {
                 Ok(size) if size == len => Ok(()),
                 _ => Err(anyhow!(
@@ -266,6 +273,20 @@ impl Storage {
             },
             Err(e) => Err(self.describe(e, "writing", path)),
         }
+    }
+
+    /// On local disk the object's file was synced before it was renamed into
+    /// place; syncing its directory makes the rename itself survive a power
+    /// cut, before anything that depends on the object is written.
+    fn sync_parent_dir(&self, path: &str) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let full = root.join(path);
+        let dir = full.parent().unwrap_or(root);
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing directory {} after writing {path}", dir.display()))
     }
 
     pub fn exists(&self, path: &str) -> Result<bool> {
@@ -282,6 +303,23 @@ impl Storage {
             .block_on(self.op.stat(path))
             .map_err(|e| self.describe(e, "checking", path))?;
         Ok(meta.content_length())
+    }
+
+    /// The storage's own modification time of an object (Unix ns): the one
+    /// clock every host sharing the repository agrees on.
+    pub fn modified_ns(&self, path: &str) -> Result<i64> {
+        self.shared.requests.head.fetch_add(1, Relaxed);
+        let meta = self
+            .runtime
+            .block_on(self.op.stat(path))
+            .map_err(|e| self.describe(e, "checking", path))?;
+        timestamp_ns(&meta).ok_or_else(|| {
+            anyhow!(
+                "{}: the storage reports no modification time for {path}, which garbage \
+                 collection needs to judge ages without trusting any host's clock",
+                self.location
+            )
+        })
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
@@ -308,6 +346,7 @@ impl Storage {
             .map(|e| ListedObject {
                 path: e.path().to_string(),
                 size: e.metadata().content_length(),
+                modified_ns: timestamp_ns(e.metadata()),
             })
             .collect())
     }

@@ -525,3 +525,33 @@ impl Env {
         assert_same_tree(expected, &target.path().join(inner));
     }
 }
+
+impl Env {
+    /// Makes every pack look `secs` older to the storage's clock, as if that
+    /// much time had passed since it was written (local repositories only:
+    /// object stores set their own times).
+    pub fn age_packs(&self, secs: i64) {
+        assert!(
+            self.remote.is_none(),
+            "packs can only be aged on local disk"
+        );
+        for f in walk_files(&self.repo.join("data")) {
+            let m = std::fs::metadata(&f).unwrap().modified().unwrap();
+            let t = m.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+            set_mtime(&f, t - secs, 0);
+        }
+    }
+
+    /// Garbage collection through both phases at once: unindexed packs aged
+    /// past prune's minimum (local repositories), one prune condemning with
+    /// no grace, a second deleting. Returns the second prune's output.
+    pub fn prune_fully(&self, extra: &[&str]) -> String {
+        if self.remote.is_none() {
+            self.age_packs(2 * 3600);
+        }
+        let mut args = vec!["prune", "--keep-delete", "0s"];
+        args.extend_from_slice(extra);
+        self.ok(&args);
+        self.ok(&args)
+    }
+}
