@@ -578,3 +578,139 @@ fn a_prune_whose_lock_was_removed_deletes_nothing() {
         "a prune without its lock changed the repository"
     );
 }
+
+#[test]
+fn three_hosts_backing_up_while_forget_and_prune_loop_lose_nothing() {
+    let env = Env::new();
+    env.init();
+    let rounds = 6;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let dirs: Vec<std::path::PathBuf> = (0..3).map(|h| env.path(&format!("host{h}"))).collect();
+    for (h, d) in dirs.iter().enumerate() {
+        noise_files(d, 3, 1_500_000, 500 + h as u64);
+    }
+    std::thread::scope(|scope| {
+        let hosts: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(h, dir)| {
+                let env = &env;
+                scope.spawn(move || {
+                    for round in 0..rounds {
+                        // changing data: one file replaced, one added each round
+                        let seed = 1000 * (h as u64 + 1) + round;
+                        std::fs::write(dir.join("f0"), noise(1_500_000, seed)).unwrap();
+                        std::fs::write(dir.join(format!("r{round}")), noise(700_000, seed + 7))
+                            .unwrap();
+                        let out = env
+                            .cairn()
+                            .env("CAIRN_CACHE_DIR", env.path(&format!("cache-host{h}")))
+                            .args(["backup", "--host", &format!("host{h}")])
+                            .arg(dir)
+                            .output()
+                            .unwrap();
+                        assert_success(&out);
+                    }
+                })
+            })
+            .collect();
+        let maintenance = scope.spawn(|| {
+            let mut runs = 0;
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                for args in [&["forget", "--keep-last", "2"][..], &["prune"]] {
+                    let out = env
+                        .cairn()
+                        .env("CAIRN_CACHE_DIR", env.path("cache-admin"))
+                        .args(args)
+                        .output()
+                        .unwrap();
+                    assert_success(&out);
+                }
+                runs += 1;
+            }
+            runs
+        });
+        // every host finishes (or fails) before the loop is told to stop,
+        // and only then is a failure passed on
+        let results: Vec<_> = hosts.into_iter().map(|h| h.join()).collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let runs = maintenance.join();
+        for r in results {
+            if let Err(e) = r {
+                std::panic::resume_unwind(e);
+            }
+        }
+        let runs = runs.unwrap_or_else(|e| std::panic::resume_unwind(e));
+        assert!(runs >= 2, "the prune loop ran {runs} times");
+    });
+    // every snapshot left is whole, and the newest of each host is its data
+    let out = env.cairn().args(["check", "--read-data"]).output().unwrap();
+    assert_success(&out);
+    for (h, dir) in dirs.iter().enumerate() {
+        let target = env.path(&format!("out{h}"));
+        let (code, err) = env.restore_into(&target, &["latest", "--host", &format!("host{h}")]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_same_tree(dir, &target.join(dir.strip_prefix("/").unwrap()));
+    }
+    for id in env.snapshot_ids() {
+        let out = env.cairn().args(["dump", &id, "/"]).output().unwrap();
+        assert_success(&out);
+    }
+}
+
+#[test]
+fn a_snapshot_committed_as_a_prune_condemns_its_packs_restores_and_is_revived() {
+    if remote_backend() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 4, 2_000_000, 21);
+    let s = src.to_str().unwrap();
+    // the backup has uploaded and indexed everything and passed its check
+    let mut backup = env
+        .process()
+        .env("CAIRN_STOP_AT", "before-snapshot:1")
+        .args(["backup", s])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let backup_pid = nix::unistd::Pid::from_raw(backup.id() as i32);
+    wait_stopped(backup_pid);
+    // a prune plans while no snapshot needs those packs...
+    let prune = env
+        .process()
+        .env("CAIRN_STOP_AT", "prune-planned:1")
+        .args(["prune"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prune_pid = nix::unistd::Pid::from_raw(prune.id() as i32);
+    wait_stopped(prune_pid);
+    // ...the backup commits before the prune writes its index...
+    signal(backup_pid, nix::sys::signal::Signal::SIGCONT);
+    let out = std::mem::replace(&mut backup, env.process().arg("--version").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    assert_success(&out);
+    let _ = backup.wait();
+    // ...and then the prune condemns them: the snapshot reaches condemned packs
+    signal(prune_pid, nix::sys::signal::Signal::SIGCONT);
+    assert_success(&prune.wait_with_output().unwrap());
+    let id = env.snapshot_ids().pop().unwrap();
+    env.assert_restores(&id, &src, &src);
+    // the next prune sees the snapshot and revives what it needs
+    let out = env.ok(&["--json", "prune", "--keep-delete", "0s"]);
+    let plan: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(
+        plan["plan"]["packs_revived"].as_u64().unwrap() >= 1,
+        "{plan}"
+    );
+    env.prune_fully(&[]);
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+    env.assert_restores(&id, &src, &src);
+}

@@ -276,7 +276,7 @@ impl Repository {
 
     fn try_sync_index(&self) -> Result<()> {
         let on_storage = self.list_index_files()?;
-        let (mut ingested, mut superseded) = self.index.ingested_index_files()?;
+        let (ingested, mut superseded) = self.index.ingested_index_files()?;
         let present: std::collections::HashSet<Id> = on_storage.iter().map(|f| f.0).collect();
         let new: Vec<(Id, Option<i64>)> = on_storage
             .iter()
@@ -293,11 +293,12 @@ impl Repository {
             !ingested.is_subset(&present) || ingested.iter().any(|id| superseded.contains(id));
         if rebuild {
             self.index.clear_locations()?;
-            ingested.clear();
             let all = self.read_index_files(&on_storage)?;
-            return self.ingest_all(&all);
+            return self.ingest_all(&all, &std::collections::HashSet::new());
         }
-        self.ingest_all(&files)
+        // A file superseded by one ingested earlier (still on storage while
+        // its prune finishes) must not bring its entries back.
+        self.ingest_all(&files, &superseded)
     }
 
     /// Every index file on storage, with its storage modification time.
@@ -319,11 +320,19 @@ impl Repository {
             .collect()
     }
 
-    fn ingest_all(&self, files: &[(Id, Option<i64>, IndexFile)]) -> Result<()> {
-        let superseded: std::collections::HashSet<Id> = files
-            .iter()
-            .flat_map(|(_, _, f)| f.supersedes.iter().copied())
-            .collect();
+    /// Ingests `files`, leaving out those superseded by one of them or
+    /// listed in `also_superseded`.
+    fn ingest_all(
+        &self,
+        files: &[(Id, Option<i64>, IndexFile)],
+        also_superseded: &std::collections::HashSet<Id>,
+    ) -> Result<()> {
+        let mut superseded = also_superseded.clone();
+        superseded.extend(
+            files
+                .iter()
+                .flat_map(|(_, _, f)| f.supersedes.iter().copied()),
+        );
         for (id, written, file) in files.iter().filter(|(id, _, _)| !superseded.contains(id)) {
             self.index.ingest(id, file, *written)?;
         }

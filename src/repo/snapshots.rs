@@ -70,11 +70,17 @@ impl Repository {
     }
 
     /// All snapshots, oldest first.
+    /// A snapshot that vanishes between listing and reading was removed by
+    /// a `forget` running meanwhile (readers take no lock): it is skipped.
     pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let ids = self.snapshot_ids()?;
         let mut all = ids
             .par_iter()
-            .map(|id| Ok((*id, self.load_snapshot(id)?)))
+            .filter_map(|id| match self.load_snapshot(id) {
+                Ok(s) => Some(Ok((*id, s))),
+                Err(e) if crate::storage::is_not_found(&e) => None,
+                Err(e) => Some(Err(e)),
+            })
             .collect::<Result<Vec<_>>>()?;
         all.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
         Ok(all)

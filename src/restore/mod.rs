@@ -160,7 +160,7 @@ fn group_by_pack(
                     .targets
                     .push((i, offset));
             } else {
-                match repo.index.lookup(BlobKind::Data, id)? {
+                match repo.index.lookup_any(BlobKind::Data, id)? {
                     Some(loc) => {
                         let list = packs.entry(loc.pack).or_default();
                         where_is.insert(*id, (loc.pack, list.len()));

@@ -194,7 +194,7 @@ impl Walker<'_> {
                 let content = std::mem::take(content);
                 let mut lengths = Vec::with_capacity(content.len());
                 for id in &content {
-                    let loc = self.repo.index.lookup(BlobKind::Data, id)?;
+                    let loc = self.repo.index.lookup_any(BlobKind::Data, id)?;
                     // A missing blob is reported when the content is read.
                     lengths.push(loc.map_or(0, |l| l.blob.raw_length));
                 }

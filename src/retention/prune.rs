@@ -189,6 +189,11 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
     }
     let now = repo.storage_now_ns()?;
     let mut stats = PruneStats::default();
+    // Snapshots first, then the index: a backup writes its index files
+    // before its snapshot, so every snapshot listed here finds its blobs in
+    // the index read next (and its trees in the cache synced now).
+    let snapshots = repo.list_snapshots()?;
+    repo.sync_index()?;
     let index_files = repo.list_index_files()?;
     let old_index_files: Vec<Id> = index_files.iter().map(|(id, _)| *id).collect();
     stats.index_files_old = old_index_files.len();
@@ -243,7 +248,7 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
         }
     }
 
-    let (mut used_data, mut used_trees, snapshots_marked) = mark_used(repo)?;
+    let (mut used_data, mut used_trees, snapshots_marked) = mark_used(repo, snapshots)?;
     stats.snapshots = snapshots_marked.len();
     stats.blobs_used = (used_data.len() + used_trees.len()) as u64;
 
@@ -404,8 +409,10 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
 }
 
 /// Every data and tree blob reachable from a snapshot, and the snapshots.
-fn mark_used(repo: &Repository) -> Result<(HashSet<Id>, HashSet<Id>, HashSet<Id>)> {
-    let snapshots = repo.list_snapshots()?;
+fn mark_used(
+    repo: &Repository,
+    snapshots: Vec<(Id, crate::tree::snapshot::Snapshot)>,
+) -> Result<(HashSet<Id>, HashSet<Id>, HashSet<Id>)> {
     let mut data = HashSet::new();
     let mut trees = HashSet::new();
     let roots: Vec<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
