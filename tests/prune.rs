@@ -29,20 +29,19 @@ fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
     );
     assert_eq!(env.objects(""), listed, "a dry run changed the repository");
 
-    // the first phase condemns: nothing is deleted yet
-    env.ok(&["prune"]);
-    assert!(
-        env.repo_bytes() >= before,
-        "prune deleted at once, with a day of grace"
-    );
+    // the first phase condemns (here with 8 s of grace): nothing is
+    // deleted yet
+    env.ok(&["prune", "--keep-delete", "8s"]);
+    assert!(env.repo_bytes() >= before, "prune deleted at once, with grace");
     let notes = env.check_clean(&[]);
     assert!(notes.iter().any(|n| n.contains("condemned")), "{notes:?}");
     // the grace a pack was condemned with holds even if a later prune's is shorter
     env.ok(&["prune", "--keep-delete", "0s"]);
     assert!(
         env.repo_bytes() >= before,
-        "a pack condemned for a day was deleted early"
+        "a pack condemned for 8 s was deleted early"
     );
+    std::thread::sleep(std::time::Duration::from_secs(9));
     env.prune_fully(&[]);
     let after = env.repo_bytes();
 
