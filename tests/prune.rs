@@ -32,7 +32,10 @@ fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
     // the first phase condemns (here with 8 s of grace): nothing is
     // deleted yet
     env.ok(&["prune", "--keep-delete", "8s"]);
-    assert!(env.repo_bytes() >= before, "prune deleted at once, with grace");
+    assert!(
+        env.repo_bytes() >= before,
+        "prune deleted at once, with grace"
+    );
     let notes = env.check_clean(&[]);
     assert!(notes.iter().any(|n| n.contains("condemned")), "{notes:?}");
     // the grace a pack was condemned with holds even if a later prune's is shorter

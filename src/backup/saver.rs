@@ -330,6 +330,10 @@ fn check_indexed_in_time(repo: &Repository, index: &Id, packs: &[IndexedPack]) -
     };
     let uploaded = repo.storage.modified_ns(&layout::pack(&first.id))?;
     let indexed = repo.storage.modified_ns(&layout::index(index))?;
+    // storage without times: prune never takes a pack for a leftover by age
+    let (Some(uploaded), Some(indexed)) = (uploaded, indexed) else {
+        return Ok(());
+    };
     let limit = UNINDEXED_MIN_AGE_NS - UNINDEXED_MARGIN_NS;
     if indexed.saturating_sub(uploaded) >= limit {
         return Err(anyhow!(

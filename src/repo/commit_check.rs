@@ -51,10 +51,14 @@ fn revival_margin_ns(grace_ns: i64) -> i64 {
 /// Whether a revival written at storage time `written_ns` keeps a pack
 /// condemned at `since_ns` with `grace_ns` from deletion: it must be visible
 /// to the prune that would delete it, which looks no earlier than
-/// `since + grace`. With no grace nothing can be revived.
-pub fn revival_allowed(since_ns: Option<i64>, grace_ns: i64, written_ns: i64) -> bool {
-    let Some(since) = since_ns else {
-        return false;
+/// `since + grace`. With no grace nothing can be revived. On storage that
+/// keeps no times (both unknown) no prune ever deletes a condemned pack, so
+/// any revival holds.
+pub fn revival_allowed(since_ns: Option<i64>, grace_ns: i64, written_ns: Option<i64>) -> bool {
+    let (since, written_ns) = match (since_ns, written_ns) {
+        (None, None) => return true,
+        (Some(since), Some(written)) => (since, written),
+        _ => return false,
     };
     let deadline = since
         .saturating_add(grace_ns)
@@ -203,19 +207,22 @@ mod tests {
     fn a_revival_must_land_well_before_the_grace_ends() {
         let since = Some(100 * H);
         // a day of grace: up to an hour before its end
-        assert!(revival_allowed(since, 24 * H, 100 * H + 22 * H));
-        assert!(!revival_allowed(since, 24 * H, 100 * H + 23 * H));
+        assert!(revival_allowed(since, 24 * H, Some(100 * H + 22 * H)));
+        assert!(!revival_allowed(since, 24 * H, Some(100 * H + 23 * H)));
         // ten minutes of grace: up to five minutes
-        assert!(revival_allowed(since, H / 6, 100 * H + H / 13));
-        assert!(!revival_allowed(since, H / 6, 100 * H + H / 12));
+        assert!(revival_allowed(since, H / 6, Some(100 * H + H / 13)));
+        assert!(!revival_allowed(since, H / 6, Some(100 * H + H / 12)));
     }
 
     #[test]
     fn nothing_is_revived_without_grace_or_a_known_time() {
-        assert!(!revival_allowed(Some(0), 0, -1));
-        assert!(!revival_allowed(None, 24 * H, 0));
+        assert!(!revival_allowed(Some(0), 0, Some(-1)));
+        assert!(!revival_allowed(None, 24 * H, Some(0)));
+        assert!(!revival_allowed(Some(0), 24 * H, None));
+        // storage without times: no prune deletes, any revival holds
+        assert!(revival_allowed(None, 0, None));
         // hostile numbers saturate instead of overflowing
-        assert!(revival_allowed(Some(i64::MAX), i64::MAX, 0));
-        assert!(!revival_allowed(Some(i64::MIN), 1, 0));
+        assert!(revival_allowed(Some(i64::MAX), i64::MAX, Some(0)));
+        assert!(!revival_allowed(Some(i64::MIN), 1, Some(0)));
     }
 }

@@ -185,7 +185,7 @@ impl State {
         let mut record = cur.record.clone();
         record.refreshed_ns = now_ns().max(record.created_ns);
         let id = self.write(&record)?;
-        let modified_ns = self.storage.modified_ns(&layout::lock(&id)).ok();
+        let modified_ns = self.storage.modified_ns(&layout::lock(&id)).ok().flatten();
         let late = match (cur.modified_ns, modified_ns) {
             (Some(before), Some(now)) => now.saturating_sub(before) > VALID_FOR_NS,
             _ => false,
@@ -278,7 +278,7 @@ impl RepoLock {
             }),
         });
         let id = state.write(&record)?;
-        let modified_ns = storage.modified_ns(&layout::lock(&id)).ok();
+        let modified_ns = storage.modified_ns(&layout::lock(&id)).ok().flatten();
         {
             let mut cur = state.current.lock().expect("lock state");
             cur.id = id;

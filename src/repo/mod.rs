@@ -246,7 +246,8 @@ impl Repository {
     /// this process holds (written at most a refresh interval ago, so this
     /// errs early, which only ever makes prune keep more). Garbage
     /// collection judges every age by this clock, never by a host's.
-    pub fn storage_now_ns(&self) -> Result<i64> {
+    /// `None` on storage without modification times.
+    pub fn storage_now_ns(&self) -> Result<Option<i64>> {
         let lock = self.held_lock.get().ok_or_else(|| {
             anyhow!("judging ages on storage needs the repository lock (drop --no-lock)")
         })?;

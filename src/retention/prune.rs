@@ -239,7 +239,8 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
         // A running backup indexes its packs within seconds; it checks that
         // it did within UNINDEXED_MIN_AGE, whatever grace prune is given.
         let min_age = grace.max(UNINDEXED_MIN_AGE_NS);
-        if modified.is_some_and(|m| now.saturating_sub(m) >= min_age) {
+        let age = now.zip(*modified).map(|(now, m)| now.saturating_sub(m));
+        if age.is_some_and(|age| age >= min_age) {
             stats.packs_unindexed += 1;
             stats.bytes_unindexed += size;
             delete.push(*id);
@@ -340,9 +341,9 @@ pub fn plan_prune(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
     condemned.sort_by_key(|c| c.pack.id);
     for c in condemned {
         let wait = c.grace_ns.max(grace);
-        let expired = c
-            .since_ns
-            .is_some_and(|since| now >= since.saturating_add(wait));
+        let expired = now
+            .zip(c.since_ns)
+            .is_some_and(|(now, since)| now >= since.saturating_add(wait));
         if expired {
             stats.packs_expired += 1;
             stats.bytes_expired += c.pack.size;

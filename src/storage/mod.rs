@@ -306,20 +306,16 @@ impl Storage {
     }
 
     /// The storage's own modification time of an object (Unix ns): the one
-    /// clock every host sharing the repository agrees on.
-    pub fn modified_ns(&self, path: &str) -> Result<i64> {
+    /// clock every host sharing the repository agrees on. `None` where the
+    /// storage keeps none (`memory://`): there prune judges no age, so it
+    /// condemns but never deletes.
+    pub fn modified_ns(&self, path: &str) -> Result<Option<i64>> {
         self.shared.requests.head.fetch_add(1, Relaxed);
         let meta = self
             .runtime
             .block_on(self.op.stat(path))
             .map_err(|e| self.describe(e, "checking", path))?;
-        timestamp_ns(&meta).ok_or_else(|| {
-            anyhow!(
-                "{}: the storage reports no modification time for {path}, which garbage \
-                 collection needs to judge ages without trusting any host's clock",
-                self.location
-            )
-        })
+        Ok(timestamp_ns(&meta))
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
