@@ -371,6 +371,14 @@ fn commit(
                 id.short()
             ))
         })?;
-    repo.index.mark_verified(trees, window.epoch())?;
+    // An unchanged tree is verified already: only new ones are written.
+    let epoch = window.epoch();
+    let mut fresh = Vec::new();
+    for t in trees {
+        if !repo.index.is_verified(&t, epoch)? {
+            fresh.push(t);
+        }
+    }
+    repo.index.mark_verified(fresh, epoch)?;
     Ok(id)
 }
