@@ -232,7 +232,7 @@ impl<'a, 's> Archiver<'a, 's> {
         parent_root: Option<Id>,
         extra: Vec<Node>,
     ) -> Result<Id> {
-        let parent = self.load_parent_tree(parent_root);
+        let parent = self.load_parent_tree(parent_root, false);
         let mut nodes = self.archive_trie_nodes(Path::new("/"), trie, parent.as_ref())?;
         nodes.extend(extra);
         self.save_tree(nodes)
@@ -245,15 +245,19 @@ impl<'a, 's> Archiver<'a, 's> {
         Ok(stream_node(name, content, size))
     }
 
-    fn load_parent_tree(&mut self, id: Option<Id>) -> Option<ParentTree> {
+    /// A tree of the parent snapshot. Below a verified tree every subtree
+    /// is verified too (a committed snapshot's trees are recorded together),
+    /// so only the root, or a subtree of an unverified tree, is looked up.
+    fn load_parent_tree(&mut self, id: Option<Id>, within_verified: bool) -> Option<ParentTree> {
         // A damaged parent only costs speed: fall back to reading everything.
         let id = id?;
         let tree = self.repo.load_tree(&id).ok()?;
-        let verified = self
-            .repo
-            .index
-            .is_verified(&id, self.epoch)
-            .unwrap_or(false);
+        let verified = within_verified
+            || self
+                .repo
+                .index
+                .is_verified(&id, self.epoch)
+                .unwrap_or(false);
         Some(ParentTree { tree, verified })
     }
 
@@ -289,7 +293,7 @@ impl<'a, 's> Archiver<'a, 's> {
             } else {
                 let meta = std::fs::symlink_metadata(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let sub_parent = self.parent_subtree(parent_node);
+                let sub_parent = self.parent_subtree(parent_node, verified);
                 let subtree = self.archive_trie(&path, child, sub_parent.as_ref())?;
                 let node = node_from_metadata(
                     name,
@@ -304,9 +308,15 @@ impl<'a, 's> Archiver<'a, 's> {
         Ok(nodes)
     }
 
-    fn parent_subtree(&mut self, parent_node: Option<&Node>) -> Option<ParentTree> {
+    fn parent_subtree(
+        &mut self,
+        parent_node: Option<&Node>,
+        within_verified: bool,
+    ) -> Option<ParentTree> {
         match parent_node.map(|n| &n.kind) {
-            Some(NodeKind::Dir { subtree }) => self.load_parent_tree(Some(*subtree)),
+            Some(NodeKind::Dir { subtree }) => {
+                self.load_parent_tree(Some(*subtree), within_verified)
+            }
             _ => None,
         }
     }
@@ -338,7 +348,7 @@ impl<'a, 's> Archiver<'a, 's> {
         } else if ft.is_dir() {
             self.summary.dirs += 1;
             let crosses_fs = self.one_file_system && meta.dev() != root_dev;
-            let sub_parent = self.parent_subtree(parent);
+            let sub_parent = self.parent_subtree(parent, parent_verified);
             let subtree = if crosses_fs {
                 self.save_tree(Vec::new())?
             } else {

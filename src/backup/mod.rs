@@ -371,14 +371,11 @@ fn commit(
                 id.short()
             ))
         })?;
-    // An unchanged tree is verified already: only new ones are written.
+    // Every tree is recorded, so that below a verified tree nothing needs
+    // looking up; an unchanged snapshot (same root) has nothing to add.
     let epoch = window.epoch();
-    let mut fresh = Vec::new();
-    for t in trees {
-        if !repo.index.is_verified(&t, epoch)? {
-            fresh.push(t);
-        }
+    if !repo.index.is_verified(&snapshot.tree, epoch)? {
+        repo.index.mark_verified(trees, epoch)?;
     }
-    repo.index.mark_verified(fresh, epoch)?;
     Ok(id)
 }
