@@ -299,6 +299,9 @@ fn the_api_says_what_is_wrong() {
     assert_eq!(server.get("/repositories/nope/snapshots").0, 404);
     assert_eq!(server.get("/jobs/0123abcd").0, 404);
     assert_eq!(server.get("/repositories/main/snapshots/abcdef12").0, 404);
+    // a filter no argument can carry is a bad request, not a server error
+    let (status, body) = server.get("/repositories/main/snapshots?path=%2Fa%00b");
+    assert_eq!(status, 400, "{body}");
 
     let (status, body) = server.post(
         "/repositories/main/restore",

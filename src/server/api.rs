@@ -330,6 +330,12 @@ async fn snapshots_of(
     name: &str,
     filters: Vec<String>,
 ) -> Result<Vec<SnapshotInfo>, ApiError> {
+    // A filter is passed on as an argument, and no argument can hold a NUL
+    if filters.iter().any(|f| f.contains('\0')) {
+        return Err(ApiError::bad_request(
+            "host, tag and path filters cannot contain a NUL byte",
+        ));
+    }
     let (mut args, env) = specs::snapshots_command(&state.settings, name);
     args.extend(filters);
     let run = tokio::process::Command::new(&state.exe)
