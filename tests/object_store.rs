@@ -356,7 +356,11 @@ fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
     object_store("start", own.dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("retry"), "retries are announced: {err}");
+    assert!(
+        err.contains("retry"),
+        "retries are announced ({:?}): {err}",
+        out.status
+    );
     assert!(
         err.contains("could not be reached") || err.contains("gave up"),
         "{err}"

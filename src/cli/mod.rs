@@ -201,6 +201,28 @@ impl GlobalArgs {
 pub fn run() -> Result<i32> {
     let cli = Cli::parse();
     let g = &cli.global;
+    // main keeps SIGPIPE's default so `cairn ls … | head` ends quietly. The
+    // commands that talk to storage at length ignore it instead: a server
+    // that closes a connection mid-request (HTTP writes use writev, which
+    // raises SIGPIPE) must give a retried error, not kill the process
+    // silently. Children still start with the default (std resets it).
+    if matches!(
+        cli.command,
+        Command::Backup(_)
+            | Command::Restore(_)
+            | Command::Check(_)
+            | Command::Forget(_)
+            | Command::Prune(_)
+            | Command::Repair(_)
+            | Command::Serve(_)
+            | Command::Init(_)
+            | Command::Unlock(_)
+    ) {
+        // SAFETY: changing a signal disposition to "ignore".
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
     match &cli.command {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, a),
