@@ -71,6 +71,25 @@ fn wait_stopped(pid: nix::unistd::Pid) {
     }
 }
 
+/// Spawns `cmd ARGS` to stop itself at the named point (`CAIRN_STOP_AT`)
+/// and waits until it has.
+fn stopped_at(
+    mut cmd: std::process::Command,
+    point: &str,
+    args: &[&str],
+) -> (Child, nix::unistd::Pid) {
+    let child = cmd
+        .env("CAIRN_STOP_AT", point)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    wait_stopped(pid);
+    (child, pid)
+}
+
 fn signal(pid: nix::unistd::Pid, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(pid, sig).unwrap();
 }
@@ -494,15 +513,7 @@ fn maintenance_commands_exclude_each_other_but_never_a_backup() {
     env.ok(&["backup", src.to_str().unwrap()]);
     // a prune stopped after planning, from a host whose clock is two hours
     // behind: its lock is live by the storage's clock, whatever its record says
-    let prune = skewed_cairn(&env, "-2h")
-        .env("CAIRN_STOP_AT", "prune-planned:1")
-        .args(["prune"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = nix::unistd::Pid::from_raw(prune.id() as i32);
-    wait_stopped(pid);
+    let (prune, pid) = stopped_at(skewed_cairn(&env, "-2h"), "prune-planned:1", &["prune"]);
     let out = env
         .cairn()
         .args(["forget", "--keep-last", "1"])
@@ -556,16 +567,11 @@ fn a_prune_whose_lock_was_removed_deletes_nothing() {
     env.ok(&["forget", &id]);
     env.ok(&["prune", "--keep-delete", "0s"]);
     let before = env.objects("");
-    let prune = env
-        .process()
-        .env("CAIRN_STOP_AT", "prune-planned:1")
-        .args(["prune", "--keep-delete", "0s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = nix::unistd::Pid::from_raw(prune.id() as i32);
-    wait_stopped(pid);
+    let (prune, pid) = stopped_at(
+        env.process(),
+        "prune-planned:1",
+        &["prune", "--keep-delete", "0s"],
+    );
     // a live lock is not stale: plain unlock leaves it
     assert!(env.ok(&["unlock"]).contains("removed 0 locks"));
     env.ok(&["unlock", "--remove-all"]);
@@ -676,34 +682,12 @@ fn a_snapshot_committed_as_a_prune_condemns_its_packs_restores_and_is_revived() 
     noise_files(&src, 4, 2_000_000, 21);
     let s = src.to_str().unwrap();
     // the backup has uploaded and indexed everything and passed its check
-    let mut backup = env
-        .process()
-        .env("CAIRN_STOP_AT", "before-snapshot:1")
-        .args(["backup", s])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let backup_pid = nix::unistd::Pid::from_raw(backup.id() as i32);
-    wait_stopped(backup_pid);
+    let (backup, backup_pid) = stopped_at(env.process(), "before-snapshot:1", &["backup", s]);
     // a prune plans while no snapshot needs those packs...
-    let prune = env
-        .process()
-        .env("CAIRN_STOP_AT", "prune-planned:1")
-        .args(["prune"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let prune_pid = nix::unistd::Pid::from_raw(prune.id() as i32);
-    wait_stopped(prune_pid);
+    let (prune, prune_pid) = stopped_at(env.process(), "prune-planned:1", &["prune"]);
     // ...the backup commits before the prune writes its index...
     signal(backup_pid, nix::sys::signal::Signal::SIGCONT);
-    let out = std::mem::replace(&mut backup, env.process().arg("--version").spawn().unwrap())
-        .wait_with_output()
-        .unwrap();
-    assert_success(&out);
-    let _ = backup.wait();
+    assert_success(&backup.wait_with_output().unwrap());
     // ...and then the prune condemns them: the snapshot reaches condemned packs
     signal(prune_pid, nix::sys::signal::Signal::SIGCONT);
     assert_success(&prune.wait_with_output().unwrap());

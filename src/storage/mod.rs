@@ -297,12 +297,14 @@ impl Storage {
     }
 
     pub fn size(&self, path: &str) -> Result<u64> {
+        Ok(self.stat(path)?.content_length())
+    }
+
+    fn stat(&self, path: &str) -> Result<opendal::Metadata> {
         self.shared.requests.head.fetch_add(1, Relaxed);
-        let meta = self
-            .runtime
+        self.runtime
             .block_on(self.op.stat(path))
-            .map_err(|e| self.describe(e, "checking", path))?;
-        Ok(meta.content_length())
+            .map_err(|e| self.describe(e, "checking", path))
     }
 
     /// The storage's own modification time of an object (Unix ns): the one
@@ -310,12 +312,7 @@ impl Storage {
     /// storage keeps none (`memory://`): there prune judges no age, so it
     /// condemns but never deletes.
     pub fn modified_ns(&self, path: &str) -> Result<Option<i64>> {
-        self.shared.requests.head.fetch_add(1, Relaxed);
-        let meta = self
-            .runtime
-            .block_on(self.op.stat(path))
-            .map_err(|e| self.describe(e, "checking", path))?;
-        Ok(timestamp_ns(&meta))
+        Ok(timestamp_ns(&self.stat(path)?))
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
