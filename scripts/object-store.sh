@@ -24,6 +24,10 @@
 #   python-swiftclient read them (ST_AUTH ST_USER ST_KEY), and as OS_AUTH_URL
 #   OS_USERNAME OS_PASSWORD (the URL ends in /auth/v1.0, so clients that pick the
 #   auth version from the URL, restic among them, do v1 auth).
+#   CAIRN_TEST_APPENDONLY_AWS_ACCESS_KEY_ID, …_AWS_SECRET_ACCESS_KEY and
+#   …_SWIFT_TOKEN: a second user (cairn:appendonly) of the same account whose
+#   DELETE requests are refused, as a backup host's credentials without
+#   s3:DeleteObject would be.
 #
 # Restarts: DIR keeps its identity. The first start picks a free port (or
 # $CAIRN_OBJECT_STORE_PORT) and records it with the credentials in
@@ -216,6 +220,7 @@ write_helper() {
 import base64, datetime, hashlib, hmac, http.client, json, os, re, secrets, shlex, sys, time
 
 HOST, REGION, ACCOUNT, USER, BUCKET = "127.0.0.1", "us-east-1", "cairn", "tester", "cairn-test"
+APPEND_USER = "appendonly"  # a second user of the same account that cannot delete
 PART_POWER = 6  # fixed: object placement on disk depends on it
 
 
@@ -234,9 +239,26 @@ def identity(d, create=False):
     if not create:
         sys.exit(f"{d} was never started")
     ident = {"port": None, "secret": secrets.token_hex(20), "hash_suffix": secrets.token_hex(16),
-             "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode()}
+             "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+             "appendonly_secret": secrets.token_hex(20)}
     put_file(path, json.dumps(ident, indent=1), 0o600)
     return ident
+
+
+def appendonly_filter(global_conf, **local_conf):
+    """Paste filter after tempauth: the user APPEND_USER may read and write
+    but never delete (DELETE is all a delete is, in S3 and Swift alike; an S3
+    multi-object delete reaches here as one DELETE per key). It models a
+    backup host's credentials without s3:DeleteObject."""
+    def wrap(app):
+        def refuse_deletes(env, start_response):
+            groups = env.get("REMOTE_USER", "").split(",")
+            if f"{ACCOUNT}:{APPEND_USER}" in groups and env["REQUEST_METHOD"] == "DELETE":
+                start_response("403 Forbidden", [("Content-Type", "text/plain")])
+                return [b"this user may not delete\n"]
+            return app(env, start_response)
+        return refuse_deletes
+    return wrap
 
 
 # ---------------------------------------------------------------- serve
@@ -262,7 +284,7 @@ container_update_timeout = 30
 
 PROXY = COMMON + """
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging listing_formats bulk s3api tempauth copy slo dlo versioned_writes proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging listing_formats bulk s3api tempauth appendonly copy slo dlo versioned_writes proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -280,10 +302,14 @@ max_upload_part_num = 10000
 [filter:tempauth]
 use = egg:swift#tempauth
 user_{account}_{user} = {secret} .admin
+user_{account}_{append_user} = {appendonly_secret} .admin
 token_life = 604800
 # stateless tokens (no memcached), valid across restarts
 fernet_key_1 = {fernet_key}
 active_fernet_key_id = 1
+
+[filter:appendonly]
+paste.filter_factory = cairn_object_store:appendonly_filter
 
 [filter:slo]
 use = egg:swift#slo
@@ -363,6 +389,8 @@ def serve(d):
     except OSError:
         pass
     ident = identity(d, create=True)
+    if "appendonly_secret" not in ident:  # DIRs started before the append-only user existed
+        ident["appendonly_secret"] = secrets.token_hex(20)
     conf, node = os.path.join(d, "conf"), os.path.join(d, "node")
     os.makedirs(os.path.join(node, "d1"), exist_ok=True)
     probe_file = os.path.join(node, "d1", ".xattr-probe")
@@ -406,7 +434,8 @@ def serve(d):
     backs = {kind: eventlet.listen((HOST, 0), backlog=1024, reuse_port=False)
              for kind in ("account", "container", "object")}
 
-    fill = dict(conf=conf, node=node, region=REGION, account=ACCOUNT, user=USER, **ident)
+    fill = dict(conf=conf, node=node, region=REGION, account=ACCOUNT, user=USER,
+                append_user=APPEND_USER, **ident)
     put_file(os.path.join(conf, "swift.conf"),
              f"[swift-hash]\nswift_hash_path_suffix = {ident['hash_suffix']}\n\n"
              "[storage-policy:0]\nname = gold\ndefault = yes\n")
@@ -481,8 +510,8 @@ def s3_headers(method, path, port, secret):
     return h
 
 
-def login(port, secret):
-    st, h, _ = request(port, "GET", "/auth/v1.0", {"X-Auth-User": f"{ACCOUNT}:{USER}", "X-Auth-Key": secret})
+def login(port, secret, user=USER):
+    st, h, _ = request(port, "GET", "/auth/v1.0", {"X-Auth-User": f"{ACCOUNT}:{user}", "X-Auth-Key": secret})
     if st != 200:
         raise RuntimeError(f"v1 auth answered {st}")
     return h["x-auth-token"], h["x-storage-url"]
@@ -547,6 +576,10 @@ def probe(d, mode, timeout):
         "ST_AUTH": auth, "ST_USER": user, "ST_KEY": key,
         "OS_AUTH_URL": auth, "OS_USERNAME": user, "OS_PASSWORD": key,
     }
+    # the append-only user (see appendonly_filter), for tests of backup hosts
+    env["CAIRN_TEST_APPENDONLY_AWS_ACCESS_KEY_ID"] = f"{ACCOUNT}:{APPEND_USER}"
+    env["CAIRN_TEST_APPENDONLY_AWS_SECRET_ACCESS_KEY"] = ident["appendonly_secret"]
+    env["CAIRN_TEST_APPENDONLY_SWIFT_TOKEN"] = login(ident["port"], ident["appendonly_secret"], APPEND_USER)[0]
     put_file(os.path.join(d, "env.sh"), "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()), 0o600)
 
 

@@ -319,7 +319,12 @@ impl Storage {
         self.shared.requests.delete.fetch_add(1, Relaxed);
         self.runtime
             .block_on(self.op.delete(path))
-            .map_err(|e| self.describe(e, "deleting", path))
+            .map_err(|e| match e.kind() {
+                ErrorKind::PermissionDenied => anyhow::Error::new(StorageError::DeleteDenied {
+                    path: path.to_string(),
+                }),
+                _ => self.describe(e, "deleting", path),
+            })
     }
 
     /// Every object below `dir` (e.g. `"snapshots/"`), recursively.
@@ -354,6 +359,13 @@ pub enum StorageError {
         "{doing} {path}: permission denied by the storage (check the credentials and their rights)"
     )]
     PermissionDenied { doing: String, path: String },
+    /// Append-only credentials (a backup host's) meet a maintenance command.
+    #[error(
+        "deleting {path}: permission denied by the storage. These credentials may not delete \
+         (an append-only backup host's?): forget, prune, repair and unlock need credentials \
+         with delete rights"
+    )]
+    DeleteDenied { path: String },
     #[error("{doing} {path}: {message}")]
     Other {
         doing: String,

@@ -18,6 +18,9 @@ pub struct Env {
     pub cache: PathBuf,
     /// `s3://…` or `swift://…` when CAIRN_TEST_BACKEND selects object storage.
     pub remote: Option<String>,
+    /// Run cairn with the object store's append-only user (whose deletes
+    /// the store refuses) instead of the admin; see `use_append_only_user`.
+    append_only: std::sync::atomic::AtomicBool,
 }
 
 /// Variables an object-storage repository needs, passed through to cairn.
@@ -76,7 +79,24 @@ impl Env {
             repo,
             cache,
             remote,
+            append_only: false.into(),
         }
+    }
+
+    /// From now on cairn runs with credentials that cannot delete (object
+    /// storage only: scripts/object-store.sh exports them). Returns false
+    /// when this is no object-store run.
+    pub fn use_append_only_user(&self, on: bool) -> bool {
+        if self.remote.is_none() {
+            return false;
+        }
+        assert!(
+            std::env::var_os("CAIRN_TEST_APPENDONLY_AWS_ACCESS_KEY_ID").is_some(),
+            "the append-only user's credentials (scripts/object-store.sh exports them)"
+        );
+        self.append_only
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        true
     }
 
     /// A second environment on the same storage kind.
@@ -134,9 +154,20 @@ impl Env {
             STORAGE_VARS
                 .iter()
                 .filter(|_| self.remote.is_some())
-                .filter_map(|v| std::env::var_os(v).map(|val| (*v, val))),
+                .filter_map(|v| std::env::var_os(self.storage_var(v)).map(|val| (*v, val))),
         )
         .collect()
+    }
+
+    /// Where the value of storage variable `v` comes from.
+    fn storage_var(&self, v: &str) -> String {
+        let append_only = self.append_only.load(std::sync::atomic::Ordering::Relaxed);
+        match v {
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "SWIFT_TOKEN" if append_only => {
+                format!("CAIRN_TEST_APPENDONLY_{v}")
+            }
+            _ => v.to_string(),
+        }
     }
 
     /// `c` with a clean environment pointing at this repository and cache.
