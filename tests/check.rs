@@ -114,3 +114,56 @@ fn a_deleted_index_file_leaves_blobs_unindexed_and_packs_unreferenced() {
     let id = env.snapshot_ids().pop().unwrap();
     env.assert_restores(&id, &src, &src);
 }
+
+#[test]
+fn repair_keeps_what_the_old_index_said_of_a_pack_the_storage_failed_to_deliver() {
+    // The fault: one pack the storage refuses to hand over (EACCES for an
+    // unprivileged repair), as a passing network error would. The pack is
+    // whole; dropping it from the index would lose its data.
+    if !is_root() || remote_backend() {
+        return; // needs root to run repair as another user
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let (src, packs) = two_backups_with_new_data_packs(&env);
+    let refused = &packs[0];
+    // the unprivileged user may use the repository and the cache
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .args([&env.repo, &env.cache])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(refused, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(assert_cmd::cargo::cargo_bin("cairn"))
+        .args(["--json", "repair", "index"])
+        .env_clear()
+        .envs(env.env_vars())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let kept = v["report"]["kept_from_old_index"].as_array().unwrap();
+    let name = refused.file_name().unwrap().to_str().unwrap();
+    assert_eq!(kept.len(), 1, "{v}");
+    assert!(kept[0][0].as_str().unwrap().ends_with(name), "{v}");
+    assert!(
+        v["report"]["unreadable"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+
+    // once the storage answers again, nothing was lost
+    std::fs::set_permissions(refused, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+    let id = env.snapshot_ids().pop().unwrap();
+    env.assert_restores(&id, &src, &src);
+}

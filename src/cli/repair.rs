@@ -23,12 +23,21 @@ pub fn run(g: &GlobalArgs, a: &RepairCommand) -> Result<i32> {
                 for (pack, why) in &r.unreadable {
                     eprintln!("warning: {pack} left out of the index: {why}");
                 }
+                for (pack, why) in &r.kept_from_old_index {
+                    eprintln!(
+                        "warning: {pack} kept as the old index listed it, since the storage \
+                         failed to deliver its header ({why}); run `cairn repair index` again \
+                         once it answers"
+                    );
+                }
                 println!(
                     "indexed {} blobs in {} packs; wrote {} index files, replaced {}",
                     r.blobs, r.packs, r.rewrite.index_files_written, r.rewrite.index_files_deleted
                 );
             }
-            Ok(if r.unreadable.is_empty() { 0 } else { 3 })
+            // 3: the index was rebuilt, but not from every pack
+            let partial = !r.unreadable.is_empty() || !r.kept_from_old_index.is_empty();
+            Ok(if partial { 3 } else { 0 })
         }
     }
 }
