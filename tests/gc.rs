@@ -194,6 +194,53 @@ fn a_backup_relying_on_data_a_prune_condemns_commits_a_whole_snapshot() {
     }
 }
 
+#[test]
+fn a_backup_killed_in_its_commit_check_leaves_no_damage() {
+    // kill -9 after the backup revived condemned packs, and after it wrote
+    // its snapshot but before the second check: the repository stays whole
+    for point in ["revival-written:1", "snapshot-written:1"] {
+        let env = Env::new();
+        env.init();
+        let data = noise(6_000_000, 77);
+        let out = env
+            .cairn()
+            .args(["backup", "--stdin", "--stdin-filename", "s.bin"])
+            .write_stdin(data.clone())
+            .output()
+            .unwrap();
+        assert_success(&out);
+        let first = env.snapshot_ids().pop().unwrap();
+        env.ok(&["forget", &first]);
+        // the backup dedups against the forgotten data, then a prune
+        // condemns it: the commit check must revive it
+        let (head, tail) = data.split_at(5_500_000);
+        let backup = StalledBackup::start(&env, "s.bin", head, &[("CAIRN_CRASH_AT", point)]);
+        std::thread::sleep(Duration::from_millis(1500));
+        env.ok(&["prune"]);
+        let (code, _, stderr) = backup.finish(tail);
+        assert_eq!(code, None, "{point}: not killed: {stderr}");
+        let saved = env.snapshot_ids();
+        match point {
+            "revival-written:1" => assert!(saved.is_empty(), "{point}: {saved:?}"),
+            _ => assert_eq!(dump(&env, &saved[0], "/s.bin"), data, "{point}"),
+        }
+        env.check_clean(&["--read-data"]);
+        // the next backup and a prune with no grace left keep everything whole
+        let out = env
+            .cairn()
+            .args(["backup", "--stdin", "--stdin-filename", "s.bin"])
+            .write_stdin(data.clone())
+            .output()
+            .unwrap();
+        assert_success(&out);
+        env.prune_fully(&[]);
+        for id in env.snapshot_ids() {
+            assert_eq!(dump(&env, &id, "/s.bin"), data, "{point}");
+        }
+        assert_whole(&env);
+    }
+}
+
 /// One randomized round: data partly from a forgotten snapshot, partly
 /// new; the backup stalls (or is stopped) at a random point while prune
 /// runs to completion `prunes` times with no grace. The backup either saves
@@ -429,17 +476,59 @@ fn condemned_packs_wait_their_grace_and_young_leftovers_stay() {
     env.assert_restores(&b_id, &b, &b);
 }
 
+/// What a backup host does with rights to add but not to delete: all of it
+/// works and sends no DELETE; the maintenance commands fail, saying why, and
+/// lose nothing.
+fn append_only_host_works(env: &Env, src: &std::path::Path) {
+    let s = src.to_str().unwrap();
+    std::fs::write(src.join("f0"), noise(1_000_000, 99)).unwrap();
+    let out = env.ok(&["--json", "backup", s]);
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["requests"]["delete"], 0, "{out}");
+    let id = env.snapshot_ids().pop().unwrap();
+    env.assert_restores(&id, src, src);
+    env.ok(&["snapshots"]);
+    env.ok(&["ls", &id]);
+    assert!(env.check_clean(&["--read-data"]).is_empty());
+    let out = env.cairn().args(["dump", &id, "/"]).output().unwrap();
+    assert_success(&out);
+    // maintenance needs delete rights: it fails, says so, and loses nothing
+    for args in [&["prune", "--keep-delete", "0s"][..], &["forget", &id]] {
+        let out = env.cairn().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("need credentials with delete rights"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(env.snapshot_ids().contains(&id));
+    env.assert_restores(&id, src, src);
+}
+
 #[test]
 fn backups_work_on_append_only_storage_and_delete_nothing() {
-    if remote_backend() || !is_root() {
-        return; // chattr needs root and a local file system
-    }
     let env = Env::new();
     env.init();
     let src = env.path("src");
     noise_files(&src, 6, 1_000_000, 3);
-    let s = src.to_str().unwrap();
-    env.ok(&["backup", s]);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    if env.use_append_only_user(true) {
+        // object storage: the store refuses this user's DELETE requests
+        let before = env.objects("");
+        append_only_host_works(&env, &src);
+        env.use_append_only_user(false);
+        let after = env.objects("");
+        let gone: Vec<_> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+        assert!(gone.is_empty(), "deleted: {gone:?}");
+        // with delete rights, maintenance works again
+        env.prune_fully(&[]);
+        assert!(env.check_clean(&["--read-data"]).is_empty());
+        return;
+    }
+    if remote_backend() || !is_root() {
+        return; // chattr needs root and a local file system
+    }
     // every directory but the temporary one (whose files are renamed away)
     // may only grow; subdirectories of data/ made later are plain, so make
     // all 256 now
@@ -476,29 +565,14 @@ fn backups_work_on_append_only_storage_and_delete_nothing() {
             std::fs::remove_file(&probe).is_err(),
             "chattr +a had no effect"
         );
-        std::fs::write(src.join("f0"), noise(1_000_000, 99)).unwrap();
-        let out = env.ok(&["--json", "backup", s]);
-        let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-        assert_eq!(summary["requests"]["delete"], 0, "{out}");
-        let id = env.snapshot_ids().pop().unwrap();
-        env.assert_restores(&id, &src, &src);
-        env.ok(&["snapshots"]);
-        env.ok(&["ls", &id]);
-        assert!(env.check_clean(&["--read-data"]).is_empty());
-        let out = env.cairn().args(["dump", &id, "/"]).output().unwrap();
-        assert_success(&out);
-        // prune needs delete rights: it fails, and says so
-        let out = env
-            .cairn()
-            .args(["prune", "--keep-delete", "0s"])
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
+        append_only_host_works(&env, &src);
     });
     chattr("-a");
     if let Err(e) = outcome {
         std::panic::resume_unwind(e);
     }
+    env.prune_fully(&[]);
+    assert!(env.check_clean(&["--read-data"]).is_empty());
 }
 
 #[test]
@@ -595,42 +669,71 @@ fn a_prune_whose_lock_was_removed_deletes_nothing() {
 fn three_hosts_backing_up_while_forget_and_prune_loop_lose_nothing() {
     let env = Env::new();
     env.init();
-    let rounds = 6;
+    // a minute by default; CAIRN_TEST_SOAK_SECS sets it (e.g. 600 by hand)
+    let soak = Duration::from_secs(
+        std::env::var("CAIRN_TEST_SOAK_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let until = Instant::now() + soak;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let dirs: Vec<std::path::PathBuf> = (0..3).map(|h| env.path(&format!("host{h}"))).collect();
     for (h, d) in dirs.iter().enumerate() {
         noise_files(d, 3, 1_500_000, 500 + h as u64);
     }
+    let backup = |h: usize, dir: &std::path::Path| {
+        env.cairn()
+            .env("CAIRN_CACHE_DIR", env.path(&format!("cache-host{h}")))
+            .args(["backup", "--host", &format!("host{h}")])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
     std::thread::scope(|scope| {
         let hosts: Vec<_> = dirs
             .iter()
             .enumerate()
             .map(|(h, dir)| {
-                let env = &env;
+                let backup = &backup;
                 scope.spawn(move || {
-                    for round in 0..rounds {
-                        // changing data: one file replaced, one added each round
+                    let (mut round, mut refused) = (0, 0);
+                    while round < 3 || Instant::now() < until {
+                        // changing data: one file added each round, and one
+                        // replaced by the content it had three rounds ago,
+                        // which the forgets have just dropped: a backup may
+                        // rely on packs a prune condemns or deletes meanwhile
                         let seed = 1000 * (h as u64 + 1) + round;
-                        std::fs::write(dir.join("f0"), noise(1_500_000, seed)).unwrap();
+                        let cycled = 1000 * (h as u64 + 1) + round % 3;
+                        std::fs::write(dir.join("f0"), noise(1_500_000, cycled)).unwrap();
                         std::fs::write(dir.join(format!("r{round}")), noise(700_000, seed + 7))
                             .unwrap();
-                        let out = env
-                            .cairn()
-                            .env("CAIRN_CACHE_DIR", env.path(&format!("cache-host{h}")))
-                            .args(["backup", "--host", &format!("host{h}")])
-                            .arg(dir)
-                            .output()
-                            .unwrap();
-                        assert_success(&out);
+                        let out = backup(h, dir);
+                        if !out.status.success() {
+                            // a prune with no grace deleted data this backup
+                            // relied on: it may fail, but only that way
+                            let err = String::from_utf8_lossy(&out.stderr);
+                            assert!(err.contains("no snapshot was written"), "{err}");
+                            refused += 1;
+                        }
+                        round += 1;
                     }
+                    (round, refused)
                 })
             })
             .collect();
         let maintenance = scope.spawn(|| {
             let mut runs = 0;
-            let deadline = Instant::now() + Duration::from_secs(300);
+            let deadline = until + Duration::from_secs(300);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
-                for args in [&["forget", "--keep-last", "2"][..], &["prune"]] {
+                // every other prune has no grace and repacks every partly
+                // used pack: it deletes what it and the one before
+                // condemned, under the backups' feet
+                let prune: &[&str] = match runs % 2 {
+                    0 => &["prune"],
+                    _ => &["prune", "--keep-delete", "0s", "--max-unused", "0"],
+                };
+                for args in [&["forget", "--keep-last", "2"][..], prune] {
                     let out = env
                         .cairn()
                         .env("CAIRN_CACHE_DIR", env.path("cache-admin"))
@@ -648,14 +751,27 @@ fn three_hosts_backing_up_while_forget_and_prune_loop_lose_nothing() {
         let results: Vec<_> = hosts.into_iter().map(|h| h.join()).collect();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let runs = maintenance.join();
+        let (mut backups, mut refused) = (0, 0);
         for r in results {
-            if let Err(e) = r {
-                std::panic::resume_unwind(e);
-            }
+            let (b, f) = r.unwrap_or_else(|e| std::panic::resume_unwind(e));
+            backups += b;
+            refused += f;
         }
         let runs = runs.unwrap_or_else(|e| std::panic::resume_unwind(e));
         assert!(runs >= 2, "the prune loop ran {runs} times");
+        assert!(
+            refused * 2 < backups,
+            "{refused} of {backups} backups failed"
+        );
+        eprintln!(
+            "{backups} backups ({refused} refused to commit) beside {runs} forget + prune runs \
+             in {soak:?}"
+        );
     });
+    // one more backup of each host, alone: it commits
+    for (h, dir) in dirs.iter().enumerate() {
+        assert_success(&backup(h, dir));
+    }
     // every snapshot left is whole, and the newest of each host is its data
     let out = env.cairn().args(["check", "--read-data"]).output().unwrap();
     assert_success(&out);

@@ -109,69 +109,53 @@ struct ReadIndex {
     condemned: HashMap<Id, (u64, Vec<PackedBlob>)>,
 }
 
-/// Reads every index file in force. Check takes no lock, so a prune may
-/// replace the index meanwhile: a file that vanishes between listing and
-/// reading makes it list again.
+/// Reads every index file in force (a prune may replace the index
+/// meanwhile: see `Repository::read_listed_index_files`); a file that cannot
+/// be read is an error of the report, not the end of the check.
 fn read_index(repo: &Repository) -> Result<ReadIndex> {
-    let mut attempts = 0;
-    loop {
-        let index_ids = repo.list_ids(layout::INDEX_DIR)?;
-        let vanished = std::sync::atomic::AtomicBool::new(false);
-        let errors = Mutex::new(Vec::new());
-        let files: Vec<(Id, IndexFile)> = index_ids
-            .par_iter()
-            .filter_map(|id| match repo.read_index_file(id) {
-                Ok(f) => Some((*id, f)),
-                Err(e) if crate::storage::is_not_found(&e) => {
-                    vanished.store(true, std::sync::atomic::Ordering::Relaxed);
-                    None
-                }
-                Err(e) => {
-                    let msg = format!("index file {}: {e:#}", id.short());
-                    errors.lock().expect("errors lock").push(msg);
-                    None
-                }
-            })
-            .collect();
-        if vanished.into_inner() && attempts < crate::repo::INDEX_RELIST_ATTEMPTS {
-            attempts += 1;
-            continue;
+    let listed = repo.read_listed_index_files(&HashSet::new())?;
+    let mut errors = Vec::new();
+    let mut files: Vec<(Id, IndexFile)> = Vec::new();
+    for (id, _, file) in listed.read {
+        match file {
+            Ok(f) => files.push((id, f)),
+            Err(e) => errors.push(format!("index file {}: {e:#}", id.short())),
         }
-        let superseded: HashSet<Id> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
-        let mut index = ReadIndex {
-            files: index_ids.len(),
-            errors: errors.into_inner().expect("errors lock"),
-            blobs: HashMap::new(),
-            packs: HashMap::new(),
-            condemned: HashMap::new(),
-        };
-        for (_, file) in files.into_iter().filter(|(id, _)| !superseded.contains(id)) {
-            for p in file.packs {
-                for b in &p.blobs {
-                    index.blobs.insert(
-                        (b.kind, b.id),
-                        IndexedBlob {
-                            pack: p.id,
-                            entry: *b,
-                        },
-                    );
-                }
-                index.packs.insert(p.id, (p.size, p.blobs));
-            }
-            for c in file.condemned {
-                index
-                    .condemned
-                    .insert(c.pack.id, (c.pack.size, c.pack.blobs));
-            }
-        }
-        index
-            .condemned
-            .retain(|id, _| !index.packs.contains_key(id));
-        return Ok(index);
     }
+    let superseded: HashSet<Id> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let mut index = ReadIndex {
+        files: listed.present.len(),
+        errors,
+        blobs: HashMap::new(),
+        packs: HashMap::new(),
+        condemned: HashMap::new(),
+    };
+    for (_, file) in files.into_iter().filter(|(id, _)| !superseded.contains(id)) {
+        for p in file.packs {
+            for b in &p.blobs {
+                index.blobs.insert(
+                    (b.kind, b.id),
+                    IndexedBlob {
+                        pack: p.id,
+                        entry: *b,
+                    },
+                );
+            }
+            index.packs.insert(p.id, (p.size, p.blobs));
+        }
+        for c in file.condemned {
+            index
+                .condemned
+                .insert(c.pack.id, (c.pack.size, c.pack.blobs));
+        }
+    }
+    index
+        .condemned
+        .retain(|id, _| !index.packs.contains_key(id));
+    Ok(index)
 }
 
 pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {

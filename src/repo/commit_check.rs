@@ -181,6 +181,7 @@ impl Repository {
             ..Default::default()
         };
         let id = self.save_index_file(&file)?;
+        crate::crash_point::crash_point("revival-written");
         let written = self.storage.modified_ns(&layout::index(&id))?;
         if let Some((pack, _)) = condemnations
             .iter()

@@ -28,8 +28,27 @@ use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// How often a reader lists the index again when files vanish under it.
-pub const INDEX_RELIST_ATTEMPTS: usize = 5;
+/// How often a reader lists the index again when files vanish under it
+/// (with a growing pause: a prune deleting many old files takes a while).
+const INDEX_RELIST_ATTEMPTS: u32 = 10;
+
+/// The index files one listing shows, read (see `read_listed_index_files`).
+pub struct ListedIndexFiles {
+    /// The last listing, with storage modification times.
+    pub present: Vec<(Id, Option<i64>)>,
+    /// Each file read, or why it could not be; files that vanished between
+    /// LIST and GET are left out.
+    pub read: Vec<(Id, Option<i64>, Result<IndexFile>)>,
+}
+
+/// The files read, or the first failure.
+fn all_read(
+    read: Vec<(Id, Option<i64>, Result<IndexFile>)>,
+) -> Result<Vec<(Id, Option<i64>, IndexFile)>> {
+    read.into_iter()
+        .map(|(id, written, file)| Ok((id, written, file?)))
+        .collect()
+}
 
 pub struct Repository {
     pub storage: Storage,
@@ -264,27 +283,10 @@ impl Repository {
     /// vanishes between listing and reading was superseded by a prune that
     /// is finishing: the listing is taken again.
     pub fn sync_index(&self) -> Result<()> {
-        let mut attempts = 0;
-        loop {
-            match self.try_sync_index() {
-                Err(e) if crate::storage::is_not_found(&e) && attempts < INDEX_RELIST_ATTEMPTS => {
-                    attempts += 1;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    fn try_sync_index(&self) -> Result<()> {
-        let on_storage = self.list_index_files()?;
         let (ingested, mut superseded) = self.index.ingested_index_files()?;
-        let present: std::collections::HashSet<Id> = on_storage.iter().map(|f| f.0).collect();
-        let new: Vec<(Id, Option<i64>)> = on_storage
-            .iter()
-            .filter(|(id, _)| !ingested.contains(id))
-            .copied()
-            .collect();
-        let files = self.read_index_files(&new)?;
+        let listed = self.read_listed_index_files(&ingested)?;
+        let present: std::collections::HashSet<Id> = listed.present.iter().map(|f| f.0).collect();
+        let files = all_read(listed.read)?;
         superseded.extend(
             files
                 .iter()
@@ -294,12 +296,61 @@ impl Repository {
             !ingested.is_subset(&present) || ingested.iter().any(|id| superseded.contains(id));
         if rebuild {
             self.index.clear_locations()?;
-            let all = self.read_index_files(&on_storage)?;
+            let all = all_read(
+                self.read_listed_index_files(&std::collections::HashSet::new())?
+                    .read,
+            )?;
             return self.ingest_all(&all, &std::collections::HashSet::new());
         }
         // A file superseded by one ingested earlier (still on storage while
         // its prune finishes) must not bring its entries back.
         self.ingest_all(&files, &superseded)
+    }
+
+    /// Reads the index files a listing shows, but those in `skip`. Readers
+    /// take no lock, so a prune may replace the index meanwhile. A file that
+    /// vanishes between LIST and GET was deleted by a maintenance command
+    /// after it wrote the file superseding it (they write before they
+    /// delete), so a LIST made after the vanishing shows that successor:
+    /// list again and read what is new, until a round sees nothing vanish.
+    pub fn read_listed_index_files(
+        &self,
+        skip: &std::collections::HashSet<Id>,
+    ) -> Result<ListedIndexFiles> {
+        let mut seen = skip.clone();
+        let mut read = Vec::new();
+        let mut attempt = 0;
+        loop {
+            let present = self.list_index_files()?;
+            let todo: Vec<(Id, Option<i64>)> = present
+                .iter()
+                .filter(|(id, _)| seen.insert(*id))
+                .copied()
+                .collect();
+            let results: Vec<(Id, Option<i64>, Result<IndexFile>)> = todo
+                .par_iter()
+                .map(|(id, written)| (*id, *written, self.read_index_file(id)))
+                .collect();
+            let mut vanished = false;
+            for (id, written, file) in results {
+                match file {
+                    Err(e) if crate::storage::is_not_found(&e) => vanished = true,
+                    file => read.push((id, written, file)),
+                }
+            }
+            if !vanished {
+                return Ok(ListedIndexFiles { present, read });
+            }
+            attempt += 1;
+            if attempt > INDEX_RELIST_ATTEMPTS {
+                return Err(anyhow!(
+                    "index files kept vanishing while being read ({INDEX_RELIST_ATTEMPTS} \
+                     listings): another process keeps rewriting the index; try again once \
+                     it is done"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20 << attempt.min(5)));
+        }
     }
 
     /// Every index file on storage, with its storage modification time.
@@ -310,15 +361,6 @@ impl Repository {
             .iter()
             .filter_map(|o| Some((layout::id_of(&o.path)?, o.modified_ns)))
             .collect())
-    }
-
-    fn read_index_files(
-        &self,
-        ids: &[(Id, Option<i64>)],
-    ) -> Result<Vec<(Id, Option<i64>, IndexFile)>> {
-        ids.par_iter()
-            .map(|(id, written)| Ok((*id, *written, self.read_index_file(id)?)))
-            .collect()
     }
 
     /// Ingests `files`, leaving out those superseded by one of them or
