@@ -7,17 +7,25 @@
 //! Its own failure fails the job, but a snapshot already saved stays.
 //! Both get `CAIRN_SOURCE`.
 
+use crate::child_env::ChildEnv;
 use crate::source::command::{describe_status, shell_words};
 use anyhow::{anyhow, Result};
 use std::process::{Command, Stdio};
 
 /// Runs a hook with its output passed through; an error unless it exits 0.
-pub fn run_hook(which: &str, argv: &[String], env: &[(&str, String)]) -> Result<()> {
+pub fn run_hook(
+    which: &str,
+    argv: &[String],
+    env: &[(&str, String)],
+    child_env: &ChildEnv,
+) -> Result<()> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| anyhow!("the {which} hook is an empty command"))?;
     let display = shell_words(argv);
-    let status = Command::new(program)
+    let mut cmd = Command::new(program);
+    child_env.apply(&mut cmd);
+    let status = cmd
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -45,10 +53,22 @@ mod tests {
         let argv: Vec<String> = ["sh", "-c", "test \"$CAIRN_BACKUP_STATUS\" = success"]
             .map(String::from)
             .to_vec();
-        run_hook("after", &argv, &[("CAIRN_BACKUP_STATUS", "success".into())]).unwrap();
-        let e = run_hook("after", &argv, &[("CAIRN_BACKUP_STATUS", "failure".into())])
-            .unwrap_err()
-            .to_string();
+        let env = ChildEnv::default();
+        run_hook(
+            "after",
+            &argv,
+            &[("CAIRN_BACKUP_STATUS", "success".into())],
+            &env,
+        )
+        .unwrap();
+        let e = run_hook(
+            "after",
+            &argv,
+            &[("CAIRN_BACKUP_STATUS", "failure".into())],
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("the after hook `sh -c"), "{e}");
         assert!(e.contains("exited with status 1"), "{e}");
     }

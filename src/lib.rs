@@ -22,6 +22,8 @@ pub mod backup;
 #[cfg(feature = "full")]
 pub mod check;
 #[cfg(feature = "full")]
+pub mod child_env;
+#[cfg(feature = "full")]
 pub mod crash_point;
 #[cfg(feature = "full")]
 pub mod duration;

@@ -77,6 +77,20 @@ pub struct SourceSettings {
     pub after: Option<Vec<String>>,
     /// Applied after each scheduled backup of this source.
     pub retention: Option<RetentionSettings>,
+    /// Variables the hooks and commands keep although they hold storage
+    /// credentials (e.g. an `aws` CLI export needs `AWS_ACCESS_KEY_ID`).
+    /// cairn's own secrets are never passed on.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+}
+
+impl SourceSettings {
+    /// What this source's hooks and commands see of cairn's environment.
+    pub fn child_env(&self) -> crate::child_env::ChildEnv {
+        crate::child_env::ChildEnv::Configured {
+            pass_env: self.pass_env.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -21,9 +21,15 @@ struct Server {
 
 impl Server {
     fn start(env: &Env, config: &PathBuf) -> Server {
+        Server::start_with(env, config, &[])
+    }
+
+    /// Starts serve with `extra` added to its environment.
+    fn start_with(env: &Env, config: &PathBuf, extra: &[(&str, &str)]) -> Server {
         let port = free_port();
         let child = env
             .process()
+            .envs(extra.iter().copied())
             .arg("serve")
             .arg("--config")
             .arg(config)
@@ -260,6 +266,75 @@ fn the_api_backs_up_restores_and_forgets() {
     }
     everything += &std::fs::read_to_string(env.path("serve.log")).unwrap();
     assert!(!everything.contains(TOKEN) && !everything.contains(PASSWORD));
+}
+
+#[test]
+fn secrets_reach_no_argv_no_record_and_no_command_of_a_source() {
+    const STORAGE_SECRET: &str = "storage-secret-5f1e0c";
+    const AWS_SECRET: &str = "aws-secret-77a0b1";
+    let env = Env::new();
+    env.init();
+    let config = settings(&env, false);
+    let hook_env = env.path("hook-env");
+    // a storage option that holds a secret (a local repository ignores
+    // s3.* settings, but serve must hand it on as it would to S3), and a
+    // source whose stream records what its command sees: its environment
+    // and its parent's (the job's cairn process's) argv
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "cache_dir = ",
+        &format!("options = {{ \"s3.secret_access_key\" = \"{STORAGE_SECRET}\" }}\ncache_dir = "),
+    ) + &format!(
+        r#"
+[sources.spy]
+repository = "main"
+pass_env = ["AWS_ACCESS_KEY_ID"]
+before = ["sh", "-c", "env > {hook}"]
+[[sources.spy.commands]]
+name = "seen.txt"
+command = ["sh", "-c", "env; echo; tr '\\0' ' ' < /proc/$PPID/cmdline"]
+"#,
+        hook = hook_env.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start_with(
+        &env,
+        &config,
+        &[
+            ("CAIRN_API_TOKEN", TOKEN),
+            ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+            ("AWS_ACCESS_KEY_ID", "passed-on-key-id"),
+        ],
+    );
+    let job = server.start_job("/sources/spy/backup", json!(null));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let id = job["snapshot_id"].as_str().unwrap();
+    let seen = env.ok(&["dump", id, "/seen.txt"]);
+    let hook = std::fs::read_to_string(&hook_env).unwrap();
+    for text in [&seen, &hook] {
+        for secret in [TOKEN, PASSWORD, STORAGE_SECRET, AWS_SECRET] {
+            assert!(
+                !text.contains(secret),
+                "{secret} reached a command:\n{text}"
+            );
+        }
+        // what the settings pass on explicitly does arrive
+        assert!(
+            text.contains("AWS_ACCESS_KEY_ID=passed-on-key-id"),
+            "{text}"
+        );
+    }
+    assert!(seen.contains("backup"), "not the job's argv: {seen}");
+    let (_, jobs) = server.get("/jobs");
+    let (_, repos) = server.get("/repositories");
+    assert_eq!(server.stop(), Some(0));
+    let mut everything = jobs.to_string() + &repos.to_string();
+    for entry in std::fs::read_dir(env.path("state/jobs")).unwrap() {
+        everything += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    }
+    everything += &std::fs::read_to_string(env.path("serve.log")).unwrap();
+    for secret in [TOKEN, PASSWORD, STORAGE_SECRET] {
+        assert!(!everything.contains(secret), "{secret} in a record or log");
+    }
 }
 
 #[test]

@@ -75,6 +75,8 @@ pub struct BackupOptions {
     /// progress can show a percentage. Only worth it when someone watches:
     /// the walk costs a `stat` per entry (5% of a first backup's CPU).
     pub count_totals: bool,
+    /// What stream commands may see of cairn's environment.
+    pub child_env: crate::child_env::ChildEnv,
 }
 
 #[derive(Debug)]
@@ -150,7 +152,7 @@ pub fn backup(
             archiver.detection = opts.detection;
             let mut stream_nodes = Vec::new();
             for stream in &opts.streams {
-                stream_nodes.push(archive_stream_source(archiver, stream)?);
+                stream_nodes.push(archive_stream_source(archiver, stream, &opts.child_env)?);
             }
             // Looked up after the streams: listing every snapshot first
             // would keep a producer such as pg_dump waiting on a full pipe.
@@ -215,7 +217,11 @@ fn check_stream_names(streams: &[StreamSource], trie: &PathTrie) -> Result<()> {
     Ok(())
 }
 
-fn archive_stream_source(archiver: &mut Archiver, stream: &StreamSource) -> Result<Node> {
+fn archive_stream_source(
+    archiver: &mut Archiver,
+    stream: &StreamSource,
+    child_env: &crate::child_env::ChildEnv,
+) -> Result<Node> {
     match &stream.input {
         // (the CLI enlarged a stdin pipe before the key derivation)
         StreamInput::Stdin => {
@@ -223,7 +229,7 @@ fn archive_stream_source(archiver: &mut Archiver, stream: &StreamSource) -> Resu
             archiver.archive_stream(&stream.name, stdin)
         }
         StreamInput::Command(argv) => {
-            let mut command = CommandStream::spawn(argv)?;
+            let mut command = CommandStream::spawn(argv, child_env)?;
             match archiver.archive_stream(&stream.name, command.reader()) {
                 Ok(node) => {
                     command.finish()?;

@@ -86,7 +86,7 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
     let g = &with_repository_of(g, &settings, source)?;
     let mut env = vec![("CAIRN_SOURCE", source_name.clone())];
     if let Some(before) = &source.before {
-        run_hook("before", before, &env)
+        run_hook("before", before, &env, &source.child_env())
             .map_err(|e| anyhow!("{e:#}; the backup of {source_name:?} did not run"))?;
     }
     let outcome = run_backup(g, a, Some(source));
@@ -103,7 +103,7 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
     if let Some(id) = saved {
         env.push(("CAIRN_SNAPSHOT_ID", id.to_hex()));
     }
-    let hooked = run_hook("after", after, &env);
+    let hooked = run_hook("after", after, &env, &source.child_env());
     match (outcome, hooked) {
         (Ok((code, _)), Ok(())) => Ok(code),
         (Err(e), _) => Err(e),
@@ -229,6 +229,7 @@ fn backup_options(a: &BackupArgs, source: Option<&SourceSettings>) -> Result<Bac
         excludes,
         one_file_system,
         parent,
+        child_env: source.map(SourceSettings::child_env).unwrap_or_default(),
         detection: ChangeDetection {
             ignore_inode: a.ignore_inode,
             ignore_ctime: a.ignore_ctime,

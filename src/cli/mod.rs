@@ -49,7 +49,8 @@ pub struct GlobalArgs {
     repo: Option<String>,
     /// A storage setting, KEY=VALUE (repeatable): s3.endpoint=URL, s3.region=R,
     /// s3.path-style=true, swift.endpoint=URL, swift.token=T, or any OpenDAL
-    /// setting of the service (SCHEME.key=value, bare key=value for opendal:SCHEME)
+    /// setting of the service (SCHEME.key=value, bare key=value for opendal:SCHEME).
+    /// CAIRN_STORAGE_OPTIONS holds such settings one per line, out of `ps`'s sight
     #[arg(short = 'o', long = "option", global = true, value_parser = parse_storage_option)]
     options: Vec<(String, String)>,
     /// Average upload rate limit in KiB/s
@@ -156,8 +157,12 @@ impl GlobalArgs {
     }
 
     fn storage(&self) -> Result<Storage> {
+        let mut options = self.options.clone();
+        if options.is_empty() {
+            options = cairn::storage::location::options_from_env()?;
+        }
         let opts = StorageOptions {
-            options: self.options.clone(),
+            options,
             limit_upload: self.limit_upload.map(|k| k * 1024),
             limit_download: self.limit_download.map(|k| k * 1024),
         };

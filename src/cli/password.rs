@@ -12,7 +12,9 @@ pub fn read(g: &GlobalArgs, confirm: bool) -> Result<String> {
         return Ok(first_line(&text));
     }
     if let Some(cmd) = &g.password_command {
-        let out = std::process::Command::new("sh")
+        let mut sh = std::process::Command::new("sh");
+        cairn::child_env::ChildEnv::AdHoc.apply(&mut sh);
+        let out = sh
             .arg("-c")
             .arg(cmd)
             .stderr(std::process::Stdio::inherit())

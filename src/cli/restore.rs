@@ -117,7 +117,9 @@ fn feed_command(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| anyhow!("--to-command needs a command after `--`"))?;
-    let mut child = std::process::Command::new(program)
+    let mut cmd = std::process::Command::new(program);
+    cairn::child_env::ChildEnv::AdHoc.apply(&mut cmd);
+    let mut child = cmd
         .args(args)
         .stdin(std::process::Stdio::piped())
         .spawn()

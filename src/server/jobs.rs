@@ -360,6 +360,8 @@ impl Jobs {
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg("--json")
             .args(args)
+            // the API token is serve's alone; hooks below the job never see it
+            .env_remove("CAIRN_API_TOKEN")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

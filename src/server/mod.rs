@@ -52,7 +52,18 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         .unwrap_or_else(default_state_dir);
     let store = store::JobStore::open(&state_dir, settings.server.job_history.unwrap_or(1000))?;
     let exe = std::env::current_exe().context("cannot find cairn's own executable")?;
-    let jobs = Arc::new(Jobs::open(exe.clone(), store, vec![token.clone()])?);
+    // what job records and logs never show: the token, and every
+    // secret-bearing storage setting
+    let mut secrets = vec![token.clone()];
+    for repo in settings.repositories.values() {
+        secrets.extend(
+            repo.options
+                .iter()
+                .filter(|(k, _)| crate::child_env::is_secret_option(k))
+                .map(|(_, v)| v.clone()),
+        );
+    }
+    let jobs = Arc::new(Jobs::open(exe.clone(), store, secrets)?);
     let listen = opts
         .listen
         .clone()

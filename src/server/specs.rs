@@ -1,8 +1,10 @@
 //! What each job runs: cairn's arguments and environment, built from the
 //! settings file. Secrets stay out of arguments (which `ps` shows and job
-//! records keep): the password source travels in the environment.
+//! records keep): the password source and the storage settings travel in
+//! the environment.
 
 use super::jobs::{JobKind, JobSpec, Trigger};
+use crate::child_env::STORAGE_OPTIONS_VAR;
 use crate::settings::{RepositorySettings, RetentionSettings, Settings, SourceSettings};
 use std::path::Path;
 
@@ -22,15 +24,15 @@ pub fn repository_env(repo: &RepositorySettings) -> Vec<(String, String)> {
     if let Some(d) = &repo.cache_dir {
         env.push(("CAIRN_CACHE_DIR".into(), path(d)));
     }
+    if !repo.options.is_empty() {
+        let lines: Vec<String> = repo
+            .options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.push((STORAGE_OPTIONS_VAR.into(), lines.join("\n")));
+    }
     env
-}
-
-/// `-o KEY=VALUE` for each storage option of the repository.
-fn storage_options(repo: &RepositorySettings) -> Vec<String> {
-    repo.options
-        .iter()
-        .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")])
-        .collect()
 }
 
 fn spec(
@@ -41,18 +43,13 @@ fn spec(
     trigger: Trigger,
     steps: Vec<Vec<String>>,
 ) -> JobSpec {
-    let repo = &settings.repositories[repository];
-    let options = storage_options(repo);
     JobSpec {
         kind,
         repository: repository.to_string(),
         source: source.map(String::from),
         trigger,
-        steps: steps
-            .into_iter()
-            .map(|step| options.iter().cloned().chain(step).collect())
-            .collect(),
-        env: repository_env(repo),
+        steps,
+        env: repository_env(&settings.repositories[repository]),
     }
 }
 
@@ -123,7 +120,8 @@ pub fn snapshots_command(
     repository: &str,
 ) -> (Vec<String>, Vec<(String, String)>) {
     let repo = &settings.repositories[repository];
-    let mut args = storage_options(repo);
-    args.extend(["--json", "--no-lock", "snapshots"].map(String::from));
+    let args = ["--json", "--no-lock", "snapshots"]
+        .map(String::from)
+        .to_vec();
     (args, repository_env(repo))
 }

@@ -27,12 +27,14 @@ pub struct CommandStream {
 
 impl CommandStream {
     /// Starts `argv` with stdin closed and stdout piped.
-    pub fn spawn(argv: &[String]) -> Result<CommandStream> {
+    pub fn spawn(argv: &[String], child_env: &crate::child_env::ChildEnv) -> Result<CommandStream> {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| anyhow!("no command given to read the stream from"))?;
         let display = shell_words(argv);
-        let mut child = Command::new(program)
+        let mut cmd = Command::new(program);
+        child_env.apply(&mut cmd);
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -168,7 +170,7 @@ mod tests {
 
     #[test]
     fn output_is_streamed_and_success_is_ok() {
-        let mut c = CommandStream::spawn(&argv(&["printf", "a\\nb"])).unwrap();
+        let mut c = CommandStream::spawn(&argv(&["printf", "a\\nb"]), &Default::default()).unwrap();
         let mut out = String::new();
         c.reader().read_to_string(&mut out).unwrap();
         assert_eq!(out, "a\nb");
@@ -178,7 +180,8 @@ mod tests {
     #[test]
     fn failure_names_the_status_and_quotes_stderr() {
         let script = "echo one >&2; echo two >&2; exit 3";
-        let mut c = CommandStream::spawn(&argv(&["sh", "-c", script])).unwrap();
+        let mut c =
+            CommandStream::spawn(&argv(&["sh", "-c", script]), &Default::default()).unwrap();
         std::io::copy(c.reader(), &mut std::io::sink()).unwrap();
         let e = c.finish().unwrap_err().to_string();
         assert!(e.contains("exited with status 3"), "{e}");
@@ -188,7 +191,8 @@ mod tests {
 
     #[test]
     fn a_killed_command_is_reported_by_signal() {
-        let mut c = CommandStream::spawn(&argv(&["sh", "-c", "kill -9 $$"])).unwrap();
+        let mut c =
+            CommandStream::spawn(&argv(&["sh", "-c", "kill -9 $$"]), &Default::default()).unwrap();
         std::io::copy(c.reader(), &mut std::io::sink()).unwrap();
         let e = c.finish().unwrap_err().to_string();
         assert!(e.contains("killed by signal 9 (SIGKILL)"), "{e}");
@@ -196,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_a_clear_error() {
-        let e = CommandStream::spawn(&argv(&["/no/such/dumper", "x"]))
+        let e = CommandStream::spawn(&argv(&["/no/such/dumper", "x"]), &Default::default())
             .err()
             .unwrap()
             .to_string();

@@ -251,9 +251,47 @@ pub fn parse_option(text: &str) -> Result<(String, String)> {
     }
 }
 
+/// The storage settings in `CAIRN_STORAGE_OPTIONS`, one `KEY=VALUE` per
+/// line (how `serve` hands them to its jobs, out of `ps`'s sight). A bad
+/// line is named by its number only: its text may hold a secret.
+pub fn options_from_env() -> Result<Vec<(String, String)>> {
+    let var = crate::child_env::STORAGE_OPTIONS_VAR;
+    let Some(text) = std::env::var_os(var) else {
+        return Ok(Vec::new());
+    };
+    let text = text
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("{var} is not valid UTF-8"))?;
+    options_from_lines(&text).map_err(|n| {
+        anyhow::anyhow!("{var}, line {n}: expected KEY=VALUE (e.g. s3.region=eu-west-1)")
+    })
+}
+
+/// `KEY=VALUE` lines, blank ones skipped; Err(line number) of a bad one.
+fn options_from_lines(text: &str) -> std::result::Result<Vec<(String, String)>, usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| parse_option(l).map_err(|_| i + 1))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_come_one_per_line_and_a_bad_line_is_named_by_number() {
+        assert_eq!(
+            options_from_lines("s3.region=x\n\ns3.secret_access_key=a=b\n"),
+            Ok(vec![
+                ("s3.region".into(), "x".into()),
+                ("s3.secret_access_key".into(), "a=b".into())
+            ])
+        );
+        assert_eq!(options_from_lines(""), Ok(vec![]));
+        assert_eq!(options_from_lines("a=1\nsecretwithoutkey"), Err(2));
+    }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |name| {
