@@ -414,6 +414,25 @@ fn the_api_says_what_is_wrong() {
         json!({"snapshot": "--help", "target": env.path("restores")}),
     );
     assert_eq!(status, 400);
+    // a link inside an allowed root does not lead out of it
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, env.path("restores").join("x")).unwrap();
+    for target in [env.path("restores/x"), env.path("restores/x/deeper")] {
+        let (status, body) = server.post(
+            "/repositories/main/restore",
+            json!({"snapshot": "latest", "target": target}),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("is a symbolic link"),
+            "{body}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 
     // A backup of a source that is already running: 409; then cancel it.
     let (status, slow) = server.post("/sources/slow/backup", json!(null));

@@ -3,6 +3,7 @@
 //! their places in the files. Metadata is applied last, directories deepest
 //! first, so nothing later disturbs their times.
 
+pub mod confine;
 pub mod dump;
 mod meta;
 mod plan;

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::path::{Component, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -490,31 +490,35 @@ async fn start_restore(
     )
 }
 
-/// A restore target must be absolute, plain (no `..`) and below a root the
-/// settings allow: the API must not become a way to overwrite /etc.
+/// A restore target must be below a root the settings allow, reached
+/// without following links, and clear of cairn's own data: the API must not
+/// become a way to overwrite /etc (`crate::restore::confine`).
 fn restore_target(state: &ServerState, target: &str) -> Result<PathBuf, ApiError> {
-    let roots = &state.settings.server.restore_roots;
-    if roots.is_empty() {
-        return Err(ApiError::bad_request(
-            "restores through the API are off: list allowed directories in server.restore_roots",
-        ));
-    }
-    let path = PathBuf::from(target);
-    let plain = path.is_absolute()
-        && path
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if !plain || !roots.iter().any(|root| path.starts_with(root)) {
-        return Err(ApiError::bad_request(format!(
-            "target {target:?} must be an absolute path without `..` below one of: {}",
-            roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    Ok(path)
+    use crate::restore::confine::{confine_target, Protected};
+    let settings = &state.settings;
+    let repos: Vec<(String, PathBuf)> = settings
+        .repositories
+        .iter()
+        .flat_map(|(name, r)| {
+            let repo = crate::storage::location::local_path(&r.url)
+                .map(|p| (format!("repository {name:?}"), p));
+            let cache = r
+                .cache_dir
+                .clone()
+                .map(|p| (format!("the cache of {name:?}"), p));
+            repo.into_iter().chain(cache)
+        })
+        .collect();
+    let mut protected: Vec<Protected<'_>> = repos
+        .iter()
+        .map(|(what, path)| Protected { what, path })
+        .collect();
+    protected.push(Protected {
+        what: "the server's state directory",
+        path: &state.state_dir,
+    });
+    confine_target(target, &settings.server.restore_roots, &protected)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 #[derive(Deserialize, ToSchema, Default)]

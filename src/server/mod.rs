@@ -32,6 +32,8 @@ pub struct ServerState {
     pub jobs: Arc<Jobs>,
     /// Scheduled runs skipped because the source was still busy.
     pub skipped: HashMap<String, AtomicU64>,
+    /// Where job records live (no restore may write there).
+    pub state_dir: PathBuf,
 }
 
 pub struct ServeOptions {
@@ -81,6 +83,7 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         token,
         jobs,
         skipped,
+        state_dir: state_dir.clone(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -69,6 +69,14 @@ impl Remote {
     }
 }
 
+/// The directory of a local repository URL; None for any other kind.
+pub fn local_path(url: &str) -> Option<PathBuf> {
+    match resolve(url, &[], &|_| None) {
+        Ok(Location::Local(path)) => Some(path),
+        _ => None,
+    }
+}
+
 /// `options` are the `-o KEY=VALUE` pairs; `env` looks up a variable.
 pub fn resolve(
     url: &str,
