@@ -130,6 +130,33 @@ impl RetentionSettings {
         ]
     }
 
+    /// The policy these settings give, checked by the rules `forget` uses;
+    /// errors name the settings field (`keep_daily`).
+    pub fn policy(&self) -> Result<crate::retention::policy::KeepPolicy> {
+        let within = self
+            .keep_within
+            .as_deref()
+            .map(|w| {
+                crate::retention::policy::Within::from_str(w)
+                    .map_err(|e| anyhow!("keep_within {w:?}: {e}"))
+            })
+            .transpose()?;
+        let policy = crate::retention::policy::KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within,
+            tags: crate::retention::policy::KeepPolicy::tag_sets(&self.keep_tags),
+        };
+        policy
+            .check_counts()
+            .map_err(|bad| anyhow!(bad.message(&format!("keep_{}", bad.rule))))?;
+        Ok(policy)
+    }
+
     /// Whether any rule is given (else forget would have nothing to apply).
     pub fn has_rules(&self) -> bool {
         self.counts().iter().any(|(_, n)| n.is_some())
@@ -225,9 +252,10 @@ impl Settings {
                 parse_schedule(expr).map_err(|e| at.error(&e.to_string()))?;
             }
             if let Some(r) = &source.retention {
-                if let Some(w) = &r.keep_within {
-                    crate::retention::policy::Within::from_str(w)
-                        .map_err(|e| at.error(&format!("keep_within {w:?}: {e}")))?;
+                r.policy()
+                    .map_err(|e| at.error(&format!("retention: {e}")))?;
+                if !r.has_rules() {
+                    return Err(at.error("retention gives no keep rule (keep_last, keep_daily, …)"));
                 }
             }
         }
@@ -361,6 +389,16 @@ prune = true
     fn a_source_needs_something_to_back_up() {
         let text = "[repositories.r]\nurl = \"/x\"\n[sources.s]\nrepository = \"r\"\n";
         assert!(error_of(text).contains("give `paths`"));
+    }
+
+    #[test]
+    fn retention_follows_forgets_rules() {
+        let e = error_of(&GOOD.replace("keep_daily = 7", "keep_daily = -5"));
+        assert!(e.contains("[sources.db]") && e.contains("line "), "{e}");
+        assert!(e.contains("keep_daily = -5: give a count"), "{e}");
+        let e = error_of(&GOOD.replace("keep_daily = 7", "keep_within = \"7x\""));
+        assert!(e.contains("keep_within \"7x\""), "{e}");
+        assert!(Settings::parse(&GOOD.replace("keep_daily = 7", "keep_daily = -1")).is_ok());
     }
 
     #[test]

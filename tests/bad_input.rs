@@ -342,3 +342,29 @@ fn absurd_durations_are_refused_with_a_reason_not_a_panic() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn counts_subsets_and_percentages_out_of_range_name_the_flag() {
+    let env = Env::new();
+    env.init();
+    for (args, says) in [
+        (
+            &["forget", "--keep-daily", "-5"][..],
+            "--keep-daily = -5: give a count",
+        ),
+        (
+            &["check", "--read-data-subset", "0%"],
+            "--read-data-subset \"0%\"",
+        ),
+        (
+            &["check", "--read-data-subset", "6/5"],
+            "--read-data-subset \"6/5\"",
+        ),
+        (&["prune", "--max-unused", "100%"], "--max-unused \"100%\""),
+    ] {
+        let out = env.cairn().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

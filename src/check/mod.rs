@@ -34,26 +34,26 @@ pub enum ReadData {
 }
 
 impl ReadData {
-    /// Parses `N/M` or `P%`.
+    /// Parses `N/M` or `P%`, for the CLI, the API and the settings alike;
+    /// the error starts with the value, for the caller to name its field.
     pub fn parse_subset(s: &str) -> Result<ReadData> {
+        let bad = || {
+            anyhow!("{s:?}: give N/M with 1 ≤ N ≤ M (e.g. 1/5) or a percentage above 0 up to 100 (e.g. 10%)")
+        };
         if let Some(p) = s.strip_suffix('%') {
-            let p: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| anyhow!("--read-data-subset {s:?}: expected N/M or P%"))?;
-            if !(0.0..=100.0).contains(&p) {
-                return Err(anyhow!(
-                    "--read-data-subset {s:?}: the percentage must be 0..100"
-                ));
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            // (NaN fails this too)
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
             }
             return Ok(ReadData::Percent(p));
         }
-        let (n, m) = s
-            .split_once('/')
-            .ok_or_else(|| anyhow!("--read-data-subset {s:?}: expected N/M or P%"))?;
-        let (n, m): (u32, u32) = (n.trim().parse()?, m.trim().parse()?);
+        let (n, m) = s.split_once('/').ok_or_else(bad)?;
+        let (Ok(n), Ok(m)) = (n.trim().parse::<u32>(), m.trim().parse::<u32>()) else {
+            return Err(bad());
+        };
         if m == 0 || n == 0 || n > m {
-            return Err(anyhow!("--read-data-subset {s:?}: need 1 ≤ N ≤ M"));
+            return Err(bad());
         }
         Ok(ReadData::Subset { n, m })
     }
@@ -474,5 +474,23 @@ impl TreeWalker<'_> {
             &sealed,
         )?;
         Ok(Tree::decode(&plain)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadData;
+
+    #[test]
+    fn subsets_are_n_of_m_or_a_percentage_above_zero() {
+        assert!(matches!(
+            ReadData::parse_subset("1/5"),
+            Ok(ReadData::Subset { n: 1, m: 5 })
+        ));
+        assert!(matches!(ReadData::parse_subset("10%"), Ok(ReadData::Percent(p)) if p == 10.0));
+        for bad in ["0/5", "6/5", "1/0", "0%", "101%", "NaN%", "--x", "a/b", ""] {
+            let e = ReadData::parse_subset(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{bad:?}")), "{e}");
+        }
     }
 }

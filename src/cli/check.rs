@@ -15,7 +15,9 @@ pub struct CheckArgs {
 pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<i32> {
     let repo = g.open()?;
     let read = match (&a.read_data_subset, a.read_data) {
-        (Some(s), _) => ReadData::parse_subset(s)?,
+        (Some(s), _) => {
+            ReadData::parse_subset(s).map_err(|e| anyhow::anyhow!("--read-data-subset {e}"))?
+        }
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };

@@ -52,21 +52,7 @@ pub struct ForgetArgs {
 
 impl ForgetArgs {
     fn policy(&self) -> Result<KeepPolicy> {
-        for (flag, n) in [
-            ("--keep-last", self.keep_last),
-            ("--keep-hourly", self.keep_hourly),
-            ("--keep-daily", self.keep_daily),
-            ("--keep-weekly", self.keep_weekly),
-            ("--keep-monthly", self.keep_monthly),
-            ("--keep-yearly", self.keep_yearly),
-        ] {
-            if n.is_some_and(|n| n < -1) {
-                return Err(anyhow::anyhow!(
-                    "{flag} must be -1 (all), 0 (off) or a count"
-                ));
-            }
-        }
-        Ok(KeepPolicy {
+        let policy = KeepPolicy {
             last: self.keep_last,
             hourly: self.keep_hourly,
             daily: self.keep_daily,
@@ -74,17 +60,12 @@ impl ForgetArgs {
             monthly: self.keep_monthly,
             yearly: self.keep_yearly,
             within: self.keep_within,
-            tags: self
-                .keep_tags
-                .iter()
-                .map(|t| {
-                    t.split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
-                .collect(),
-        })
+            tags: KeepPolicy::tag_sets(&self.keep_tags),
+        };
+        policy
+            .check_counts()
+            .map_err(|bad| anyhow::anyhow!(bad.message(&format!("--keep-{}", bad.rule))))?;
+        Ok(policy)
     }
 }
 

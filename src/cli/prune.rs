@@ -22,17 +22,8 @@ pub struct PruneArgs {
 
 impl PruneArgs {
     pub fn options(&self) -> Result<PruneOptions> {
-        let p = self.max_unused.trim().trim_end_matches('%');
-        let max_unused_percent: f64 = p
-            .parse()
-            .ok()
-            .filter(|p| (0.0..100.0).contains(p))
-            .ok_or_else(|| {
-                anyhow!(
-                    "--max-unused {:?}: give a percentage below 100, e.g. 5%",
-                    self.max_unused
-                )
-            })?;
+        let max_unused_percent = cairn::retention::prune::parse_max_unused(&self.max_unused)
+            .map_err(|e| anyhow!("--max-unused {e}"))?;
         let max_repack_bytes = self
             .max_repack_size
             .as_deref()

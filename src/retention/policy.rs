@@ -98,7 +98,55 @@ pub struct KeepPolicy {
     pub tags: Vec<Vec<String>>,
 }
 
+/// A keep-count out of range: which rule (`daily`, …) and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadCount {
+    pub rule: &'static str,
+    pub value: i64,
+}
+
+impl BadCount {
+    /// The message, with the rule named as the caller's users know it
+    /// (`--keep-daily`, `keep_daily`).
+    pub fn message(&self, field: &str) -> String {
+        format!(
+            "{field} = {}: give a count, 0 (off) or -1 (keep one per period without limit)",
+            self.value
+        )
+    }
+}
+
 impl KeepPolicy {
+    /// `--keep-tag` values as tag sets: `a,b` keeps snapshots with both.
+    pub fn tag_sets(values: &[String]) -> Vec<Vec<String>> {
+        values
+            .iter()
+            .map(|t| {
+                t.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The one rule for keep-counts, whoever gives them (CLI, settings
+    /// file, API): -1, 0 or a positive count.
+    pub fn check_counts(&self) -> Result<(), BadCount> {
+        let named = [
+            ("last", self.last),
+            ("hourly", self.hourly),
+            ("daily", self.daily),
+            ("weekly", self.weekly),
+            ("monthly", self.monthly),
+            ("yearly", self.yearly),
+        ];
+        match named.into_iter().find(|(_, n)| n.is_some_and(|n| n < -1)) {
+            Some((rule, Some(value))) => Err(BadCount { rule, value }),
+            _ => Ok(()),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.counts().iter().all(|(c, _)| !active(*c))
             && self.within.is_none_or(|w| w == Within::default())

@@ -143,6 +143,17 @@ pub struct PruneResult {
     pub temp_files_removed: usize,
 }
 
+/// `5%`, `0`, `12.5%`: unused space tolerated after a prune, below 100; the
+/// error starts with the value, for the caller to name its field.
+pub fn parse_max_unused(s: &str) -> Result<f64> {
+    let number = s.trim().strip_suffix('%').unwrap_or(s.trim());
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..100.0).contains(p))
+        .ok_or_else(|| anyhow!("{s:?}: give a percentage from 0 to below 100, e.g. 5%"))
+}
+
 /// The index as prune reads it: live packs, and condemned ones with their
 /// condemnation time resolved to a number where the storage told it.
 struct ReadIndex {
@@ -663,4 +674,20 @@ fn remove_temp_leftovers(repo: &Repository) -> usize {
         })
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_max_unused;
+
+    #[test]
+    fn max_unused_is_a_percentage_below_100() {
+        assert_eq!(parse_max_unused("5%").unwrap(), 5.0);
+        assert_eq!(parse_max_unused("0").unwrap(), 0.0);
+        assert_eq!(parse_max_unused(" 12.5% ").unwrap(), 12.5);
+        for bad in ["100%", "-1%", "NaN%", "x", ""] {
+            let e = parse_max_unused(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{bad:?}")), "{e}");
+        }
+    }
 }

@@ -580,20 +580,9 @@ async fn start_forget(
         keep_tags: r.keep_tags.clone(),
         prune: r.prune,
     };
-    let negative = policy
-        .counts()
-        .into_iter()
-        .find(|(_, n)| n.is_some_and(|n| n < -1));
-    if let Some((flag, _)) = negative {
-        return Err(ApiError::bad_request(format!(
-            "{}: give a count, or -1 for all",
-            flag.replace('-', "_")
-        )));
-    }
-    if let Some(w) = &r.keep_within {
-        w.parse::<crate::retention::policy::Within>()
-            .map_err(|e| ApiError::bad_request(format!("keep_within {w:?}: {e}")))?;
-    }
+    policy
+        .policy()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     match (policy.has_rules(), r.snapshots.is_empty()) {
         (true, false) => {
             return Err(ApiError::bad_request(
@@ -653,15 +642,8 @@ async fn start_prune(
     repository_name(&state, &name)?;
     let mut args = vec!["prune".to_string()];
     if let Some(m) = &r.max_unused {
-        let number = m.strip_suffix('%').unwrap_or(m);
-        if !number
-            .parse::<f64>()
-            .is_ok_and(|p| (0.0..100.0).contains(&p))
-        {
-            return Err(ApiError::bad_request(format!(
-                "max_unused {m:?}: give a percentage below 100, e.g. \"5%\""
-            )));
-        }
+        crate::retention::prune::parse_max_unused(m)
+            .map_err(|e| ApiError::bad_request(format!("max_unused {e}")))?;
         args.push(format!("--max-unused={m}"));
     }
     if r.dry_run {
@@ -707,11 +689,8 @@ async fn start_check(
         }
         (true, None) => args.push("--read-data".into()),
         (false, Some(s)) => {
-            if !valid_subset(s) {
-                return Err(ApiError::bad_request(format!(
-                    "read_data_subset {s:?}: give N/M (e.g. \"1/5\") or a percentage (e.g. \"10%\")"
-                )));
-            }
+            crate::check::ReadData::parse_subset(s)
+                .map_err(|e| ApiError::bad_request(format!("read_data_subset {e}")))?;
             args.push(format!("--read-data-subset={s}"));
         }
         (false, None) => {}
@@ -720,19 +699,6 @@ async fn start_check(
         &state,
         specs::repository_job(&state.settings, JobKind::Check, &name, args),
     )
-}
-
-fn valid_subset(s: &str) -> bool {
-    if let Some(p) = s.strip_suffix('%') {
-        return p.parse::<f64>().is_ok_and(|p| p > 0.0 && p <= 100.0);
-    }
-    match s.split_once('/') {
-        Some((n, m)) => match (n.parse::<u32>(), m.parse::<u32>()) {
-            (Ok(n), Ok(m)) => n >= 1 && n <= m,
-            _ => false,
-        },
-        None => false,
-    }
 }
 
 // ---- sources -------------------------------------------------------------------
@@ -884,12 +850,6 @@ async fn cancel_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subsets_are_checked() {
-        assert!(valid_subset("1/5") && valid_subset("10%"));
-        assert!(!valid_subset("0/5") && !valid_subset("6/5") && !valid_subset("--x"));
-    }
 
     #[test]
     fn the_document_names_every_route_and_where_a_token_is_needed() {
