@@ -45,6 +45,8 @@ pub mod settings;
 pub mod source;
 #[cfg(feature = "full")]
 pub mod storage;
+#[cfg(feature = "full")]
+pub mod time_text;
 
 pub use error::{FormatError, FormatResult};
 pub use id::Id;

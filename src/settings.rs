@@ -53,6 +53,16 @@ pub struct RepositorySettings {
     pub cache_dir: Option<PathBuf>,
 }
 
+impl RepositorySettings {
+    /// The `options` table as `-o KEY=VALUE` pairs.
+    pub fn storage_options(&self) -> Result<Vec<(String, String)>> {
+        self.options
+            .iter()
+            .map(|(k, v)| crate::storage::location::parse_option(&format!("{k}={v}")))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {

@@ -205,7 +205,10 @@ fn bad_forget_arguments_are_refused_with_a_reason() {
     for (args, needle) in [
         (&["forget", "--keep-within", "3w"][..], "1y6m7d12h"),
         (&["forget", "--group-by", "hosts"], "unknown field"),
-        (&["forget", "--keep-last", "-2"], "--keep-last = -2: give a count"),
+        (
+            &["forget", "--keep-last", "-2"],
+            "--keep-last = -2: give a count",
+        ),
         (&["forget", "deadbeef"], "deadbeef"),
     ] {
         let out = env.cairn().args(args).output().unwrap();

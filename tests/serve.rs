@@ -246,6 +246,15 @@ fn the_api_backs_up_restores_and_forgets() {
     assert_eq!(list[0]["id"], second["snapshot_id"]);
     let (status, snap) = server.get("/repositories/main/snapshots/latest");
     assert_eq!((status, &snap["id"]), (200, &second["snapshot_id"]));
+    // `latest` follows the CLI's rules: narrowed by host, tag and path
+    let host = snap["hostname"].as_str().unwrap().to_string();
+    let (status, same) = server.get(&format!("/repositories/main/snapshots/latest?host={host}"));
+    assert_eq!((status, &same["id"]), (200, &second["snapshot_id"]));
+    let (status, body) = server.get("/repositories/main/snapshots/latest?host=elsewhere");
+    assert_eq!(status, 404, "{body}");
+    let short = &second["snapshot_id"].as_str().unwrap()[..2];
+    let (status, one) = server.get(&format!("/repositories/main/snapshots/{short}"));
+    assert_eq!((status, &one["id"]), (200, &second["snapshot_id"]));
 
     let job = server.start_job("/repositories/main/check", json!({"read_data": true}));
     assert_eq!(job["state"], "succeeded", "{job}");

@@ -132,8 +132,7 @@ fn with_repository_of(
         g.password_command = repo.password_command.clone();
     }
     let given: Vec<String> = g.options.iter().map(|(k, _)| k.clone()).collect();
-    for (k, v) in &repo.options {
-        let (k, v) = cairn::storage::location::parse_option(&format!("{k}={v}"))?;
+    for (k, v) in repo.storage_options()? {
         if !given.contains(&k) {
             g.options.push((k, v));
         }

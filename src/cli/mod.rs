@@ -22,7 +22,7 @@ use anyhow::{anyhow, Result};
 use cairn::fail::Fail;
 use cairn::repo::lock::{LockKind, LockOptions};
 use cairn::repo::snapshots::SnapshotFilter;
-use cairn::repo::{CacheLocation, Repository};
+use cairn::repo::{CacheLocation, OpenedRepository, Repository};
 use cairn::storage::{Storage, StorageOptions};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -156,17 +156,20 @@ impl GlobalArgs {
             .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
     }
 
-    fn storage(&self) -> Result<Storage> {
+    fn storage_options(&self) -> Result<StorageOptions> {
         let mut options = self.options.clone();
         if options.is_empty() {
             options = cairn::storage::location::options_from_env()?;
         }
-        let opts = StorageOptions {
+        Ok(StorageOptions {
             options,
             limit_upload: self.limit_upload.map(|k| k * 1024),
             limit_download: self.limit_download.map(|k| k * 1024),
-        };
-        Storage::open_with(self.repo_url()?, &opts)
+        })
+    }
+
+    fn storage(&self) -> Result<Storage> {
+        Storage::open_with(self.repo_url()?, &self.storage_options()?)
     }
 
     fn cache(&self) -> CacheLocation {
@@ -178,14 +181,16 @@ impl GlobalArgs {
     }
 
     pub fn open(&self) -> Result<Repository> {
-        let storage = self.storage()?;
-        // Say "no repository" before asking for a password it cannot use.
-        if !storage.exists(cairn::repo::layout::CONFIG)? {
-            storage.probe_container()?;
-            return Err(Fail::RepoNotFound(storage.location().to_string()).into());
-        }
+        self.open_without_index()?.load_index(&self.cache())
+    }
+
+    /// The key unlocked, the index not loaded (listing snapshots).
+    pub fn open_without_index(&self) -> Result<OpenedRepository> {
+        let storage =
+            cairn::repo::access::open_storage(self.repo_url()?, &self.storage_options()?)?;
+        // (asked only now: "no repository" comes before a password prompt)
         let password = password::read(self, false)?;
-        Repository::open(storage, password.as_bytes(), &self.cache())
+        OpenedRepository::open(storage, password.as_bytes())
     }
 
     /// Opens the repository and takes the lock `command` needs (unless

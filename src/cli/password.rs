@@ -1,35 +1,15 @@
 //! Where the password comes from: --password-file, --password-command,
-//! CAIRN_PASSWORD, else a prompt on a terminal, else a clear error.
+//! CAIRN_PASSWORD (read by the library's `PasswordSource`), else a prompt on
+//! a terminal, else a clear error.
 
 use super::GlobalArgs;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
+use cairn::repo::access::PasswordSource;
 use std::io::IsTerminal;
 
 pub fn read(g: &GlobalArgs, confirm: bool) -> Result<String> {
-    if let Some(path) = &g.password_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the password file {}", path.display()))?;
-        return Ok(first_line(&text));
-    }
-    if let Some(cmd) = &g.password_command {
-        let mut sh = std::process::Command::new("sh");
-        cairn::child_env::ChildEnv::AdHoc.apply(&mut sh);
-        let out = sh
-            .arg("-c")
-            .arg(cmd)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running the password command {cmd:?}"))?;
-        if !out.status.success() {
-            return Err(anyhow!(
-                "the password command {cmd:?} failed ({})",
-                out.status
-            ));
-        }
-        return Ok(first_line(&String::from_utf8_lossy(&out.stdout)));
-    }
-    if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
-        return Ok(p);
+    if let Some(source) = source(g) {
+        return source.read();
     }
     if std::io::stdin().is_terminal() {
         let p = rpassword::prompt_password("enter password for repository: ")?;
@@ -43,6 +23,15 @@ pub fn read(g: &GlobalArgs, confirm: bool) -> Result<String> {
     ))
 }
 
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or("").to_string()
+/// The source the flags and environment name, if any.
+fn source(g: &GlobalArgs) -> Option<PasswordSource> {
+    if let Some(path) = &g.password_file {
+        return Some(PasswordSource::File(path.clone()));
+    }
+    if let Some(cmd) = &g.password_command {
+        return Some(PasswordSource::Command(cmd.clone()));
+    }
+    std::env::var("CAIRN_PASSWORD")
+        .ok()
+        .map(PasswordSource::Value)
 }

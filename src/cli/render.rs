@@ -5,22 +5,7 @@ use cairn::tree::{Node, NodeKind};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-fn timestamp(ns: i64) -> Timestamp {
-    Timestamp::from_nanosecond(i128::from(ns)).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-/// RFC 3339 with the local offset, as restic prints in JSON.
-pub fn rfc3339(ns: i64) -> String {
-    let z = timestamp(ns).to_zoned(TimeZone::system());
-    z.timestamp().display_with_offset(z.offset()).to_string()
-}
-
-pub fn local_time(ns: i64) -> String {
-    timestamp(ns)
-        .to_zoned(TimeZone::system())
-        .strftime("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
+pub use cairn::time_text::{local_time, rfc3339};
 
 /// `--time`: "YYYY-MM-DD HH:MM:SS" in local time, or RFC 3339.
 pub fn parse_time(s: &str) -> Result<i64> {

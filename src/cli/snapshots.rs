@@ -1,7 +1,8 @@
-use super::render::{local_time, rfc3339};
+use super::render::local_time;
 use super::{FilterArgs, GlobalArgs};
 use anyhow::Result;
 use cairn::id::Id;
+use cairn::repo::snapshots::SnapshotListing;
 use cairn::tree::snapshot::Snapshot;
 
 #[derive(clap::Args)]
@@ -14,28 +15,9 @@ pub struct SnapshotsArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: &SnapshotsArgs) -> Result<i32> {
-    let repo = g.open()?;
-    let filter = a.filter.filter();
-    let mut list: Vec<(Id, Snapshot)> = repo
-        .list_snapshots()?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
-    if let Some(n) = a.latest {
-        let mut seen: std::collections::HashMap<(String, Vec<String>), usize> = Default::default();
-        let mut keep = vec![false; list.len()];
-        for (i, (_, s)) in list.iter().enumerate().rev() {
-            let count = seen
-                .entry((s.hostname.clone(), s.paths.clone()))
-                .or_default();
-            if *count < n {
-                *count += 1;
-                keep[i] = true;
-            }
-        }
-        let mut k = keep.into_iter();
-        list.retain(|_| k.next().unwrap_or(false));
-    }
+    // listing needs the key, not the index
+    let repo = g.open_without_index()?;
+    let list = repo.select_snapshots(&a.filter.filter(), a.latest)?;
     if g.json {
         let arr: Vec<serde_json::Value> = list.iter().map(|(id, s)| snapshot_json(id, s)).collect();
         println!("{}", serde_json::Value::Array(arr));
@@ -61,34 +43,7 @@ pub fn run(g: &GlobalArgs, a: &SnapshotsArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The JSON of one snapshot, as listings print it.
 pub fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
-    let m = &s.summary;
-    serde_json::json!({
-        "id": id.to_hex(),
-        "short_id": id.short(),
-        "time": rfc3339(s.time_ns),
-        "tree": s.tree.to_hex(),
-        "paths": s.paths,
-        "hostname": s.hostname,
-        "username": s.username,
-        "uid": s.uid,
-        "gid": s.gid,
-        "tags": s.tags,
-        "parent": s.parent.map(|p| p.to_hex()),
-        "excludes": s.excludes,
-        "program_version": s.program_version,
-        "summary": {
-            "backup_start": rfc3339(m.start_ns),
-            "backup_end": rfc3339(m.end_ns),
-            "files_new": m.files_new,
-            "files_changed": m.files_changed,
-            "files_unmodified": m.files_unmodified,
-            "dirs": m.dirs,
-            "data_blobs_added": m.blobs_added,
-            "data_added": m.data_added,
-            "data_added_packed": m.data_added_packed,
-            "total_bytes_processed": m.bytes_processed,
-            "errors": m.errors,
-        },
-    })
+    serde_json::to_value(SnapshotListing::new(id, s)).expect("plain data")
 }

@@ -1,6 +1,7 @@
 //! A repository: storage plus keys, config and the index cache. Every
 //! operation starts from [`Repository::open`].
 
+pub mod access;
 mod commit_check;
 pub mod layout;
 pub mod lock;
@@ -50,10 +51,23 @@ fn all_read(
         .collect()
 }
 
-pub struct Repository {
+/// A repository whose key is unlocked but whose index is not loaded: enough
+/// to list, read and resolve snapshots (a server keeps one per repository
+/// and answers listings from it). [`OpenedRepository::load_index`] makes it
+/// a [`Repository`], which everything that reads or writes data needs.
+pub struct OpenedRepository {
     pub storage: Storage,
     pub keys: MasterKeys,
     pub config: Config,
+    /// Snapshots read so far: they never change (their name is their hash),
+    /// so a listing reads only the new ones.
+    snapshots: std::sync::Mutex<std::collections::HashMap<Id, crate::tree::snapshot::Snapshot>>,
+}
+
+/// A repository with its index cache: what every operation on data uses.
+/// It dereferences to the [`OpenedRepository`] it was made from.
+pub struct Repository {
+    opened: OpenedRepository,
     pub index: IndexCache,
     /// The lock this process holds, if it took one.
     held_lock: OnceLock<RepoLock>,
@@ -187,8 +201,17 @@ pub fn unlock(storage: &Storage, password: &[u8]) -> Result<(Id, MasterKeys)> {
     Err(Fail::WrongPassword(storage.location().to_string()).into())
 }
 
-impl Repository {
-    pub fn open(storage: Storage, password: &[u8], cache: &CacheLocation) -> Result<Repository> {
+impl std::ops::Deref for Repository {
+    type Target = OpenedRepository;
+
+    fn deref(&self) -> &OpenedRepository {
+        &self.opened
+    }
+}
+
+impl OpenedRepository {
+    /// Unlocks the key with `password` and reads the config.
+    pub fn open(storage: Storage, password: &[u8]) -> Result<OpenedRepository> {
         if !storage.exists(layout::CONFIG)? {
             return Err(Fail::RepoNotFound(storage.location().to_string()).into());
         }
@@ -199,9 +222,19 @@ impl Repository {
             .open("config", ad::CONFIG, &sealed)
             .context("repository config")?;
         let config = Config::decode(&plain).context("repository config")?;
+        Ok(OpenedRepository {
+            storage,
+            keys,
+            config,
+            snapshots: Default::default(),
+        })
+    }
+
+    /// Opens the index cache in `cache` and brings it up to date.
+    pub fn load_index(self, cache: &CacheLocation) -> Result<Repository> {
         let (index, temp) = match cache {
             CacheLocation::Dir(d) => {
-                match IndexCache::open(&d.join(config.id.to_hex()).join("index")) {
+                match IndexCache::open(&d.join(self.config.id.to_hex()).join("index")) {
                     Ok(index) => (index, None),
                     // The cache is never the truth: when another process holds
                     // it, this one works from a private cache instead of failing.
@@ -218,15 +251,56 @@ impl Repository {
             CacheLocation::None => open_temp_cache()?,
         };
         let repo = Repository {
-            storage,
-            keys,
-            config,
+            opened: self,
             index,
             held_lock: OnceLock::new(),
             _temp_cache: temp,
         };
         repo.sync_index()?;
         Ok(repo)
+    }
+
+    /// The ids of the objects stored under `dir` (e.g. `index/`).
+    pub fn list_ids(&self, dir: &str) -> Result<Vec<Id>> {
+        Ok(self
+            .storage
+            .list(dir)?
+            .iter()
+            .filter_map(|o| layout::id_of(&o.path))
+            .collect())
+    }
+
+    /// Reads a sealed object named by the BLAKE3 of its bytes, checks the
+    /// name, and opens it. `what` names the object kind in errors.
+    pub fn read_object(
+        &self,
+        path: &str,
+        id: &Id,
+        what: &'static str,
+        ad: &[u8],
+    ) -> Result<Vec<u8>> {
+        let sealed = self.storage.read(path)?;
+        if Id::of_stored_bytes(&sealed) != *id {
+            return Err(anyhow!(
+                "{path}: content does not match its name: the {what} is damaged"
+            ));
+        }
+        self.keys
+            .cipher()
+            .open(what, ad, &sealed)
+            .with_context(|| path.to_string())
+    }
+
+    /// Seals `plain` and stores it under `path_of(BLAKE3 of the sealed bytes)`.
+    pub fn write_object(&self, ad: &[u8], plain: &[u8], path_of: fn(&Id) -> String) -> Result<Id> {
+        store_sealed(&self.storage, &self.keys, ad, plain, path_of)
+    }
+}
+
+impl Repository {
+    /// Opens the repository and loads its index (see [`OpenedRepository`]).
+    pub fn open(storage: Storage, password: &[u8], cache: &CacheLocation) -> Result<Repository> {
+        OpenedRepository::open(storage, password)?.load_index(cache)
     }
 
     /// Takes the repository lock (held until the repository is dropped),
@@ -380,42 +454,6 @@ impl Repository {
             self.index.ingest(id, file, *written)?;
         }
         Ok(())
-    }
-
-    /// The ids of the objects stored under `dir` (e.g. `index/`).
-    pub fn list_ids(&self, dir: &str) -> Result<Vec<Id>> {
-        Ok(self
-            .storage
-            .list(dir)?
-            .iter()
-            .filter_map(|o| layout::id_of(&o.path))
-            .collect())
-    }
-
-    /// Reads a sealed object named by the BLAKE3 of its bytes, checks the
-    /// name, and opens it. `what` names the object kind in errors.
-    pub fn read_object(
-        &self,
-        path: &str,
-        id: &Id,
-        what: &'static str,
-        ad: &[u8],
-    ) -> Result<Vec<u8>> {
-        let sealed = self.storage.read(path)?;
-        if Id::of_stored_bytes(&sealed) != *id {
-            return Err(anyhow!(
-                "{path}: content does not match its name: the {what} is damaged"
-            ));
-        }
-        self.keys
-            .cipher()
-            .open(what, ad, &sealed)
-            .with_context(|| path.to_string())
-    }
-
-    /// Seals `plain` and stores it under `path_of(BLAKE3 of the sealed bytes)`.
-    pub fn write_object(&self, ad: &[u8], plain: &[u8], path_of: fn(&Id) -> String) -> Result<Id> {
-        store_sealed(&self.storage, &self.keys, ad, plain, path_of)
     }
 
     /// Every pack on storage with its size (`data/`).

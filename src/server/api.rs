@@ -7,6 +7,9 @@
 
 use super::jobs::{Job, JobKind, JobState, StartError, Trigger};
 use super::{specs, ServerState};
+use crate::repo::access::RepoAccess;
+use crate::repo::snapshots::{SnapshotFilter, SnapshotListing, SnapshotLookupError};
+use crate::repo::OpenedRepository;
 use crate::settings::RetentionSettings;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, StatusCode};
@@ -286,20 +289,6 @@ async fn list_repositories(State(state): AppState) -> Json<Vec<RepositoryInfo>> 
     )
 }
 
-#[derive(Serialize, Deserialize, ToSchema, Clone)]
-pub struct SnapshotInfo {
-    id: String,
-    short_id: String,
-    /// RFC 3339.
-    time: String,
-    hostname: String,
-    username: String,
-    paths: Vec<String>,
-    tags: Vec<String>,
-    tree: String,
-    parent: Option<String>,
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -324,46 +313,75 @@ fn repository_name(state: &ServerState, name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Runs `cairn snapshots --json` for the repository.
-async fn snapshots_of(
-    state: &ServerState,
-    name: &str,
-    filters: Vec<String>,
-) -> Result<Vec<SnapshotInfo>, ApiError> {
-    // A filter is passed on as an argument, and no argument can hold a NUL
-    if filters.iter().any(|f| f.contains('\0')) {
-        return Err(ApiError::bad_request(
-            "host, tag and path filters cannot contain a NUL byte",
-        ));
-    }
-    let (mut args, env) = specs::snapshots_command(&state.settings, name);
-    args.extend(filters);
-    let run = tokio::process::Command::new(&state.exe)
-        .args(&args)
-        .envs(env)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(300), run)
+/// Repository `name`, opened once: the key derivation runs on the first
+/// request only.
+async fn opened(state: &Arc<ServerState>, name: &str) -> Result<Arc<OpenedRepository>, ApiError> {
+    repository_name(state, name)?;
+    let cell = &state.repos[name];
+    let repo = cell
+        .get_or_try_init(|| {
+            let settings = state.settings.repositories[name].clone();
+            let name = name.to_string();
+            blocking(move || {
+                RepoAccess::from_settings(&settings)?
+                    .open_without_index()
+                    .map(Arc::new)
+                    .map_err(|e| e.context(format!("opening repository {name:?}")))
+            })
+        })
+        .await?;
+    Ok(Arc::clone(repo))
+}
+
+/// Runs repository work off the async threads (storage calls block).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
         .await
-        .map_err(|_| ApiError::internal("listing snapshots took over 5 minutes"))?
-        .map_err(|e| ApiError::internal(format!("cannot run cairn: {e}")))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let message = stderr.trim().trim_start_matches("error: ");
-        return Err(ApiError::internal(format!(
-            "listing the snapshots of {name:?} failed: {message}"
-        )));
+        .map_err(|e| ApiError::internal(format!("the request's worker failed: {e}")))?
+        .map_err(lookup_error)
+}
+
+/// A failed lookup: the same rules as the CLI's, as HTTP statuses.
+fn lookup_error(e: anyhow::Error) -> ApiError {
+    match e.downcast_ref::<SnapshotLookupError>() {
+        Some(SnapshotLookupError::NotFound(_) | SnapshotLookupError::NoLatest) => {
+            ApiError::not_found(format!("{e:#}"))
+        }
+        Some(SnapshotLookupError::NotAnId(_) | SnapshotLookupError::Ambiguous(..)) => {
+            ApiError::bad_request(format!("{e:#}"))
+        }
+        None => ApiError::internal(format!("{e:#}")),
     }
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| ApiError::internal(format!("unexpected output of cairn snapshots: {e}")))
+}
+
+impl SnapshotQuery {
+    /// The filter, by the CLI's rules (`--host`, `--tag`, `--path`).
+    fn filter(&self) -> Result<SnapshotFilter, ApiError> {
+        let given = [&self.host, &self.tag, &self.path];
+        // no host, tag or path can hold one
+        if given
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|v| v.contains('\0')))
+        {
+            return Err(ApiError::bad_request(
+                "host, tag and path filters cannot contain a NUL byte",
+            ));
+        }
+        Ok(SnapshotFilter {
+            hosts: self.host.iter().cloned().collect(),
+            tags: self.tag.iter().cloned().collect(),
+            paths: self.path.iter().cloned().collect(),
+        })
+    }
 }
 
 /// Snapshots of a repository, oldest first.
 #[utoipa::path(get, path = "/repositories/{name}/snapshots", tag = "repositories",
     params(("name" = String, Path, description = "Repository name"), SnapshotQuery),
     responses(
-        (status = 200, description = "Snapshots", body = Vec<SnapshotInfo>),
+        (status = 200, description = "Snapshots", body = Vec<SnapshotListing>),
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 404, description = "No such repository", body = ErrorBody),
         (status = 500, description = "The repository could not be read", body = ErrorBody)))]
@@ -371,69 +389,54 @@ async fn list_snapshots(
     State(state): AppState,
     Path(name): Path<String>,
     QueryParams(q): QueryParams<SnapshotQuery>,
-) -> Result<Json<Vec<SnapshotInfo>>, ApiError> {
-    repository_name(&state, &name)?;
-    let mut filters = Vec::new();
-    let flags = [("--host", &q.host), ("--tag", &q.tag), ("--path", &q.path)];
-    for (flag, value) in flags {
-        if let Some(v) = value {
-            filters.push(format!("{flag}={v}"));
-        }
-    }
-    if let Some(n) = q.latest {
-        filters.push(format!("--latest={n}"));
-    }
-    Ok(Json(snapshots_of(&state, &name, filters).await?))
+) -> Result<Json<Vec<SnapshotListing>>, ApiError> {
+    let filter = q.filter()?;
+    let repo = opened(&state, &name).await?;
+    let latest = q.latest.map(|n| n as usize);
+    let list = blocking(move || repo.select_snapshots(&filter, latest)).await?;
+    Ok(Json(
+        list.iter()
+            .map(|(id, s)| SnapshotListing::new(id, s))
+            .collect(),
+    ))
 }
 
-/// `latest` or an id prefix (4–64 hex digits) → the one snapshot it names.
+/// `latest` (narrowed by `filter`), an id or a unique id prefix → the one
+/// snapshot it names, by the CLI's rules.
 async fn resolve_snapshot(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     repository: &str,
     spec: &str,
-) -> Result<SnapshotInfo, ApiError> {
-    let is_prefix = (4..=64).contains(&spec.len()) && spec.bytes().all(|b| b.is_ascii_hexdigit());
-    if spec != "latest" && !is_prefix {
-        return Err(ApiError::bad_request(format!(
-            "snapshot {spec:?}: give `latest` or an id (at least 4 hex digits)"
-        )));
-    }
-    let all = snapshots_of(state, repository, Vec::new()).await?;
-    let spec = spec.to_ascii_lowercase();
-    let found: Vec<&SnapshotInfo> = if spec == "latest" {
-        all.iter()
-            .max_by(|a, b| a.time.cmp(&b.time))
-            .into_iter()
-            .collect()
-    } else {
-        all.iter().filter(|s| s.id.starts_with(&spec)).collect()
-    };
-    match found.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(ApiError::not_found(format!(
-            "no snapshot {spec:?} in repository {repository:?}"
-        ))),
-        _ => Err(ApiError::bad_request(format!(
-            "snapshot prefix {spec:?} is ambiguous; give more digits"
-        ))),
-    }
+    filter: SnapshotFilter,
+) -> Result<SnapshotListing, ApiError> {
+    let repo = opened(state, repository).await?;
+    let spec = spec.to_string();
+    let (id, snapshot) = blocking(move || repo.find_snapshot(&spec, &filter)).await?;
+    Ok(SnapshotListing::new(&id, &snapshot))
 }
 
-/// One snapshot, by id prefix or `latest`.
+/// One snapshot, by id prefix or `latest` (with `host`, `tag`, `path`).
 #[utoipa::path(get, path = "/repositories/{name}/snapshots/{snapshot}", tag = "repositories",
     params(("name" = String, Path, description = "Repository name"),
-           ("snapshot" = String, Path, description = "`latest` or an id prefix")),
+           ("snapshot" = String, Path, description = "`latest` or an id prefix"),
+           SnapshotQuery),
     responses(
-        (status = 200, description = "The snapshot", body = SnapshotInfo),
-        (status = 400, description = "Not a snapshot id", body = ErrorBody),
+        (status = 200, description = "The snapshot", body = SnapshotListing),
+        (status = 400, description = "Not a snapshot id, or an ambiguous prefix", body = ErrorBody),
         (status = 404, description = "No such repository or snapshot", body = ErrorBody),
         (status = 500, description = "The repository could not be read", body = ErrorBody)))]
 async fn get_snapshot(
     State(state): AppState,
     Path((name, snapshot)): Path<(String, String)>,
-) -> Result<Json<SnapshotInfo>, ApiError> {
-    repository_name(&state, &name)?;
-    Ok(Json(resolve_snapshot(&state, &name, &snapshot).await?))
+    QueryParams(q): QueryParams<SnapshotQuery>,
+) -> Result<Json<SnapshotListing>, ApiError> {
+    if q.latest.is_some() {
+        return Err(ApiError::bad_request("`latest=N` applies to listings only"));
+    }
+    let filter = q.filter()?;
+    Ok(Json(
+        resolve_snapshot(&state, &name, &snapshot, filter).await?,
+    ))
 }
 
 // ---- repository jobs -------------------------------------------------------------
@@ -473,7 +476,7 @@ async fn start_restore(
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     repository_name(&state, &name)?;
     let target = restore_target(&state, &r.target)?;
-    let snapshot = resolve_snapshot(&state, &name, &r.snapshot).await?;
+    let snapshot = resolve_snapshot(&state, &name, &r.snapshot, SnapshotFilter::default()).await?;
     let mut args = vec![
         "restore".to_string(),
         snapshot.id,
@@ -605,7 +608,11 @@ async fn start_forget(
         if spec == "latest" {
             return Err(ApiError::bad_request("snapshots: give ids, not `latest`"));
         }
-        args.push(resolve_snapshot(&state, &name, spec).await?.id);
+        args.push(
+            resolve_snapshot(&state, &name, spec, SnapshotFilter::default())
+                .await?
+                .id,
+        );
     }
     if r.dry_run {
         args.push("--dry-run".into());

@@ -34,6 +34,9 @@ pub struct ServerState {
     pub skipped: HashMap<String, AtomicU64>,
     /// Where job records live (no restore may write there).
     pub state_dir: PathBuf,
+    /// Each repository opened on first use, its key unlocked once and held
+    /// while serve runs: listings and lookups are answered in-process.
+    pub repos: HashMap<String, tokio::sync::OnceCell<Arc<crate::repo::OpenedRepository>>>,
 }
 
 pub struct ServeOptions {
@@ -76,6 +79,11 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         .keys()
         .map(|k| (k.clone(), AtomicU64::new(0)))
         .collect();
+    let repos = settings
+        .repositories
+        .keys()
+        .map(|k| (k.clone(), tokio::sync::OnceCell::new()))
+        .collect();
     let state = Arc::new(ServerState {
         settings,
         config_path,
@@ -84,12 +92,18 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         jobs,
         skipped,
         state_dir: state_dir.clone(),
+        repos,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(state, &listen, &state_dir))
+    let result = runtime.block_on(run(Arc::clone(&state), &listen, &state_dir));
+    // The open repositories own I/O runtimes, which may not be dropped from
+    // within this one: the last reference goes here, after it.
+    drop(runtime);
+    drop(state);
+    result
 }
 
 async fn run(state: Arc<ServerState>, listen: &str, state_dir: &Path) -> Result<()> {

@@ -112,16 +112,3 @@ pub fn repository_job(
 ) -> JobSpec {
     spec(settings, kind, repository, None, Trigger::Api, vec![args])
 }
-
-/// Arguments that list a repository's snapshots as JSON (read-only: no
-/// lock, so a listing never waits for a prune).
-pub fn snapshots_command(
-    settings: &Settings,
-    repository: &str,
-) -> (Vec<String>, Vec<(String, String)>) {
-    let repo = &settings.repositories[repository];
-    let args = ["--json", "--no-lock", "snapshots"]
-        .map(String::from)
-        .to_vec();
-    (args, repository_env(repo))
-}
