@@ -17,14 +17,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("CAIRN_LOG", "off"))
         .format_timestamp_millis()
         .init();
-    let code = match cli::run() {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            cli::exit_code_of(&e)
-        }
-    };
-    std::process::exit(code);
+    std::process::exit(cli::run());
 }
 
 /// glibc's malloc raises its mmap threshold after the first large free, so

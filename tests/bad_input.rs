@@ -368,3 +368,24 @@ fn counts_subsets_and_percentages_out_of_range_name_the_flag() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn with_json_a_failure_ends_with_an_exit_error_object() {
+    let env = Env::new();
+    let out = env.cairn().args(["--json", "snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    assert_eq!(last["message_type"], "exit_error", "{err}");
+    assert_eq!(last["code"], 10, "{err}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("no repository at"),
+        "{err}"
+    );
+    // without --json, the same failure is a line of text
+    let out = env.cairn().args(["snapshots"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: no repository at"));
+}

@@ -208,8 +208,31 @@ impl GlobalArgs {
     }
 }
 
-pub fn run() -> Result<i32> {
+/// Runs the command line; the exit code. A failure is told on stderr: as
+/// `error: …`, or with --json as one JSON object (`message_type`
+/// "exit_error", `code`, `message`), as restic does.
+pub fn run() -> i32 {
     let cli = Cli::parse();
+    match run_command(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = exit_code_of(&e);
+            if cli.global.json {
+                let error = serde_json::json!({
+                    "message_type": "exit_error",
+                    "code": code,
+                    "message": format!("{e:#}"),
+                });
+                eprintln!("{error}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            code
+        }
+    }
+}
+
+fn run_command(cli: &Cli) -> Result<i32> {
     let g = &cli.global;
     // main keeps SIGPIPE's default so `cairn ls … | head` ends quietly. The
     // commands that talk to storage at length ignore it instead: a server
@@ -250,7 +273,7 @@ pub fn run() -> Result<i32> {
     }
 }
 
-pub fn exit_code_of(e: &anyhow::Error) -> i32 {
+fn exit_code_of(e: &anyhow::Error) -> i32 {
     e.chain()
         .find_map(|c| c.downcast_ref::<Fail>())
         .map_or(1, Fail::exit_code)

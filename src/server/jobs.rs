@@ -318,7 +318,12 @@ impl Jobs {
             _ => JobState::Failed,
         };
         if job.state == JobState::Failed && job.error.is_none() {
-            job.error = Some(error_from_log(&job.log_tail));
+            // the command ended without its exit_error (killed, or refused
+            // its arguments before it could say)
+            job.error = Some(format!(
+                "the command failed with exit code {} (see log_tail)",
+                job.exit_code.map_or("-".to_string(), |c| c.to_string())
+            ));
         }
         eprintln!(
             "job {} {} after {:.1}s{}",
@@ -419,11 +424,24 @@ impl Jobs {
         }
     }
 
+    /// Warnings and notes go to the log tail; the command's failure comes
+    /// as its `exit_error` object (it runs with --json) and becomes the
+    /// job's error.
     fn on_stderr(&self, id: &str, line: String) {
+        let exit_error = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .filter(|v| v["message_type"] == "exit_error")
+            .and_then(|v| v["message"].as_str().map(|m| self.redact(m.to_string())));
         let line = self.redact(line);
         let mut records = self.lock();
         if let Some(job) = records.jobs.iter_mut().find(|j| j.id == id) {
-            push_tail(&mut job.log_tail, line);
+            match exit_error {
+                Some(message) => {
+                    push_tail(&mut job.log_tail, format!("error: {message}"));
+                    job.error = Some(message);
+                }
+                None => push_tail(&mut job.log_tail, line),
+            }
         }
     }
 
@@ -496,17 +514,6 @@ fn push_tail(tail: &mut Vec<String>, line: String) {
     tail.push(line);
 }
 
-/// The CLI's own message: from its `error:` line to the end.
-fn error_from_log(tail: &[String]) -> String {
-    match tail.iter().rposition(|l| l.starts_with("error: ")) {
-        Some(i) => tail[i..]
-            .join("\n")
-            .trim_start_matches("error: ")
-            .to_string(),
-        None => "the command failed (see log_tail)".to_string(),
-    }
-}
-
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .round(jiff::Unit::Millisecond)
@@ -524,16 +531,6 @@ fn new_job_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_error_is_the_cli_message_to_the_end() {
-        let tail = [
-            "note".to_string(),
-            "error: backup failed: x".into(),
-            "  detail".into(),
-        ];
-        assert_eq!(error_from_log(&tail), "backup failed: x\n  detail");
-    }
 
     #[test]
     fn job_ids_sort_by_time() {
