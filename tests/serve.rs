@@ -265,6 +265,21 @@ fn the_api_backs_up_restores_and_forgets() {
         metrics.contains("cairn_jobs{kind=\"backup\",state=\"succeeded\"} 2"),
         "{metrics}"
     );
+    for line in [
+        "# TYPE cairn_schedule_skipped_total counter",
+        "cairn_repository_up{repository=\"main\"} 1",
+        "cairn_repository_snapshots{repository=\"main\"} 1",
+        "cairn_repository_last_check_success{repository=\"main\"} 1",
+        "cairn_build_info{version=",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(metrics.contains("cairn_backup_last_success_added_bytes{source=\"files\"}"));
+    let stored = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_repository_stored_bytes{repository=\"main\"} "))
+        .unwrap();
+    assert!(stored.parse::<f64>().unwrap() > 1e6, "{metrics}");
 
     // Neither responses nor records nor the log carry a secret.
     let (_, jobs) = server.get("/jobs");

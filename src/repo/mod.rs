@@ -64,6 +64,13 @@ pub struct OpenedRepository {
     snapshots: std::sync::Mutex<std::collections::HashMap<Id, crate::tree::snapshot::Snapshot>>,
 }
 
+/// What a monitoring system watches of a repository.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct RepositorySummary {
+    pub snapshots: usize,
+    pub stored_bytes: u64,
+}
+
 /// A repository with its index cache: what every operation on data uses.
 /// It dereferences to the [`OpenedRepository`] it was made from.
 pub struct Repository {
@@ -258,6 +265,15 @@ impl OpenedRepository {
         };
         repo.sync_index()?;
         Ok(repo)
+    }
+
+    /// How many snapshots, and how many bytes the repository's objects
+    /// take on storage (two listings).
+    pub fn summary(&self) -> Result<RepositorySummary> {
+        Ok(RepositorySummary {
+            snapshots: self.list_ids(layout::SNAPSHOTS_DIR)?.len(),
+            stored_bytes: self.storage.list("")?.iter().map(|o| o.size).sum(),
+        })
     }
 
     /// The ids of the objects stored under `dir` (e.g. `index/`).

@@ -254,12 +254,21 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// Prometheus metrics: per source the last success time, duration and bytes added.
+/// Prometheus metrics: per source the last success time, duration and bytes
+/// added; per repository its snapshots, size and last check.
 #[utoipa::path(get, path = "/metrics", tag = "server",
     responses(
         (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): AppState) -> Response {
-    let text = super::metrics::render(&state);
+    let mut repos = Vec::new();
+    for name in state.settings.repositories.keys() {
+        let summary = match opened(&state, name).await {
+            Ok(repo) => blocking(move || repo.summary()).await.ok(),
+            Err(_) => None,
+        };
+        repos.push((name.clone(), summary));
+    }
+    let text = super::metrics::render(&state, &repos);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

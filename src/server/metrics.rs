@@ -1,20 +1,27 @@
-//! `/metrics` in Prometheus text format, computed from the job records.
+//! `/metrics` in Prometheus text format, computed from the job records and
+//! the repositories' listings. Names follow Prometheus' conventions: the
+//! unit last (`_bytes`, `_seconds`), `_total` only on counters.
 
 use super::jobs::{Job, JobKind, JobState};
 use super::ServerState;
+use crate::repo::RepositorySummary;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub fn render(state: &ServerState) -> String {
+/// `repos`: each repository's summary, None when it could not be read.
+pub fn render(state: &ServerState, repos: &[(String, Option<RepositorySummary>)]) -> String {
     let jobs = state.jobs.list(); // newest first
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, samples: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
+    gauge(
+        &mut out,
+        "cairn_build_info",
+        "Always 1; the version of the running cairn.",
+        vec![(
+            format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
+            1.0,
+        )],
+    );
     fn backups<'a>(jobs: &'a [Job], name: &str) -> impl Iterator<Item = &'a Job> {
         let name = name.to_string();
         jobs.iter()
@@ -30,17 +37,20 @@ pub fn render(state: &ServerState) -> String {
     let last_success =
         |s: &str| -> Option<&Job> { backups(&jobs, s).find(|j| j.state == JobState::Succeeded) };
     gauge(
+        &mut out,
         "cairn_backup_last_success_timestamp_seconds",
         "When the last successful backup of the source finished (Unix time).",
         per_source(&|s| last_success(s).and_then(finished_unix)),
     );
     gauge(
+        &mut out,
         "cairn_backup_last_success_duration_seconds",
         "How long the last successful backup of the source took.",
         per_source(&|s| last_success(s).and_then(|j| j.duration_seconds)),
     );
     gauge(
-        "cairn_backup_last_success_bytes_added",
+        &mut out,
+        "cairn_backup_last_success_added_bytes",
         "Bytes of new data the last successful backup of the source added (before compression).",
         per_source(&|s| {
             last_success(s)
@@ -49,6 +59,7 @@ pub fn render(state: &ServerState) -> String {
         }),
     );
     gauge(
+        &mut out,
         "cairn_backup_last_failed",
         "1 if the last finished backup of the source failed or was cancelled.",
         per_source(&|s| {
@@ -57,7 +68,8 @@ pub fn render(state: &ServerState) -> String {
                 .map(|j| f64::from(u8::from(j.state != JobState::Succeeded)))
         }),
     );
-    gauge(
+    counter(
+        &mut out,
         "cairn_schedule_skipped_total",
         "Scheduled runs skipped because the source's previous job was still running.",
         sources
@@ -75,6 +87,7 @@ pub fn render(state: &ServerState) -> String {
             .or_default() += 1;
     }
     gauge(
+        &mut out,
         "cairn_jobs",
         "Jobs in the history, by kind and state.",
         counts
@@ -83,11 +96,72 @@ pub fn render(state: &ServerState) -> String {
             .collect(),
     );
     gauge(
+        &mut out,
         "cairn_jobs_running",
         "Jobs running now.",
         vec![(String::new(), state.jobs.running_count() as f64)],
     );
+    let label = |name: &str| format!("{{repository=\"{}\"}}", escape(name));
+    gauge(
+        &mut out,
+        "cairn_repository_up",
+        "1 if the repository could be opened and listed for this scrape.",
+        repos
+            .iter()
+            .map(|(name, s)| (label(name), f64::from(u8::from(s.is_some()))))
+            .collect(),
+    );
+    gauge(
+        &mut out,
+        "cairn_repository_snapshots",
+        "Snapshots in the repository.",
+        repos
+            .iter()
+            .filter_map(|(name, s)| Some((label(name), s.as_ref()?.snapshots as f64)))
+            .collect(),
+    );
+    gauge(
+        &mut out,
+        "cairn_repository_stored_bytes",
+        "Bytes the repository's objects take on storage.",
+        repos
+            .iter()
+            .filter_map(|(name, s)| Some((label(name), s.as_ref()?.stored_bytes as f64)))
+            .collect(),
+    );
+    gauge(
+        &mut out,
+        "cairn_repository_last_check_success",
+        "1 if the last finished check job of the repository passed, 0 if it failed.",
+        repos
+            .iter()
+            .filter_map(|(name, _)| {
+                let last = jobs.iter().find(|j| {
+                    j.kind == JobKind::Check && &j.repository == name && !j.is_running()
+                })?;
+                Some((
+                    label(name),
+                    f64::from(u8::from(last.state == JobState::Succeeded)),
+                ))
+            })
+            .collect(),
+    );
     out
+}
+
+fn metric(out: &mut String, kind: &str, name: &str, help: &str, samples: Vec<(String, f64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, samples: Vec<(String, f64)>) {
+    metric(out, "gauge", name, help, samples);
+}
+
+fn counter(out: &mut String, name: &str, help: &str, samples: Vec<(String, f64)>) {
+    metric(out, "counter", name, help, samples);
 }
 
 fn finished_unix(job: &Job) -> Option<f64> {
