@@ -1,0 +1,195 @@
+//! The library's operations called directly on a `memory://` repository (a
+//! cheap key derivation, no process): backup, restore, snapshot lookup,
+//! forget, prune and check. Fast, beside the end-to-end tests that drive the
+//! binary against real storage.
+
+mod common;
+
+use cairn::backup::progress::Progress;
+use cairn::backup::{backup, BackupOptions, ParentChoice};
+use cairn::check::{check, ReadData};
+use cairn::crypto::keyfile::KdfParams;
+use cairn::repo::lock::{LockKind, LockOptions};
+use cairn::repo::snapshots::{SnapshotFilter, SnapshotLookupError};
+use cairn::repo::{init, CacheLocation, InitOptions, OpenedRepository, Repository};
+use cairn::restore::{restore, RestoreOptions};
+use cairn::retention::forget::{execute_forget, plan_forget, ForgetOptions};
+use cairn::retention::policy::KeepPolicy;
+use cairn::retention::prune::{execute_prune, plan_prune, PruneOptions};
+use cairn::storage::Storage;
+use common::{assert_same_tree, noise_files};
+use std::sync::atomic::AtomicBool;
+
+const PASSWORD: &[u8] = b"library";
+
+/// A fresh in-memory repository, opened in two steps (key, then index) and
+/// holding the maintenance lock, so every operation may run.
+fn repository() -> Repository {
+    let storage = Storage::open("memory://").unwrap();
+    let opts = InitOptions {
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Default::default()
+    };
+    init(&storage, PASSWORD, &opts).unwrap();
+    let opened = OpenedRepository::open(storage, PASSWORD).unwrap();
+    let repo = opened.load_index(&CacheLocation::None).unwrap();
+    repo.lock(
+        LockKind::Exclusive,
+        &LockOptions {
+            retry: std::time::Duration::ZERO,
+            command: "library test".into(),
+        },
+    )
+    .unwrap();
+    repo
+}
+
+fn back_up(repo: &Repository, dir: &std::path::Path) -> cairn::id::Id {
+    let opts = BackupOptions {
+        paths: vec![dir.to_path_buf()],
+        parent: ParentChoice::Auto,
+        ..Default::default()
+    };
+    let outcome = backup(repo, &opts, &AtomicBool::new(false), &Progress::default()).unwrap();
+    outcome.snapshot_id.expect("not a dry run")
+}
+
+fn restores(repo: &Repository, snapshot: cairn::id::Id, source: &std::path::Path) {
+    let target = tempfile::tempdir().unwrap();
+    let (_, snap) = repo
+        .find_snapshot(&snapshot.to_hex(), &Default::default())
+        .unwrap();
+    let opts = RestoreOptions {
+        target: target.path().to_path_buf(),
+        subpath: None,
+        selection: Default::default(),
+        dry_run: false,
+    };
+    let out = restore(repo, snap.tree, &opts).unwrap();
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert_same_tree(
+        source,
+        &target.path().join(source.strip_prefix("/").unwrap()),
+    );
+}
+
+fn clean(repo: &Repository) {
+    let report = check(repo, ReadData::All).unwrap();
+    assert!(report.is_clean(), "{:?}", report.errors);
+}
+
+#[test]
+fn backup_restore_forget_prune_check() {
+    let repo = repository();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("data");
+    noise_files(&dir, 4, 600_000, 1);
+    let first = back_up(&repo, &dir);
+    restores(&repo, first, &dir);
+    clean(&repo);
+
+    // replace half the data; the second snapshot restores the new bytes
+    noise_files(&dir, 2, 600_000, 2);
+    let second = back_up(&repo, &dir);
+    restores(&repo, second, &dir);
+    let (latest, _) = repo
+        .find_snapshot("latest", &SnapshotFilter::default())
+        .unwrap();
+    assert_eq!(latest, second);
+
+    // keep the newest: the first goes, and prune condemns what only it used
+    let plan = plan_forget(
+        &repo,
+        &ForgetOptions {
+            policy: KeepPolicy {
+                last: Some(1),
+                ..Default::default()
+            },
+            group_by: None,
+            remove: Vec::new(),
+            filter: SnapshotFilter::default(),
+        },
+    )
+    .unwrap();
+    assert_eq!(execute_forget(&repo, &plan).unwrap(), 1);
+    let opts = PruneOptions {
+        max_unused_percent: 0.0,
+        keep_delete_ns: 0,
+        ..Default::default()
+    };
+    let plan = plan_prune(&repo, &opts).unwrap();
+    assert_eq!(plan.stats.snapshots, 1);
+    assert!(
+        plan.stats.packs_unused + plan.stats.packs_repack >= 1,
+        "{:?}",
+        plan.stats
+    );
+    let result = execute_prune(&repo, plan).unwrap();
+    assert!(result.packs_condemned >= 1);
+    clean(&repo);
+    restores(&repo, second, &dir);
+    // memory:// keeps no modification times, so no condemnation's age is
+    // known: even with no grace, nothing is deleted (format-spec §14)
+    let plan = plan_prune(&repo, &opts).unwrap();
+    assert_eq!(plan.stats.packs_expired, 0, "{:?}", plan.stats);
+    assert!(plan.stats.packs_waiting >= 1, "{:?}", plan.stats);
+    let result = execute_prune(&repo, plan).unwrap();
+    assert_eq!(result.packs_deleted, 0);
+    clean(&repo);
+    restores(&repo, second, &dir);
+}
+
+#[test]
+fn snapshots_are_found_by_the_rules_the_cli_and_the_server_share() {
+    let repo = repository();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    noise_files(&dir, 1, 1000, 3);
+    let a = back_up(&repo, &dir);
+    noise_files(&dir, 1, 1000, 4);
+    let b = back_up(&repo, &dir);
+    let lookup = |spec: &str| repo.find_snapshot(spec, &SnapshotFilter::default());
+    assert_eq!(lookup("latest").unwrap().0, b);
+    assert_eq!(lookup(&a.to_hex()[..10]).unwrap().0, a);
+    let kind = |spec: &str| {
+        let e = lookup(spec).unwrap_err();
+        match e.downcast_ref::<SnapshotLookupError>() {
+            Some(SnapshotLookupError::NotAnId(_)) => "not an id",
+            Some(SnapshotLookupError::NotFound(_)) => "not found",
+            Some(SnapshotLookupError::Ambiguous(..)) => "ambiguous",
+            Some(SnapshotLookupError::NoLatest) => "no latest",
+            None => panic!("{spec}: {e:#}"),
+        }
+    };
+    assert_eq!(kind("xyz"), "not an id");
+    assert_eq!(kind(&"0".repeat(65)), "not an id");
+    let absent = if a.to_hex().starts_with("00") {
+        "ff"
+    } else {
+        "00"
+    };
+    let absent = format!("{absent}{}", &b.to_hex()[2..]);
+    assert_eq!(kind(&absent), "not found");
+    let other_host = SnapshotFilter {
+        hosts: vec!["elsewhere".into()],
+        ..Default::default()
+    };
+    assert!(matches!(
+        repo.find_snapshot("latest", &other_host)
+            .unwrap_err()
+            .downcast_ref(),
+        Some(SnapshotLookupError::NoLatest)
+    ));
+    // `latest=1` keeps the newest of each host and path set
+    let newest = repo
+        .select_snapshots(&SnapshotFilter::default(), Some(1))
+        .unwrap();
+    assert_eq!(
+        newest.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![b]
+    );
+}
