@@ -8,9 +8,50 @@
 //! Both get `CAIRN_SOURCE`.
 
 use crate::child_env::ChildEnv;
+use crate::id::Id;
+use crate::settings::SourceSettings;
 use crate::source::command::{describe_status, shell_words};
 use anyhow::{anyhow, Result};
 use std::process::{Command, Stdio};
+
+/// Runs `backup` between the `before` and `after` hooks of source `name`,
+/// by the rules above. `backup` gives its result and the id of the
+/// snapshot it saved, if any.
+pub fn around_backup<T>(
+    name: &str,
+    source: &SourceSettings,
+    backup: impl FnOnce() -> Result<(T, Option<Id>)>,
+) -> Result<T> {
+    let child_env = source.child_env();
+    let mut env = vec![("CAIRN_SOURCE", name.to_string())];
+    if let Some(before) = &source.before {
+        run_hook("before", before, &env, &child_env)
+            .map_err(|e| anyhow!("{e:#}; the backup of {name:?} did not run"))?;
+    }
+    let outcome = backup();
+    let Some(after) = &source.after else {
+        return outcome.map(|(value, _)| value);
+    };
+    let saved = outcome.as_ref().ok().and_then(|(_, id)| *id);
+    let status = if outcome.is_ok() {
+        "success"
+    } else {
+        "failure"
+    };
+    env.push(("CAIRN_BACKUP_STATUS", status.into()));
+    if let Some(id) = saved {
+        env.push(("CAIRN_SNAPSHOT_ID", id.to_hex()));
+    }
+    let hooked = run_hook("after", after, &env, &child_env);
+    match (outcome, hooked) {
+        (Ok((value, _)), Ok(())) => Ok(value),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(match saved {
+            Some(id) => anyhow!("{e:#} (snapshot {} was saved and stays)", id.short()),
+            None => e,
+        }),
+    }
+}
 
 /// Runs a hook with its output passed through; an error unless it exits 0.
 pub fn run_hook(

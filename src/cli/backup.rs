@@ -6,7 +6,7 @@ use cairn::backup::progress::Progress;
 use cairn::backup::{
     backup, BackupOptions, BackupOutcome, ParentChoice, SnapshotOptions, StreamInput, StreamSource,
 };
-use cairn::hooks::run_hook;
+use cairn::hooks::around_backup;
 use cairn::settings::{Settings, SourceSettings};
 use cairn::source::exclude::Excludes;
 use cairn::storage::RequestTally;
@@ -84,34 +84,7 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
     let settings = Settings::load(config)?;
     let source = settings.source(source_name)?;
     let g = &with_repository_of(g, &settings, source)?;
-    let mut env = vec![("CAIRN_SOURCE", source_name.clone())];
-    if let Some(before) = &source.before {
-        run_hook("before", before, &env, &source.child_env())
-            .map_err(|e| anyhow!("{e:#}; the backup of {source_name:?} did not run"))?;
-    }
-    let outcome = run_backup(g, a, Some(source));
-    let Some(after) = &source.after else {
-        return outcome.map(|(code, _)| code);
-    };
-    let saved = outcome.as_ref().ok().and_then(|(_, id)| *id);
-    let status = if outcome.is_ok() {
-        "success"
-    } else {
-        "failure"
-    };
-    env.push(("CAIRN_BACKUP_STATUS", status.into()));
-    if let Some(id) = saved {
-        env.push(("CAIRN_SNAPSHOT_ID", id.to_hex()));
-    }
-    let hooked = run_hook("after", after, &env, &source.child_env());
-    match (outcome, hooked) {
-        (Ok((code, _)), Ok(())) => Ok(code),
-        (Err(e), _) => Err(e),
-        (Ok(_), Err(e)) => Err(match saved {
-            Some(id) => anyhow!("{e:#} (snapshot {} was saved and stays)", id.short()),
-            None => e,
-        }),
-    }
+    around_backup(source_name, source, || run_backup(g, a, Some(source)))
 }
 
 /// A configured source names its repository; -r and the CAIRN_* variables

@@ -160,6 +160,43 @@ pub fn shell_words(argv: &[String]) -> String {
     argv.iter().map(quote).collect::<Vec<_>>().join(" ")
 }
 
+/// `restore --to-command`: runs `argv` with `write` feeding its standard
+/// input; an error unless all of it was written and the command exited 0.
+pub fn feed_command(
+    argv: &[String],
+    write: impl FnOnce(&mut std::process::ChildStdin) -> Result<()>,
+) -> Result<()> {
+    let display = shell_words(argv);
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| anyhow!("--to-command needs a command after `--`"))?;
+    let mut cmd = std::process::Command::new(program);
+    crate::child_env::ChildEnv::AdHoc.apply(&mut cmd);
+    let mut child = cmd
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow!("cannot run `{display}`: {e}; check the command name and PATH"))?;
+    // A command that exits early must give an error here, not kill us by
+    // SIGPIPE (main restores the default disposition for `| head`). Set
+    // after the spawn, so the command itself keeps the default.
+    // SAFETY: changing a signal disposition to "ignore".
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let written = write(&mut stdin);
+    drop(stdin); // end of input: the command can finish
+    let status = child.wait()?;
+    match (written, status.success()) {
+        (Ok(()), true) => Ok(()),
+        (_, false) => Err(anyhow!("`{display}` {}", describe_status(status))),
+        (Err(e), true) => Err(e.context(format!(
+            "`{display}` stopped reading before the end of the data"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
