@@ -25,51 +25,70 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 type AppState = State<Arc<ServerState>>;
 
-pub fn router(state: Arc<ServerState>) -> Router {
-    let protected = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/repositories", get(list_repositories))
-        .route("/repositories/{name}/snapshots", get(list_snapshots))
-        .route(
-            "/repositories/{name}/snapshots/{snapshot}",
-            get(get_snapshot),
-        )
-        .route("/repositories/{name}/restore", post(start_restore))
-        .route("/repositories/{name}/forget", post(start_forget))
-        .route("/repositories/{name}/prune", post(start_prune))
-        .route("/repositories/{name}/check", post(start_check))
-        .route("/sources", get(list_sources))
-        .route("/sources/{name}/backup", post(start_backup))
-        .route("/jobs", get(list_jobs))
-        .route("/jobs/{id}", get(get_job))
-        .route("/jobs/{id}/cancel", post(cancel_job))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            require_token,
-        ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/openapi.json", get(openapi))
-        .merge(protected)
-        .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
-        .with_state(state)
+/// Every route, written once: the router, the OpenAPI document's paths and
+/// the check that each route's document entry has its method and path are
+/// all made from this one list.
+macro_rules! api_routes {
+    (
+        public: [$($pmethod:ident $ppath:literal => $phandler:ident),* $(,)?],
+        protected: [$($method:ident $path:literal => $handler:ident),* $(,)?] $(,)?
+    ) => {
+        /// (method, path) of every route.
+        #[cfg(test)]
+        const ROUTES: &[(&str, &str)] = &[
+            $((stringify!($pmethod), $ppath),)*
+            $((stringify!($method), $path),)*
+        ];
+
+        pub fn router(state: Arc<ServerState>) -> Router {
+            let protected = Router::new()
+                $(.route($path, $method($handler)))*
+                .route_layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&state),
+                    require_token,
+                ));
+            Router::new()
+                $(.route($ppath, $pmethod($phandler)))*
+                .merge(protected)
+                .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
+                .with_state(state)
+        }
+
+        #[derive(OpenApi)]
+        #[openapi(
+            info(
+                title = "cairn",
+                description = "Backups, restores and retention of the repositories and sources named in cairn's settings file. Every operation that changes a repository runs as a job; follow it at /jobs/{id}."
+            ),
+            paths($($phandler,)* $($handler,)*),
+            modifiers(&BearerAuth),
+            security(("bearer" = []))
+        )]
+        pub struct ApiDoc;
+    };
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "cairn",
-        description = "Backups, restores and retention of the repositories and sources named in cairn's settings file. Every operation that changes or reads a repository runs as a job; follow it at /jobs/{id}."
-    ),
-    paths(
-        healthz, openapi, metrics, list_repositories, list_snapshots, get_snapshot,
-        start_restore, start_forget, start_prune, start_check, list_sources, start_backup,
-        list_jobs, get_job, cancel_job
-    ),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
-)]
-pub struct ApiDoc;
+api_routes! {
+    public: [
+        get "/healthz" => healthz,
+        get "/openapi.json" => openapi,
+    ],
+    protected: [
+        get "/metrics" => metrics,
+        get "/repositories" => list_repositories,
+        get "/repositories/{name}/snapshots" => list_snapshots,
+        get "/repositories/{name}/snapshots/{snapshot}" => get_snapshot,
+        post "/repositories/{name}/restore" => start_restore,
+        post "/repositories/{name}/forget" => start_forget,
+        post "/repositories/{name}/prune" => start_prune,
+        post "/repositories/{name}/check" => start_check,
+        get "/sources" => list_sources,
+        post "/sources/{name}/backup" => start_backup,
+        get "/jobs" => list_jobs,
+        get "/jobs/{id}" => get_job,
+        post "/jobs/{id}/cancel" => cancel_job,
+    ],
+}
 
 struct BearerAuth;
 
@@ -870,9 +889,20 @@ mod tests {
     #[test]
     fn the_document_names_every_route_and_where_a_token_is_needed() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
-        for path in ["/jobs/{id}/cancel", "/sources/{name}/backup", "/metrics"] {
-            assert!(doc["paths"][path].is_object(), "{path} missing");
+        // each route's handler documents that very method and path
+        for (method, path) in ROUTES {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} missing"
+            );
         }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|item| item.as_object().unwrap().len())
+            .sum();
+        assert_eq!(documented, ROUTES.len());
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
