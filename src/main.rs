@@ -13,10 +13,17 @@ fn main() {
     }
     tune_allocator();
     // CAIRN_LOG=debug logs every storage request; errors and retries are
-    // shown anyway.
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("CAIRN_LOG", "off"))
-        .format_timestamp_millis()
-        .init();
+    // shown anyway. By default only `serve` logs (requests, jobs, schedule).
+    env_logger::Builder::from_env(
+        env_logger::Env::new().filter_or("CAIRN_LOG", "cairn::server=info"),
+    )
+    .format(|out, record| {
+        use std::io::Write;
+        let now = jiff::Timestamp::now();
+        let now = now.round(jiff::Unit::Millisecond).unwrap_or(now);
+        writeln!(out, "{now} {:<5} {}", record.level(), record.args())
+    })
+    .init();
     std::process::exit(cli::run());
 }
 

@@ -25,6 +25,27 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 type AppState = State<Arc<ServerState>>;
 
+/// A request still unanswered after this gets 408 (long work runs as jobs,
+/// so only a storage that stopped answering takes this long).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// One log line per request: method, path, status and time taken (never
+/// the query string or headers, which may carry filters or the token).
+async fn log_request(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let level = if status.is_server_error() {
+        log::Level::Warn
+    } else {
+        log::Level::Info
+    };
+    log::log!(level, "{method} {path} {} {ms:.1} ms", status.as_u16());
+    response
+}
+
 /// Every route, written once: the router, the OpenAPI document's paths and
 /// the check that each route's document entry has its method and path are
 /// all made from this one list.
@@ -51,6 +72,11 @@ macro_rules! api_routes {
                 $(.route($ppath, $pmethod($phandler)))*
                 .merge(protected)
                 .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                ))
+                .layer(axum::middleware::from_fn(log_request))
                 .with_state(state)
         }
 

@@ -235,7 +235,7 @@ impl Jobs {
             records.running.insert(job.id.clone(), Running::default());
             job
         };
-        eprintln!(
+        log::info!(
             "job {} started: {} of {} ({})",
             job.id,
             job.kind.as_str(),
@@ -325,7 +325,7 @@ impl Jobs {
                 job.exit_code.map_or("-".to_string(), |c| c.to_string())
             ));
         }
-        eprintln!(
+        log::info!(
             "job {} {} after {:.1}s{}",
             job.id,
             job.state.as_str(),
@@ -336,7 +336,7 @@ impl Jobs {
                 .unwrap_or_default()
         );
         if let Err(e) = self.store.save(job) {
-            eprintln!("warning: job {}: {e:#}", job.id);
+            log::warn!("job {}: {e:#}", job.id);
         }
         let keep = self.store.history;
         if records.jobs.len() > keep {

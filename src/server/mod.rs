@@ -110,8 +110,8 @@ async fn run(state: Arc<ServerState>, listen: &str, state_dir: &Path) -> Result<
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow!("cannot listen on {listen}: {e}; pick another --listen ADDR:PORT"))?;
-    eprintln!(
-        "cairn serve: listening on http://{}, {} sources ({} scheduled), job history in {}",
+    log::info!(
+        "listening on http://{}, {} sources ({} scheduled), job history in {}",
         listener.local_addr()?,
         state.settings.sources.len(),
         state
@@ -129,13 +129,13 @@ async fn run(state: Arc<ServerState>, listen: &str, state_dir: &Path) -> Result<
         .await?;
     scheduler.abort();
     if state.jobs.cancel_all() {
-        eprintln!("cairn serve: stopping; waiting for running jobs to stop cleanly");
+        log::info!("stopping; waiting for running jobs to stop cleanly");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while state.jobs.running_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    eprintln!("cairn serve: stopped");
+    log::info!("stopped");
     Ok(())
 }
 

@@ -65,12 +65,12 @@ fn fire(state: &Arc<ServerState>, name: &str) {
     match state.jobs.start(spec) {
         Ok(_) => {}
         Err(StartError::Conflict(why)) => {
-            eprintln!("schedule: skipping {name} this time: {why}");
+            log::info!("schedule: skipping {name} this time: {why}");
             if let Some(c) = state.skipped.get(name) {
                 c.fetch_add(1, Relaxed);
             }
         }
-        Err(StartError::Other(e)) => eprintln!("schedule: cannot start {name}: {e:#}"),
+        Err(StartError::Other(e)) => log::error!("schedule: cannot start {name}: {e:#}"),
     }
 }
 

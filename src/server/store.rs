@@ -39,7 +39,7 @@ impl JobStore {
                 .and_then(|b| serde_json::from_slice::<Job>(&b).map_err(Into::into))
             {
                 Ok(job) => jobs.push(job),
-                Err(e) => eprintln!("warning: skipping job record {}: {e}", path.display()),
+                Err(e) => log::warn!("skipping job record {}: {e}", path.display()),
             }
         }
         jobs.sort_by(|a, b| a.id.cmp(&b.id));
