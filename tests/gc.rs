@@ -94,6 +94,17 @@ fn signal(pid: nix::unistd::Pid, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(pid, sig).unwrap();
 }
 
+/// Backs up `data` as the stream `/s.bin`; it must succeed.
+fn back_up_stream(env: &Env, data: &[u8]) {
+    let out = env
+        .cairn()
+        .args(["backup", "--stdin", "--stdin-filename", "s.bin"])
+        .write_stdin(data.to_vec())
+        .output()
+        .unwrap();
+    assert_success(&out);
+}
+
 /// The bytes of `/NAME` in snapshot `id`.
 fn dump(env: &Env, id: &str, name: &str) -> Vec<u8> {
     let out = env.cairn().args(["dump", id, name]).output().unwrap();
@@ -154,13 +165,7 @@ fn a_backup_relying_on_data_a_prune_condemns_commits_a_whole_snapshot() {
         let env = Env::new();
         env.init();
         let data = noise(20_000_000, 40 + round as u64);
-        let out = env
-            .cairn()
-            .args(["backup", "--stdin", "--stdin-filename", "s.bin"])
-            .write_stdin(data.clone())
-            .output()
-            .unwrap();
-        assert_success(&out);
+        back_up_stream(&env, &data);
         let first = env.snapshot_ids().pop().unwrap();
         env.ok(&["forget", &first]);
 
@@ -202,13 +207,7 @@ fn a_backup_killed_in_its_commit_check_leaves_no_damage() {
         let env = Env::new();
         env.init();
         let data = noise(6_000_000, 77);
-        let out = env
-            .cairn()
-            .args(["backup", "--stdin", "--stdin-filename", "s.bin"])
-            .write_stdin(data.clone())
-            .output()
-            .unwrap();
-        assert_success(&out);
+        back_up_stream(&env, &data);
         let first = env.snapshot_ids().pop().unwrap();
         env.ok(&["forget", &first]);
         // the backup dedups against the forgotten data, then a prune
@@ -226,13 +225,7 @@ fn a_backup_killed_in_its_commit_check_leaves_no_damage() {
         }
         env.check_clean(&["--read-data"]);
         // the next backup and a prune with no grace left keep everything whole
-        let out = env
-            .cairn()
-            .args(["backup", "--stdin", "--stdin-filename", "s.bin"])
-            .write_stdin(data.clone())
-            .output()
-            .unwrap();
-        assert_success(&out);
+        back_up_stream(&env, &data);
         env.prune_fully(&[]);
         for id in env.snapshot_ids() {
             assert_eq!(dump(&env, &id, "/s.bin"), data, "{point}");
@@ -295,13 +288,7 @@ fn race_round(seed: u64, stop: bool, prunes: usize) {
             );
             assert!(env.snapshot_ids().is_empty(), "seed {seed}: {stderr}");
             // the next run stores again what was lost
-            let out = env
-                .cairn()
-                .args(["backup", "--stdin", "--stdin-filename", "s.bin"])
-                .write_stdin(data.clone())
-                .output()
-                .unwrap();
-            assert_success(&out);
+            back_up_stream(&env, &data);
             let id = env.snapshot_ids().pop().unwrap();
             assert_eq!(dump(&env, &id, "/s.bin"), data, "seed {seed}");
         }
