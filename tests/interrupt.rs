@@ -65,3 +65,63 @@ fn packs_so_far(data: &std::path::Path) -> usize {
         .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
         .sum()
 }
+
+#[test]
+fn an_interrupted_restore_leaves_nothing_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("home");
+    let ssh = src.join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    std::fs::write(ssh.join("id"), b"secret key").unwrap();
+    std::fs::set_permissions(ssh.join("id"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // enough data for several packs, so the restore is killed midway
+    noise_files(&src.join("public"), 6, 5_000_000, 9);
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let id = env.snapshot_ids().pop().unwrap();
+
+    for point in ["restore-pack-written:1", "restore-pack-written:2"] {
+        // a new target: the restore makes it, private like all it makes
+        let target = env.path(&format!("out-{point}"));
+        let out = env
+            .process()
+            .env("CAIRN_CRASH_AT", point)
+            .args(["restore", &id, "--target", target.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut seen = 0;
+        let mut stack = vec![target.clone()];
+        while let Some(p) = stack.pop() {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            assert_eq!(
+                m.permissions().mode() & 0o077,
+                0,
+                "{point}: {} is open to others ({:o})",
+                p.display(),
+                m.permissions().mode()
+            );
+            seen += 1;
+            if m.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        assert!(
+            seen > 4,
+            "{point}: the restore wrote nothing before it was killed"
+        );
+        // run again to the end: every restored entry gets its real mode
+        let (code, err) = env.restore_into(&target, &[&id]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
+    }
+}

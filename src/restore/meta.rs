@@ -7,19 +7,35 @@ use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-/// Makes `path` a real directory. Anything else there (a file, or a symlink
-/// that could redirect writes outside the target) is replaced.
+/// Owner-only modes every restored directory and file has until the restore
+/// has finished writing: an interrupted or failed restore leaves nothing
+/// readable by others (`.ssh` and its keys among them). The real modes come
+/// last, in [`finish`].
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Makes `path` a real directory, created private (see
+/// [`PRIVATE_DIR_MODE`]); one that exists keeps its mode, since tightening
+/// e.g. `/` or `/home` while a restore runs would lock others out of them.
+/// Anything else there (a file, or a symlink that could redirect writes
+/// outside the target) is replaced.
 pub fn ensure_dir(path: &Path) -> std::io::Result<()> {
+    let private = || {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR_MODE)
+            .create(path)
+    };
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => {
             std::fs::remove_file(path)?;
-            std::fs::create_dir(path)
+            private()
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => private(),
         Err(e) => Err(e),
     }
 }

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -56,7 +56,8 @@ pub fn restore(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Res
         out.bytes_written = plan.files.iter().map(|f| f.node.size).sum();
         return Ok(out);
     }
-    std::fs::create_dir_all(&opts.target)
+    // (created private, like every directory the restore makes)
+    meta::ensure_dir(&opts.target)
         .with_context(|| format!("cannot create the restore target {}", opts.target.display()))?;
     for (path, _) in &plan.dirs {
         if let Err(e) = meta::ensure_dir(path) {
@@ -110,8 +111,11 @@ fn create_sized(path: &Path, size: u64) -> std::io::Result<()> {
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(meta::PRIVATE_FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
+    // (an existing file keeps its mode on open: tighten it through the fd)
+    f.set_permissions(std::fs::Permissions::from_mode(meta::PRIVATE_FILE_MODE))?;
     f.set_len(size)
 }
 
@@ -269,6 +273,7 @@ fn restore_pack(
             }
         }
     }
+    crate::crash_point::crash_point("restore-pack-written");
     written
 }
 
