@@ -389,3 +389,27 @@ fn with_json_a_failure_ends_with_an_exit_error_object() {
     let out = env.cairn().args(["snapshots"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: no repository at"));
 }
+
+#[test]
+fn init_refuses_an_empty_password_and_the_cache_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let out = env
+        .cairn()
+        .env("CAIRN_PASSWORD", "")
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty password"));
+    assert!(!env.repo.join("config").exists());
+    env.init();
+    env.ok(&["check"]); // (opens the index cache)
+    let caches: Vec<_> = std::fs::read_dir(&env.cache).unwrap().collect();
+    assert!(!caches.is_empty());
+    for c in caches {
+        let index = c.unwrap().path().join("index");
+        let mode = std::fs::metadata(&index).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", index.display());
+    }
+}

@@ -149,7 +149,13 @@ pub enum CacheOpenError {
 
 impl IndexCache {
     pub fn open(dir: &Path) -> Result<IndexCache, CacheOpenError> {
-        std::fs::create_dir_all(dir)
+        // Owner-only: it holds decrypted trees (names, xattrs, link targets).
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
             .with_context(|| format!("creating cache directory {}", dir.display()))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);

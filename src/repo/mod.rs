@@ -168,6 +168,12 @@ pub(crate) fn store_sealed(
 /// Creates a repository: a key file, then the config (written last: it is
 /// what makes the location a repository).
 pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Config> {
+    if password.is_empty() {
+        return Err(anyhow!(
+            "an empty password protects nothing: choose one (the data cannot be recovered \
+             without it)"
+        ));
+    }
     if storage.exists(layout::CONFIG)? {
         return Err(Fail::RepoExists(storage.location().to_string()).into());
     }
