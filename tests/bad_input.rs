@@ -413,3 +413,40 @@ fn init_refuses_an_empty_password_and_the_cache_is_owner_only() {
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}", index.display());
     }
 }
+
+#[test]
+fn junk_under_keys_is_skipped_with_a_warning_not_a_lockout() {
+    let env = Env::new();
+    env.init();
+    if env.remote.is_some() {
+        return;
+    }
+    let junk = env.repo.join("keys").join("ab".repeat(32));
+    std::fs::write(&junk, b"not a key file at all").unwrap();
+    let huge = env.repo.join("keys").join("cd".repeat(32));
+    std::fs::write(&huge, vec![7u8; 1 << 20]).unwrap();
+    let out = env.cairn().args(["snapshots"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a wrong password tries every file: each bad one is named
+    let out = env
+        .cairn()
+        .env("CAIRN_PASSWORD", "wrong")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "keys/{} is not a usable key file",
+            "ab".repeat(32)
+        )),
+        "{err}"
+    );
+    assert!(err.contains("too large for a key file"), "{err}");
+}

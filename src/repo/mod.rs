@@ -198,15 +198,41 @@ pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Co
     Ok(config)
 }
 
-/// Finds the key file the password opens.
+/// A key file is a few hundred bytes; anything far larger is not one, and
+/// is not read (hostile storage must not choose what we allocate).
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
+/// Finds the key file the password opens. A file under `keys/` that is not
+/// a key file (damaged, foreign, hostile parameters) is skipped with a
+/// warning naming it: one junk file must not lock everyone out.
 pub fn unlock(storage: &Storage, password: &[u8]) -> Result<(Id, MasterKeys)> {
     let key_files = storage.list(layout::KEYS_DIR)?;
     for obj in &key_files {
         let Some(id) = layout::id_of(&obj.path) else {
             continue;
         };
-        let bytes = storage.read(&obj.path)?;
-        let key = KeyFile::decode(&bytes).with_context(|| format!("key file {}", obj.path))?;
+        if obj.size > MAX_KEY_FILE_BYTES {
+            eprintln!(
+                "warning: {} is {} bytes, too large for a key file: skipped",
+                obj.path, obj.size
+            );
+            continue;
+        }
+        let bytes = match storage.read(&obj.path) {
+            Ok(b) => b,
+            Err(e) if crate::storage::is_not_found(&e) => continue, // removed meanwhile
+            Err(e) => return Err(e),
+        };
+        let key = match KeyFile::decode(&bytes) {
+            Ok(key) => key,
+            Err(e) => {
+                eprintln!(
+                    "warning: {} is not a usable key file ({e}): skipped",
+                    obj.path
+                );
+                continue;
+            }
+        };
         if let Ok(keys) = key.unlock(password) {
             return Ok((id, keys));
         }
