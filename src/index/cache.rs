@@ -155,8 +155,10 @@ impl IndexCache {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
             .with_context(|| format!("creating cache directory {}", dir.display()))?;
+        // One made before (or by another user, who alone may change it) is
+        // tightened where we may.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
