@@ -450,3 +450,32 @@ fn junk_under_keys_is_skipped_with_a_warning_not_a_lockout() {
     );
     assert!(err.contains("too large for a key file"), "{err}");
 }
+
+#[test]
+fn a_snapshot_dated_in_the_future_is_not_the_automatic_parent() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 2, 10_000, 5);
+    let s = src.to_str().unwrap();
+    let first = env.ok(&["--json", "backup", s]);
+    let first: serde_json::Value = serde_json::from_str(first.lines().last().unwrap()).unwrap();
+    env.ok(&["backup", "--time", "2099-01-01 00:00:00", s]);
+    let out = env.cairn().args(["--json", "backup", s]).output().unwrap();
+    assert_success(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in the future: not used as the parent"),
+        "{err}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
+    let new = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == summary["snapshot_id"])
+        .unwrap();
+    assert_eq!(new["parent"], first["snapshot_id"], "{list}");
+}

@@ -177,7 +177,14 @@ pub fn backup(
     })
 }
 
-/// The latest snapshot of `host` with exactly these `paths`.
+/// How far in the future a snapshot may be dated and still be a parent
+/// (clocks of hosts that share a host name, e.g. a restored VM, drift).
+const PARENT_FUTURE_TOLERANCE_NS: i64 = 3600 * 1_000_000_000;
+
+/// The latest snapshot of `host` with exactly these `paths`, dated no later
+/// than an hour from now. A snapshot from the future would otherwise be
+/// every later backup's parent: anyone who can write the repository could
+/// then decide what unchanged files contain.
 fn latest_snapshot_of(
     repo: &Repository,
     host: &str,
@@ -187,11 +194,23 @@ fn latest_snapshot_of(
         hosts: vec![host.to_string()],
         ..Default::default()
     };
-    Ok(repo
+    let latest_allowed = now_ns().saturating_add(PARENT_FUTURE_TOLERANCE_NS);
+    let candidates = repo
         .list_snapshots()?
         .into_iter()
         .rev()
-        .find(|(_, s)| filter.matches(s) && s.paths == paths))
+        .filter(|(_, s)| filter.matches(s) && s.paths == paths);
+    for (id, s) in candidates {
+        if s.time_ns <= latest_allowed {
+            return Ok(Some((id, s)));
+        }
+        eprintln!(
+            "note: snapshot {} is dated {}, in the future: not used as the parent",
+            id.short(),
+            crate::time_text::rfc3339(s.time_ns)
+        );
+    }
+    Ok(None)
 }
 
 /// Stream names are plain file names, distinct from each other and from
