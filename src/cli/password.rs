@@ -8,7 +8,8 @@ use cairn::repo::access::PasswordSource;
 use std::io::IsTerminal;
 
 pub fn read(g: &GlobalArgs, confirm: bool) -> Result<String> {
-    if let Some(source) = source(g) {
+    let chosen = PasswordSource::chosen(g.password_file.as_deref(), g.password_command.as_deref());
+    if let Some(source) = chosen {
         return source.read();
     }
     if std::io::stdin().is_terminal() {
@@ -21,17 +22,4 @@ pub fn read(g: &GlobalArgs, confirm: bool) -> Result<String> {
     Err(anyhow!(
         "no password given: set CAIRN_PASSWORD, or use --password-file / --password-command"
     ))
-}
-
-/// The source the flags and environment name, if any.
-fn source(g: &GlobalArgs) -> Option<PasswordSource> {
-    if let Some(path) = &g.password_file {
-        return Some(PasswordSource::File(path.clone()));
-    }
-    if let Some(cmd) = &g.password_command {
-        return Some(PasswordSource::Command(cmd.clone()));
-    }
-    std::env::var("CAIRN_PASSWORD")
-        .ok()
-        .map(PasswordSource::Value)
 }

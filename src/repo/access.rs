@@ -1,14 +1,13 @@
-//! How to reach a repository: its URL and storage settings, where its
-//! password comes from, where its index cache lives. The CLI fills this from
-//! flags and environment, `serve` from the settings file; both open through
-//! it, so the rules are the same.
+//! How to reach a repository: its URL and storage settings, and where its
+//! password comes from. The CLI and `serve` (from the settings file) both
+//! open through these, so the rules are the same.
 
-use super::{CacheLocation, OpenedRepository, Repository};
+use super::OpenedRepository;
 use crate::fail::Fail;
 use crate::settings::RepositorySettings;
 use crate::storage::{Storage, StorageOptions};
 use anyhow::{anyhow, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where a password comes from, other than a person at a terminal. (No
 /// Debug: it may hold the password.)
@@ -24,6 +23,20 @@ pub enum PasswordSource {
 }
 
 impl PasswordSource {
+    /// The source given, by precedence: a file, a command, then
+    /// `CAIRN_PASSWORD`; None when there is none.
+    pub fn chosen(file: Option<&Path>, command: Option<&str>) -> Option<PasswordSource> {
+        if let Some(path) = file {
+            return Some(PasswordSource::File(path.to_path_buf()));
+        }
+        if let Some(cmd) = command {
+            return Some(PasswordSource::Command(cmd.to_string()));
+        }
+        std::env::var("CAIRN_PASSWORD")
+            .ok()
+            .map(PasswordSource::Value)
+    }
+
     pub fn read(&self) -> Result<String> {
         match self {
             PasswordSource::File(path) => {
@@ -63,7 +76,6 @@ pub struct RepoAccess {
     pub url: String,
     pub storage: StorageOptions,
     pub password: PasswordSource,
-    pub cache: CacheLocation,
 }
 
 /// Opens the storage at `url`; "no repository" (exit 10) when it holds
@@ -81,13 +93,16 @@ impl RepoAccess {
     /// A repository of the settings file; without a password file or
     /// command, the password is `CAIRN_PASSWORD`.
     pub fn from_settings(repo: &RepositorySettings) -> Result<RepoAccess> {
-        let password = match (&repo.password_file, &repo.password_command) {
-            (Some(f), _) => PasswordSource::File(f.clone()),
-            (None, Some(c)) => PasswordSource::Command(c.clone()),
-            (None, None) => PasswordSource::Value(std::env::var("CAIRN_PASSWORD").map_err(
-                |_| anyhow!("repository {}: give password_file or password_command, or set CAIRN_PASSWORD", repo.url),
-            )?),
-        };
+        let password = PasswordSource::chosen(
+            repo.password_file.as_deref(),
+            repo.password_command.as_deref(),
+        )
+        .ok_or_else(|| {
+            anyhow!(
+                "repository {}: give password_file or password_command, or set CAIRN_PASSWORD",
+                repo.url
+            )
+        })?;
         Ok(RepoAccess {
             url: repo.url.clone(),
             storage: StorageOptions {
@@ -95,10 +110,6 @@ impl RepoAccess {
                 ..Default::default()
             },
             password,
-            cache: repo
-                .cache_dir
-                .clone()
-                .map_or_else(CacheLocation::default_dir, CacheLocation::Dir),
         })
     }
 
@@ -106,9 +117,5 @@ impl RepoAccess {
     pub fn open_without_index(&self) -> Result<OpenedRepository> {
         let storage = open_storage(&self.url, &self.storage)?;
         OpenedRepository::open(storage, self.password.read()?.as_bytes())
-    }
-
-    pub fn open(&self) -> Result<Repository> {
-        self.open_without_index()?.load_index(&self.cache)
     }
 }

@@ -418,10 +418,10 @@ impl Repository {
             !ingested.is_subset(&present) || ingested.iter().any(|id| superseded.contains(id));
         if rebuild {
             self.index.clear_locations()?;
-            let all = all_read(
-                self.read_listed_index_files(&std::collections::HashSet::new())?
-                    .read,
-            )?;
+            // add the files ingested before (read none twice)
+            let read: std::collections::HashSet<Id> = files.iter().map(|f| f.0).collect();
+            let mut all = files;
+            all.extend(all_read(self.read_listed_index_files(&read)?.read)?);
             return self.ingest_all(&all, &std::collections::HashSet::new());
         }
         // A file superseded by one ingested earlier (still on storage while

@@ -69,8 +69,7 @@ pub fn confine_target(
         });
     };
     // The root is the administrator's: links in it are theirs to make.
-    let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
-    let mut real = real_root.clone();
+    let mut real = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
     let mut exists = true;
     for part in path
         .strip_prefix(root)
