@@ -256,8 +256,42 @@ fn the_api_backs_up_restores_and_forgets() {
     let (status, one) = server.get(&format!("/repositories/main/snapshots/{short}"));
     assert_eq!((status, &one["id"]), (200, &second["snapshot_id"]));
 
+    // Directory listings come from the cached trees, the CLI's entries.
+    let data_dir = env.path("data");
+    let (status, entries) = server.get(&format!(
+        "/repositories/main/snapshots/latest/ls?path={}",
+        data_dir.display()
+    ));
+    assert_eq!(status, 200, "{entries}");
+    let names: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["new.txt", "report.bin"], "{entries}");
+    assert_eq!(entries[1]["size"], 1 << 20, "{entries}");
+    assert_eq!(entries[1]["type"], "file", "{entries}");
+    let cli = env.ok(&["ls", "--json", "latest", data_dir.to_str().unwrap()]);
+    let cli_entry: Value = cli
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["name"] == "report.bin")
+        .unwrap();
+    assert_eq!(cli_entry, entries[1], "the API and `ls --json` agree");
+    let (status, body) = server.get("/repositories/main/snapshots/latest/ls?path=/no/such/dir");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not found"),
+        "{body}"
+    );
+
     let job = server.start_job("/repositories/main/check", json!({"read_data": true}));
     assert_eq!(job["state"], "succeeded", "{job}");
+    // the report is the operation's own, typed
+    assert_eq!(job["report"]["kind"], "check", "{job}");
+    assert!(job["report"]["packs_read"].as_u64().unwrap() >= 1, "{job}");
+    assert_eq!(job["report"]["errors"], json!([]), "{job}");
 
     let metrics = server.metrics();
     assert!(metrics.contains("cairn_backup_last_success_timestamp_seconds{source=\"files\"}"));
@@ -292,6 +326,49 @@ fn the_api_backs_up_restores_and_forgets() {
     assert!(!everything.contains(TOKEN) && !everything.contains(PASSWORD));
 }
 
+/// Jobs run in-process and share each repository's index cache: two
+/// backups at once never fall back to a private cache that downloads the
+/// whole index again (each used to run as its own process).
+#[test]
+fn jobs_on_one_repository_share_its_index_cache() {
+    let env = Env::new();
+    env.init();
+    let config = settings(&env, false);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + r#"
+[sources.pause_a]
+repository = "main"
+[[sources.pause_a.commands]]
+name = "a.txt"
+command = ["sh", "-c", "sleep 2; echo a"]
+[sources.pause_b]
+repository = "main"
+[[sources.pause_b.commands]]
+name = "b.txt"
+command = ["sh", "-c", "sleep 2; echo b"]
+"#;
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&env, &config);
+    let (status, a) = server.post("/sources/pause_a/backup", json!(null));
+    assert_eq!(status, 202, "{a}");
+    let (status, b) = server.post("/sources/pause_b/backup", json!(null));
+    assert_eq!(status, 202, "{b}");
+    let a = server.follow(a["id"].as_str().unwrap());
+    let b = server.follow(b["id"].as_str().unwrap());
+    assert_eq!(
+        (&a["state"], &b["state"]),
+        (&json!("succeeded"), &json!("succeeded"))
+    );
+    // they overlapped: each started before the other finished
+    assert!(a["created"].as_str() < b["finished"].as_str(), "{a}\n{b}");
+    assert!(b["created"].as_str() < a["finished"].as_str(), "{a}\n{b}");
+    assert_eq!(server.stop(), Some(0));
+    // (the note would be in serve's log, or in a child's log tail)
+    let log =
+        std::fs::read_to_string(env.path("serve.log")).unwrap() + &a.to_string() + &b.to_string();
+    assert!(!log.contains("temporary cache"), "{log}");
+}
+
 #[test]
 fn secrets_reach_no_argv_no_record_and_no_command_of_a_source() {
     const STORAGE_SECRET: &str = "storage-secret-5f1e0c";
@@ -303,7 +380,7 @@ fn secrets_reach_no_argv_no_record_and_no_command_of_a_source() {
     // a storage option that holds a secret (a local repository ignores
     // s3.* settings, but serve must hand it on as it would to S3), and a
     // source whose stream records what its command sees: its environment
-    // and its parent's (the job's cairn process's) argv
+    // and its parent's argv (jobs run inside serve: serve's own)
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "cache_dir = ",
         &format!("options = {{ \"s3.secret_access_key\" = \"{STORAGE_SECRET}\" }}\ncache_dir = "),
@@ -347,7 +424,7 @@ command = ["sh", "-c", "env; echo; tr '\\0' ' ' < /proc/$PPID/cmdline"]
             "{text}"
         );
     }
-    assert!(seen.contains("backup"), "not the job's argv: {seen}");
+    assert!(seen.contains("serve"), "not serve's argv: {seen}");
     let (_, jobs) = server.get("/jobs");
     let (_, repos) = server.get("/repositories");
     assert_eq!(server.stop(), Some(0));

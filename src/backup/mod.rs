@@ -12,6 +12,7 @@ use crate::repo::{hostname, now_ns, username, Repository};
 use crate::source::command::CommandStream;
 use crate::source::exclude::Excludes;
 use crate::source::pipe::ReadAhead;
+use crate::storage::RequestTally;
 use crate::tree::snapshot::{BackupSummary, Snapshot};
 use crate::tree::{is_valid_name, Node};
 use anyhow::{anyhow, Context, Result};
@@ -79,6 +80,34 @@ pub struct BackupOptions {
     pub child_env: crate::child_env::ChildEnv,
 }
 
+impl BackupOptions {
+    /// A backup of a configured source: its paths, command streams,
+    /// excludes, tags and host, everything else the default. (The CLI adds
+    /// its arguments to these.)
+    pub fn of_source(source: &crate::settings::SourceSettings) -> BackupOptions {
+        BackupOptions {
+            paths: source.paths.clone(),
+            streams: source
+                .commands
+                .iter()
+                .map(|c| StreamSource {
+                    name: c.name.clone(),
+                    input: StreamInput::Command(c.command.clone()),
+                })
+                .collect(),
+            excludes: source.excludes.clone(),
+            one_file_system: source.one_file_system,
+            snapshot: SnapshotOptions {
+                tags: source.tags.clone(),
+                host: source.host.clone(),
+                ..Default::default()
+            },
+            child_env: source.child_env(),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct BackupOutcome {
     /// None in a dry run.
@@ -95,6 +124,58 @@ impl BackupOutcome {
     pub fn is_incomplete(&self) -> bool {
         !self.snapshot.summary.errors.is_empty()
     }
+
+    /// What the backup did, as `backup --json` and the server's jobs report
+    /// it (restic's field names where restic has them).
+    pub fn report(&self, requests: RequestTally) -> BackupReport {
+        let s = &self.snapshot.summary;
+        BackupReport {
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unmodified: s.files_unmodified,
+            files_reread: self.files_reread,
+            dirs: s.dirs,
+            other_entries: s.other_entries,
+            data_blobs_added: s.blobs_added,
+            data_added: s.data_added,
+            data_added_packed: s.data_added_packed,
+            packs_written: self.packs_written,
+            total_files_processed: s.files_new + s.files_changed + s.files_unmodified,
+            total_bytes_processed: s.bytes_processed,
+            total_duration: s.end_ns.saturating_sub(s.start_ns) as f64 / 1e9,
+            snapshot_id: self.snapshot_id.map(|id| id.to_hex()),
+            dry_run: self.snapshot_id.is_none(),
+            errors: s.errors.clone(),
+            requests,
+        }
+    }
+}
+
+/// See [`BackupOutcome::report`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BackupReport {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    /// Unchanged files read again because the repository had lost their
+    /// content.
+    pub files_reread: u64,
+    pub dirs: u64,
+    pub other_entries: u64,
+    pub data_blobs_added: u64,
+    pub data_added: u64,
+    pub data_added_packed: u64,
+    pub packs_written: u64,
+    pub total_files_processed: u64,
+    pub total_bytes_processed: u64,
+    /// Seconds.
+    pub total_duration: f64,
+    /// None in a dry run.
+    pub snapshot_id: Option<String>,
+    pub dry_run: bool,
+    /// Entries that could not be read (missing from the snapshot).
+    pub errors: Vec<String>,
+    pub requests: RequestTally,
 }
 
 /// Backs up file-system paths and named streams into one snapshot.

@@ -73,7 +73,7 @@ impl ReadData {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CheckReport {
     pub errors: Vec<String>,
     /// Not damage: e.g. packs no index lists (left by an interrupted backup).

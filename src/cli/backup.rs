@@ -4,7 +4,7 @@ use anyhow::{anyhow, Context, Result};
 use cairn::backup::archiver::ChangeDetection;
 use cairn::backup::progress::Progress;
 use cairn::backup::{
-    backup, BackupOptions, BackupOutcome, ParentChoice, SnapshotOptions, StreamInput, StreamSource,
+    backup, BackupOptions, BackupOutcome, ParentChoice, StreamInput, StreamSource,
 };
 use cairn::hooks::around_backup;
 use cairn::settings::{Settings, SourceSettings};
@@ -146,28 +146,27 @@ fn run_backup(
 /// The command line, joined with the configured source (if any): paths,
 /// streams, excludes and tags add up; a host given here wins.
 fn backup_options(a: &BackupArgs, source: Option<&SourceSettings>) -> Result<BackupOptions> {
-    let mut paths = a.paths.clone();
-    let mut excludes = a.excludes.clone();
+    let mut opts = source.map(BackupOptions::of_source).unwrap_or_default();
+    opts.paths.extend(a.paths.iter().cloned());
+    opts.excludes.extend(a.excludes.iter().cloned());
     for f in &a.exclude_files {
-        excludes.extend(Excludes::read_pattern_file(f)?);
+        opts.excludes.extend(Excludes::read_pattern_file(f)?);
     }
-    let mut tags: Vec<String> = a
+    let tags = a
         .tags
         .iter()
         .flat_map(|t| t.split(','))
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect();
-    let mut streams = Vec::new();
+        .filter(|t| !t.is_empty());
+    opts.snapshot.tags.extend(tags.map(String::from));
     let stream_name = || a.stdin_filename.clone();
     if a.stdin {
-        streams.push(StreamSource {
+        opts.streams.push(StreamSource {
             name: stream_name(),
             input: StreamInput::Stdin,
         });
     }
     if a.stdin_from_command {
-        streams.push(StreamSource {
+        opts.streams.push(StreamSource {
             name: stream_name(),
             input: StreamInput::Command(a.command.clone()),
         });
@@ -177,44 +176,23 @@ fn backup_options(a: &BackupArgs, source: Option<&SourceSettings>) -> Result<Bac
             a.command.join(" ")
         ));
     }
-    let mut host = a.host.clone();
-    let mut one_file_system = a.one_file_system;
-    if let Some(s) = source {
-        paths.extend(s.paths.iter().cloned());
-        excludes.extend(s.excludes.iter().cloned());
-        tags.extend(s.tags.iter().cloned());
-        streams.extend(s.commands.iter().map(|c| StreamSource {
-            name: c.name.clone(),
-            input: StreamInput::Command(c.command.clone()),
-        }));
-        host = host.or_else(|| s.host.clone());
-        one_file_system |= s.one_file_system;
+    if a.host.is_some() {
+        opts.snapshot.host = a.host.clone();
     }
-    let parent = match (&a.parent, a.force) {
+    opts.one_file_system |= a.one_file_system;
+    opts.parent = match (&a.parent, a.force) {
         (_, true) => ParentChoice::None,
         (Some(p), false) => ParentChoice::Explicit(p.clone()),
         (None, false) => ParentChoice::Auto,
     };
-    Ok(BackupOptions {
-        paths,
-        streams,
-        excludes,
-        one_file_system,
-        parent,
-        child_env: source.map(SourceSettings::child_env).unwrap_or_default(),
-        detection: ChangeDetection {
-            ignore_inode: a.ignore_inode,
-            ignore_ctime: a.ignore_ctime,
-        },
-        snapshot: SnapshotOptions {
-            tags,
-            host,
-            time_ns: a.time.as_deref().map(parse_time).transpose()?,
-            dry_run: a.dry_run,
-            compression_level: a.compression,
-        },
-        count_totals: false, // set once we know whether progress is shown
-    })
+    opts.detection = ChangeDetection {
+        ignore_inode: a.ignore_inode,
+        ignore_ctime: a.ignore_ctime,
+    };
+    opts.snapshot.time_ns = a.time.as_deref().map(parse_time).transpose()?;
+    opts.snapshot.dry_run = a.dry_run;
+    opts.snapshot.compression_level = a.compression;
+    Ok(opts)
 }
 
 /// Ctrl-C / SIGTERM set a flag the backup checks; a second Ctrl-C exits at once.
@@ -232,26 +210,7 @@ fn render(g: &GlobalArgs, o: &BackupOutcome, requests: RequestTally) {
     let s = &o.snapshot.summary;
     let secs = (s.end_ns - s.start_ns) as f64 / 1e9;
     if g.json {
-        let v = serde_json::json!({
-            "message_type": "summary",
-            "files_new": s.files_new,
-            "files_changed": s.files_changed,
-            "files_unmodified": s.files_unmodified,
-            "files_reread": o.files_reread,
-            "dirs": s.dirs,
-            "other_entries": s.other_entries,
-            "data_blobs_added": s.blobs_added,
-            "data_added": s.data_added,
-            "data_added_packed": s.data_added_packed,
-            "total_files_processed": s.files_new + s.files_changed + s.files_unmodified,
-            "total_bytes_processed": s.bytes_processed,
-            "total_duration": secs,
-            "snapshot_id": o.snapshot_id.map(|id| id.to_hex()),
-            "dry_run": o.snapshot_id.is_none(),
-            "errors": s.errors,
-            "requests": requests,
-        });
-        println!("{v}");
+        println!("{}", super::render::message("summary", &o.report(requests)));
         return;
     }
     if g.quiet {

@@ -23,21 +23,17 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<i32> {
     };
     let r = check(&repo, read)?;
     if g.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "message_type": "summary",
-                "clean": r.is_clean(),
-                "errors": r.errors,
-                "notes": r.notes,
-                "index_files": r.index_files,
-                "packs": r.packs,
-                "packs_read": r.packs_read,
-                "blobs_read": r.blobs_read,
-                "snapshots": r.snapshots,
-                "trees": r.trees,
-            })
-        );
+        #[derive(serde::Serialize)]
+        struct Summary<'a> {
+            clean: bool,
+            #[serde(flatten)]
+            report: &'a cairn::check::CheckReport,
+        }
+        let summary = Summary {
+            clean: r.is_clean(),
+            report: &r,
+        };
+        println!("{}", super::render::message("summary", &summary));
     } else if !g.quiet {
         println!(
             "checked {} index files, {} packs ({} read whole, {} blobs verified), {} snapshots, {} trees",

@@ -1,10 +1,9 @@
 use super::prune::{prune, PruneArgs};
 use super::render::local_time;
-use super::snapshots::snapshot_json;
 use super::{FilterArgs, GlobalArgs};
 use anyhow::Result;
 use cairn::repo::lock::LockKind;
-use cairn::retention::forget::{execute_forget, plan_forget, ForgetOptions, GroupBy};
+use cairn::retention::forget::{ForgetOptions, GroupBy};
 use cairn::retention::policy::{KeepPolicy, Within};
 
 #[derive(clap::Args)]
@@ -86,52 +85,19 @@ pub fn run(g: &GlobalArgs, a: &ForgetArgs) -> Result<i32> {
     if opts.policy.is_empty() && opts.remove.is_empty() && !g.json {
         eprintln!("no policy and no snapshots given: nothing is forgotten");
     }
-    let plan = plan_forget(&repo, &opts)?;
+    let report = cairn::ops::forget(&repo, &opts, a.dry_run, |plan| {
+        if !g.json && !g.quiet {
+            print_forget_plan(plan);
+        }
+    })?;
     if g.json {
-        let groups: Vec<serde_json::Value> = plan
-            .groups
-            .iter()
-            .map(|grp| {
-                let pick = |keep: bool| -> Vec<serde_json::Value> {
-                    grp.decisions
-                        .iter()
-                        .filter(|(d, _)| d.keep == keep)
-                        .map(|(d, s)| snapshot_json(&d.id, s))
-                        .collect()
-                };
-                let reasons: Vec<serde_json::Value> = grp
-                    .decisions
-                    .iter()
-                    .filter(|(d, _)| d.keep)
-                    .map(|(d, s)| {
-                        serde_json::json!({"snapshot": snapshot_json(&d.id, s), "matches": d.matches})
-                    })
-                    .collect();
-                serde_json::json!({
-                    "host": grp.key.host,
-                    "paths": grp.key.paths,
-                    "tags": grp.key.tags,
-                    "keep": pick(true),
-                    "remove": pick(false),
-                    "reasons": reasons,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(groups));
+        println!("{}", serde_json::to_string(&report.groups)?);
     } else if !g.quiet {
-        print_forget_plan(&plan);
-    }
-    let removed = if a.dry_run {
-        0
-    } else {
-        execute_forget(&repo, &plan)?
-    };
-    if !g.json && !g.quiet {
-        let n = plan.to_remove().len();
+        let n = report.removed.len();
         if a.dry_run {
             println!("would remove {n} snapshots (dry run)");
         } else {
-            println!("removed {removed} snapshots");
+            println!("removed {n} snapshots");
         }
     }
     if a.prune {

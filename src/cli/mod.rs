@@ -173,11 +173,10 @@ impl GlobalArgs {
     }
 
     fn cache(&self) -> CacheLocation {
-        match (&self.cache_dir, self.no_cache) {
-            (_, true) => CacheLocation::None,
-            (Some(d), false) => CacheLocation::Dir(d.clone()),
-            (None, false) => CacheLocation::default_dir(),
+        if self.no_cache {
+            return CacheLocation::None;
         }
+        CacheLocation::dir_or_default(self.cache_dir.as_deref())
     }
 
     pub fn open(&self) -> Result<Repository> {

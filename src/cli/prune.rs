@@ -3,7 +3,7 @@ use super::GlobalArgs;
 use anyhow::{anyhow, Result};
 use cairn::repo::lock::LockKind;
 use cairn::repo::Repository;
-use cairn::retention::prune::{execute_prune, plan_prune, PruneOptions, PruneResult, PruneStats};
+use cairn::retention::prune::{PruneOptions, PruneResult, PruneStats};
 
 #[derive(clap::Args)]
 pub struct PruneArgs {
@@ -73,11 +73,11 @@ pub fn run(g: &GlobalArgs, a: &PruneCommand) -> Result<i32> {
 /// Plans, shows the plan, and (unless a dry run) executes and reports.
 /// Also the tail of `forget --prune`.
 pub fn prune(g: &GlobalArgs, repo: &Repository, args: &PruneArgs, dry_run: bool) -> Result<()> {
-    let plan = plan_prune(repo, &args.options()?)?;
-    print_plan(g, &plan.stats, dry_run);
-    if !dry_run {
-        let r = execute_prune(repo, plan)?;
-        print_result(g, &r);
+    let report = cairn::ops::prune(repo, &args.options()?, dry_run, |plan| {
+        print_plan(g, plan, dry_run)
+    })?;
+    if let Some(r) = &report.result {
+        print_result(g, r);
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! Shared rendering: times, sizes, modes, node JSON.
 
 use anyhow::{anyhow, Result};
-use cairn::tree::{Node, NodeKind};
+use cairn::repo::browse::EntryListing;
+use cairn::tree::Node;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-pub use cairn::time_text::{local_time, rfc3339};
+pub use cairn::time_text::local_time;
 
 /// `--time`: "YYYY-MM-DD HH:MM:SS" in local time, or RFC 3339.
 pub fn parse_time(s: &str) -> Result<i64> {
@@ -35,47 +36,17 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// `drwxr-xr-x` style.
-pub fn mode_string(node: &Node) -> String {
-    let t = match node.kind {
-        NodeKind::Dir { .. } => 'd',
-        NodeKind::Symlink { .. } => 'l',
-        NodeKind::BlockDevice { .. } => 'b',
-        NodeKind::CharDevice { .. } => 'c',
-        NodeKind::Fifo => 'p',
-        NodeKind::Socket => 's',
-        NodeKind::File { .. } => '-',
-    };
-    let mut s = String::from(t);
-    for shift in [6, 3, 0] {
-        let bits = (node.mode >> shift) & 7;
-        s.push(if bits & 4 != 0 { 'r' } else { '-' });
-        s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
-    }
-    s
-}
+pub use cairn::repo::browse::mode_string;
 
 pub fn node_json(node: &Node, path: &str) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "name": node.name_lossy(),
-        "type": node.kind.type_name(),
-        "path": path,
-        "size": node.size,
-        "mode": node.mode,
-        "permissions": mode_string(node),
-        "uid": node.uid,
-        "gid": node.gid,
-        "user": node.user,
-        "group": node.group,
-        "mtime": rfc3339(node.mtime_ns),
-        "ctime": rfc3339(node.ctime_ns),
-        "inode": node.inode,
-        "links": node.links,
-        "struct_type": "node",
-    });
-    if let NodeKind::Symlink { target } = &node.kind {
-        v["link_target"] = String::from_utf8_lossy(target).into();
+    serde_json::to_value(EntryListing::new(node, path)).expect("plain data")
+}
+
+/// A typed report as one `--json` line: its fields and `message_type`.
+pub fn message(kind: &str, report: &impl serde::Serialize) -> serde_json::Value {
+    let mut v = serde_json::to_value(report).expect("reports are plain data");
+    if let Some(fields) = v.as_object_mut() {
+        fields.insert("message_type".into(), kind.into());
     }
     v
 }

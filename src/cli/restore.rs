@@ -1,8 +1,8 @@
 use super::dump::write_dump;
-use super::render::bytes;
+use super::render::{bytes, message};
 use super::{FilterArgs, GlobalArgs};
 use anyhow::{anyhow, Result};
-use cairn::restore::{restore, RestoreOptions, Selection};
+use cairn::restore::{RestoreOptions, Selection};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -62,27 +62,11 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
         },
         dry_run: a.dry_run,
     };
-    let mut out = restore(&repo, snap.tree, &opts)?;
-    if a.verify && !a.dry_run {
-        out.errors
-            .extend(cairn::restore::verify(&repo, snap.tree, &opts)?);
-    }
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let report = cairn::ops::restore(&repo, (id, snap.tree), &opts, a.verify, &never)?;
+    let out = &report.outcome;
     if g.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "message_type": "summary",
-                "snapshot_id": id.to_hex(),
-                "files_restored": out.files_restored,
-                "files_skipped": out.files_skipped,
-                "dirs": out.dirs,
-                "other_entries": out.other_entries,
-                "bytes_written": out.bytes_written,
-                "packs_read": out.packs_read,
-                "dry_run": a.dry_run,
-                "errors": out.errors,
-            })
-        );
+        println!("{}", message("summary", &report));
     } else if !g.quiet {
         println!(
             "{} snapshot {} to {}: {} files ({} already matched), {} dirs, {} other entries, {} written",

@@ -17,6 +17,7 @@ use anyhow::{anyhow, Context, Result};
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 const CF_BLOBS: &str = "blobs";
 const CF_INDEX_FILES: &str = "index_files";
@@ -68,8 +69,30 @@ pub struct BlobLocation {
     pub blob: PackedBlob,
 }
 
+/// One process may share a cache between threads (a server's jobs and
+/// requests on one repository): RocksDB is safe for that, and two locks
+/// keep the cache's own invariants.
 pub struct IndexCache {
     db: DB,
+    /// Held by whoever brings the cache up to date, so two threads never
+    /// ingest or rebuild at once.
+    syncing: Mutex<()>,
+    /// Written while the locations are rebuilt, read by every location
+    /// lookup: nobody sees the cache half empty (a blob missing there is
+    /// "not in the repository" to a restore).
+    rebuilding: RwLock<()>,
+    /// A throw-away cache's directory, removed after the database closes
+    /// (fields drop in declaration order).
+    _temp_dir: Option<TempDir>,
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Memtables are written out when the cache closes. RocksDB keeps them only
@@ -220,7 +243,12 @@ impl IndexCache {
                 ))
             }
         })?;
-        let cache = IndexCache { db };
+        let cache = IndexCache {
+            db,
+            syncing: Mutex::new(()),
+            rebuilding: RwLock::new(()),
+            _temp_dir: None,
+        };
         if cache.meta_u64(META_SCHEMA)? != Some(SCHEMA) {
             cache.clear_locations()?;
             cache
@@ -229,6 +257,36 @@ impl IndexCache {
                 .context("writing the index cache")?;
         }
         Ok(cache)
+    }
+
+    /// A cache in a new directory under the system's temporary one, removed
+    /// when the cache is dropped (`--no-cache`, or the one in use is busy).
+    pub fn open_temporary() -> Result<IndexCache> {
+        let dir = std::env::temp_dir().join(format!(
+            "cairn-cache-{}",
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
+        let guard = TempDir(dir.clone());
+        let mut cache = IndexCache::open(&dir).map_err(|e| anyhow!("{e}"))?;
+        cache._temp_dir = Some(guard);
+        Ok(cache)
+    }
+
+    /// Held while bringing the cache up to date (see `syncing`).
+    pub fn sync_guard(&self) -> MutexGuard<'_, ()> {
+        self.syncing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reading(&self) -> RwLockReadGuard<'_, ()> {
+        self.rebuilding.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Empties the locations and refills them with `refill` (which may only
+    /// ingest), while no lookup can see the cache in between.
+    pub fn rebuild(&self, refill: impl FnOnce() -> Result<()>) -> Result<()> {
+        let _writing = self.rebuilding.write().unwrap_or_else(|e| e.into_inner());
+        self.clear_locations()?;
+        refill()
     }
 
     fn meta_u64(&self, key: &[u8]) -> Result<Option<u64>> {
@@ -241,6 +299,11 @@ impl IndexCache {
 
     /// Grows each time the locations are rebuilt (see the module comment).
     pub fn epoch(&self) -> Result<u64> {
+        let _reading = self.reading();
+        self.stored_epoch()
+    }
+
+    fn stored_epoch(&self) -> Result<u64> {
         Ok(self.meta_u64(META_EPOCH)?.unwrap_or(0))
     }
 
@@ -251,6 +314,12 @@ impl IndexCache {
     }
 
     pub fn lookup(&self, kind: BlobKind, id: &Id) -> Result<Option<BlobLocation>> {
+        let _reading = self.reading();
+        self.stored_location(kind, id)
+    }
+
+    /// `lookup` for those who already exclude a rebuild (ingesting).
+    fn stored_location(&self, kind: BlobKind, id: &Id) -> Result<Option<BlobLocation>> {
         match self
             .db
             .get_pinned_cf(self.cf(CF_BLOBS), blob_key(kind, id))?
@@ -266,6 +335,7 @@ impl IndexCache {
         if let Some(found) = self.lookup(kind, id)? {
             return Ok(Some(found));
         }
+        let _reading = self.reading();
         match self
             .db
             .get_pinned_cf(self.cf(CF_CONDEMNED), blob_key(kind, id))?
@@ -277,6 +347,7 @@ impl IndexCache {
 
     /// The condemnation of a pack, if it is condemned and not live.
     pub fn condemned(&self, pack: &Id) -> Result<Option<CondemnedInfo>> {
+        let _reading = self.reading();
         let Some(v) = self
             .db
             .get_pinned_cf(self.cf(CF_META), pack_meta_key(pack))?
@@ -300,6 +371,7 @@ impl IndexCache {
     pub fn contains(&self, kind: BlobKind, id: &Id) -> Result<bool> {
         let key = blob_key(kind, id);
         let cf = self.cf(CF_BLOBS);
+        let _reading = self.reading();
         if !self.db.key_may_exist_cf(cf, key) {
             return Ok(false);
         }
@@ -353,7 +425,7 @@ impl IndexCache {
             return Ok(false);
         };
         Ok(self
-            .lookup(b.kind, &b.id)?
+            .stored_location(b.kind, &b.id)?
             .is_some_and(|loc| loc.pack == pack.id))
     }
 
@@ -379,7 +451,7 @@ impl IndexCache {
     /// Forgets all blob locations and condemnations, and starts a new epoch
     /// (trees stay: they are content-addressed and valid whatever the index
     /// says).
-    pub fn clear_locations(&self) -> Result<()> {
+    fn clear_locations(&self) -> Result<()> {
         for name in [CF_BLOBS, CF_INDEX_FILES, CF_CONDEMNED, CF_VERIFIED] {
             let cf = self.cf(name);
             self.db.delete_range_cf(cf, &[][..], &[0xffu8; 34][..])?;
@@ -390,7 +462,7 @@ impl IndexCache {
         let mut to = [0xffu8; 34];
         to[0] = META_PACK_PREFIX;
         self.db.delete_range_cf(meta, &from[..], &to[..])?;
-        let next = self.epoch()? + 1;
+        let next = self.stored_epoch()? + 1;
         self.db
             .put_cf(meta, META_EPOCH, next.to_le_bytes())
             .context("writing the index cache")?;
@@ -399,6 +471,7 @@ impl IndexCache {
 
     /// Whether every blob below `tree` was found live in `epoch`.
     pub fn is_verified(&self, tree: &Id, epoch: u64) -> Result<bool> {
+        let _reading = self.reading();
         Ok(self
             .db
             .get_pinned_cf(self.cf(CF_VERIFIED), tree.0)?
@@ -423,5 +496,76 @@ impl IndexCache {
     pub fn put_tree(&self, id: &Id, plain: &[u8]) -> Result<()> {
         self.db.put_cf(self.cf(CF_TREES), id.0, plain)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::file::IndexedPack;
+
+    fn one_blob_index() -> (IndexFile, Id) {
+        let blob = Id([7; 32]);
+        let file = IndexFile {
+            packs: vec![IndexedPack {
+                id: Id([1; 32]),
+                size: 100,
+                blobs: vec![PackedBlob {
+                    kind: BlobKind::Data,
+                    id: blob,
+                    offset: 0,
+                    length: 50,
+                    raw_length: 50,
+                    compression: Compression::None,
+                }],
+            }],
+            supersedes: vec![],
+            condemned: vec![],
+        };
+        (file, blob)
+    }
+
+    /// Threads sharing a cache never see a blob vanish while another
+    /// rebuilds the locations (a restore would call it missing).
+    #[test]
+    fn lookups_never_see_a_rebuild_half_done() {
+        let cache = IndexCache::open_temporary().unwrap();
+        let (file, blob) = one_blob_index();
+        let file_id = Id([2; 32]);
+        cache.ingest(&file_id, &file, None).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..300 {
+                    cache
+                        .rebuild(|| cache.ingest(&file_id, &file, None))
+                        .unwrap();
+                }
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let mut lookups = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(
+                    cache.lookup(BlobKind::Data, &blob).unwrap().is_some(),
+                    "blob missing after {lookups} lookups"
+                );
+                assert!(cache.contains(BlobKind::Data, &blob).unwrap());
+                lookups += 1;
+            }
+        });
+        assert_eq!(
+            cache.epoch().unwrap(),
+            301,
+            "one epoch per rebuild (and one at creation)"
+        );
+    }
+
+    #[test]
+    fn a_temporary_cache_is_removed_when_dropped() {
+        let cache = IndexCache::open_temporary().unwrap();
+        let dir = cache._temp_dir.as_ref().unwrap().0.clone();
+        assert!(dir.is_dir());
+        drop(cache);
+        assert!(!dir.exists());
     }
 }

@@ -2,6 +2,7 @@
 //! operation starts from [`Repository::open`].
 
 pub mod access;
+pub mod browse;
 mod commit_check;
 pub mod layout;
 pub mod lock;
@@ -27,7 +28,7 @@ use anyhow::{anyhow, Context, Result};
 use lock::{LockKind, LockOptions, RepoLock};
 use rayon::prelude::*;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// How often a reader lists the index again when files vanish under it
 /// (with a growing pause: a prune deleting many old files takes a while).
@@ -72,14 +73,14 @@ pub struct RepositorySummary {
 }
 
 /// A repository with its index cache: what every operation on data uses.
-/// It dereferences to the [`OpenedRepository`] it was made from.
+/// It dereferences to the [`OpenedRepository`] it was made from. Several
+/// may share one opened repository and one cache (a server's jobs): each
+/// holds its own lock.
 pub struct Repository {
-    opened: OpenedRepository,
-    pub index: IndexCache,
+    opened: Arc<OpenedRepository>,
+    pub index: Arc<IndexCache>,
     /// The lock this process holds, if it took one.
     held_lock: OnceLock<RepoLock>,
-    /// Keeps a `--no-cache` cache alive until the repository is dropped.
-    _temp_cache: Option<TempCache>,
 }
 
 /// Where the index cache lives.
@@ -96,20 +97,12 @@ impl CacheLocation {
         let base = dirs::cache_dir().unwrap_or_else(std::env::temp_dir);
         CacheLocation::Dir(base.join("cairn"))
     }
-}
 
-struct TempCache(PathBuf);
-
-fn open_temp_cache() -> Result<(IndexCache, Option<TempCache>)> {
-    let dir =
-        std::env::temp_dir().join(format!("cairn-cache-{}", hex::encode(random_bytes::<8>())));
-    let temp = TempCache(dir.clone());
-    let index = IndexCache::open(&dir).map_err(|e| anyhow!("{e}"))?;
-    Ok((index, Some(temp)))
-}
-impl Drop for TempCache {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    /// `dir` if one is given, else the user's cache directory.
+    pub fn dir_or_default(dir: Option<&std::path::Path>) -> CacheLocation {
+        dir.map_or_else(CacheLocation::default_dir, |d| {
+            CacheLocation::Dir(d.to_path_buf())
+        })
     }
 }
 
@@ -271,32 +264,28 @@ impl OpenedRepository {
 
     /// Opens the index cache in `cache` and brings it up to date.
     pub fn load_index(self, cache: &CacheLocation) -> Result<Repository> {
-        let (index, temp) = match cache {
-            CacheLocation::Dir(d) => {
-                match IndexCache::open(&d.join(self.config.id.to_hex()).join("index")) {
-                    Ok(index) => (index, None),
-                    // The cache is never the truth: when another process holds
-                    // it, this one works from a private cache instead of failing.
-                    Err(CacheOpenError::Busy(path)) => {
-                        eprintln!(
-                            "note: the index cache {path} is in use by another cairn process; \
-                         using a temporary cache (slower)"
-                        );
-                        open_temp_cache()?
-                    }
-                    Err(CacheOpenError::Other(e)) => return Err(e),
-                }
+        let index = self.open_index_cache(cache)?;
+        Repository::with_index(Arc::new(self), Arc::new(index))
+    }
+
+    /// This repository's index cache in `cache`, not yet brought up to date.
+    pub fn open_index_cache(&self, cache: &CacheLocation) -> Result<IndexCache> {
+        let CacheLocation::Dir(d) = cache else {
+            return IndexCache::open_temporary();
+        };
+        match IndexCache::open(&d.join(self.config.id.to_hex()).join("index")) {
+            Ok(index) => Ok(index),
+            // The cache is never the truth: when another process holds it,
+            // this one works from a private cache instead of failing.
+            Err(CacheOpenError::Busy(path)) => {
+                eprintln!(
+                    "note: the index cache {path} is in use by another cairn process; \
+                     using a temporary cache (slower)"
+                );
+                IndexCache::open_temporary()
             }
-            CacheLocation::None => open_temp_cache()?,
-        };
-        let repo = Repository {
-            opened: self,
-            index,
-            held_lock: OnceLock::new(),
-            _temp_cache: temp,
-        };
-        repo.sync_index()?;
-        Ok(repo)
+            Err(CacheOpenError::Other(e)) => Err(e),
+        }
     }
 
     /// How many snapshots, and how many bytes the repository's objects
@@ -349,6 +338,18 @@ impl Repository {
     /// Opens the repository and loads its index (see [`OpenedRepository`]).
     pub fn open(storage: Storage, password: &[u8], cache: &CacheLocation) -> Result<Repository> {
         OpenedRepository::open(storage, password)?.load_index(cache)
+    }
+
+    /// A repository on `opened` working with `index` (which others may be
+    /// using at the same time), brought up to date.
+    pub fn with_index(opened: Arc<OpenedRepository>, index: Arc<IndexCache>) -> Result<Repository> {
+        let repo = Repository {
+            opened,
+            index,
+            held_lock: OnceLock::new(),
+        };
+        repo.sync_index()?;
+        Ok(repo)
     }
 
     /// Takes the repository lock (held until the repository is dropped),
@@ -405,6 +406,7 @@ impl Repository {
     /// vanishes between listing and reading was superseded by a prune that
     /// is finishing: the listing is taken again.
     pub fn sync_index(&self) -> Result<()> {
+        let _syncing = self.index.sync_guard();
         let (ingested, mut superseded) = self.index.ingested_index_files()?;
         let listed = self.read_listed_index_files(&ingested)?;
         let present: std::collections::HashSet<Id> = listed.present.iter().map(|f| f.0).collect();
@@ -417,12 +419,14 @@ impl Repository {
         let rebuild =
             !ingested.is_subset(&present) || ingested.iter().any(|id| superseded.contains(id));
         if rebuild {
-            self.index.clear_locations()?;
-            // add the files ingested before (read none twice)
+            // add the files ingested before (read none twice), then swap
+            // the locations while lookups wait
             let read: std::collections::HashSet<Id> = files.iter().map(|f| f.0).collect();
             let mut all = files;
             all.extend(all_read(self.read_listed_index_files(&read)?.read)?);
-            return self.ingest_all(&all, &std::collections::HashSet::new());
+            return self
+                .index
+                .rebuild(|| self.ingest_all(&all, &std::collections::HashSet::new()));
         }
         // A file superseded by one ingested earlier (still on storage while
         // its prune finishes) must not bring its entries back.
@@ -597,6 +601,15 @@ impl Repository {
 }
 
 /// What a path inside a snapshot names.
+/// Why a path inside a snapshot names nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PathLookupError {
+    #[error("{0}: not found in this snapshot (`cairn ls` shows what is there)")]
+    NotFound(String),
+    #[error("{0}: a path component is not a directory in this snapshot")]
+    NotADirectory(String),
+}
+
 pub enum PathTarget {
     /// `/` or a directory: its tree (and the node, except for the root).
     Dir {
@@ -616,14 +629,13 @@ impl Repository {
         };
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
             let PathTarget::Dir { tree, .. } = &current else {
-                return Err(anyhow!(
-                    "{path}: a path component is not a directory in this snapshot"
-                ));
+                return Err(PathLookupError::NotADirectory(path.to_string()).into());
             };
             let tree = self.load_tree(tree)?;
-            let node = tree.find(comp.as_bytes()).cloned().ok_or_else(|| {
-                anyhow!("{path}: not found in this snapshot (`cairn ls` shows what is there)")
-            })?;
+            let node = tree
+                .find(comp.as_bytes())
+                .cloned()
+                .ok_or_else(|| PathLookupError::NotFound(path.to_string()))?;
             current = match node.kind {
                 crate::tree::NodeKind::Dir { subtree } => PathTarget::Dir {
                     tree: subtree,

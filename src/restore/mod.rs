@@ -13,7 +13,7 @@ pub use plan::{RestoreOptions, Selection};
 use crate::filter::{decode_blob, BlobKind};
 use crate::id::Id;
 use crate::repo::{layout, Repository};
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use plan::{FilePlan, Plan};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -21,6 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// Two blob reads of one pack are merged when the gap between them is at
@@ -32,7 +33,7 @@ const MAX_READ: u64 = 8 << 20;
 /// open per pack worker, well inside the usual 1024 descriptor limit.
 const OPEN_FILES_PER_PACK: usize = 64;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RestoreOutcome {
     pub files_restored: u64,
     pub files_skipped: u64,
@@ -45,6 +46,18 @@ pub struct RestoreOutcome {
 }
 
 pub fn restore(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<RestoreOutcome> {
+    restore_until(repo, root, opts, &AtomicBool::new(false))
+}
+
+/// [`restore`], stopping early once `cancel` is set: packs not yet begun
+/// are left, and nothing gets its real mode (what was written stays
+/// owner-only, as after an interrupted restore).
+pub fn restore_until(
+    repo: &Repository,
+    root: Id,
+    opts: &RestoreOptions,
+    cancel: &AtomicBool,
+) -> Result<RestoreOutcome> {
     let plan = plan::build(repo, root, opts)?;
     let mut out = RestoreOutcome {
         dirs: plan.dirs.len() as u64,
@@ -71,8 +84,19 @@ pub fn restore(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Res
     out.packs_read = work.len() as u64;
     out.bytes_written = work
         .par_iter()
-        .map(|(pack, blobs)| restore_pack(repo, pack, blobs, &plan, &errors))
+        .map(|(pack, blobs)| {
+            if cancel.load(Relaxed) {
+                return 0;
+            }
+            restore_pack(repo, pack, blobs, &plan, &errors)
+        })
         .sum();
+    if cancel.load(Relaxed) {
+        return Err(anyhow!(
+            "the restore was cancelled: what it wrote is in {}, readable by its owner only",
+            opts.target.display()
+        ));
+    }
     out.errors.extend(errors.into_inner().expect("errors lock"));
     out.files_skipped = skipped.iter().filter(|s| **s).count() as u64;
     out.files_restored = plan.files.len() as u64 - out.files_skipped;

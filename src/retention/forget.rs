@@ -5,7 +5,7 @@
 use super::policy::{apply, Candidate, Decision, KeepPolicy};
 use crate::id::Id;
 use crate::repo::lock::LockKind;
-use crate::repo::snapshots::SnapshotFilter;
+use crate::repo::snapshots::{SnapshotFilter, SnapshotListing};
 use crate::repo::{layout, now_ns, Repository};
 use crate::tree::snapshot::Snapshot;
 use anyhow::{anyhow, Result};
@@ -95,6 +95,25 @@ pub struct ForgetGroup {
     pub decisions: Vec<(Decision, Snapshot)>,
 }
 
+/// One group's decisions as `forget --json` and the server's jobs report
+/// them (restic's shape).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ForgetGroupReport {
+    pub host: Option<String>,
+    pub paths: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    pub keep: Vec<SnapshotListing>,
+    pub remove: Vec<SnapshotListing>,
+    pub reasons: Vec<KeepReason>,
+}
+
+/// Why a snapshot is kept: the rules it matched.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KeepReason {
+    pub snapshot: SnapshotListing,
+    pub matches: Vec<String>,
+}
+
 pub struct ForgetPlan {
     pub groups: Vec<ForgetGroup>,
     /// Named explicitly with no policy: removed.
@@ -102,6 +121,38 @@ pub struct ForgetPlan {
 }
 
 impl ForgetPlan {
+    /// The decisions, group by group (see [`ForgetGroupReport`]).
+    pub fn report(&self) -> Vec<ForgetGroupReport> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let listed = |keep: bool| -> Vec<SnapshotListing> {
+                    g.decisions
+                        .iter()
+                        .filter(|(d, _)| d.keep == keep)
+                        .map(|(d, s)| SnapshotListing::new(&d.id, s))
+                        .collect()
+                };
+                ForgetGroupReport {
+                    host: g.key.host.clone(),
+                    paths: g.key.paths.clone(),
+                    tags: g.key.tags.clone(),
+                    keep: listed(true),
+                    remove: listed(false),
+                    reasons: g
+                        .decisions
+                        .iter()
+                        .filter(|(d, _)| d.keep)
+                        .map(|(d, s)| KeepReason {
+                            snapshot: SnapshotListing::new(&d.id, s),
+                            matches: d.matches.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
     /// Every snapshot to delete, once.
     pub fn to_remove(&self) -> Vec<Id> {
         let mut ids: Vec<Id> = self.explicit.iter().map(|(id, _)| *id).collect();

@@ -91,7 +91,7 @@ pub struct PrunePlan {
     pub stats: PruneStats,
 }
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PruneStats {
     pub snapshots: usize,
     pub packs: usize,
@@ -130,7 +130,7 @@ pub struct PruneStats {
 }
 
 /// What executing the plan did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PruneResult {
     pub packs_written: usize,
     pub bytes_written: u64,

@@ -1,15 +1,21 @@
 //! The REST API: JSON in and out, bearer-token auth, and the OpenAPI
 //! document built from the same types and handlers (`/openapi.json`).
 //!
-//! Everything a handler puts on a command line is either checked against a
-//! strict shape (snapshot ids) or passed as `--flag=value`, so no request can
-//! smuggle in an option of its own.
+//! Reads (listings, lookups, directory listings) are answered in-process
+//! from the repositories serve holds open; everything that changes a
+//! repository or writes files becomes a job ([`super::jobs`]) whose typed
+//! operation the handler builds from the checked request.
 
-use super::jobs::{Job, JobKind, JobState, StartError, Trigger};
+use super::jobs::{Job, JobKind, JobState, Operation, StartError, Trigger};
 use super::{specs, ServerState};
-use crate::repo::access::RepoAccess;
+use crate::check::ReadData;
+use crate::id::Id;
+use crate::repo::browse::EntryListing;
 use crate::repo::snapshots::{SnapshotFilter, SnapshotListing, SnapshotLookupError};
-use crate::repo::OpenedRepository;
+use crate::repo::{OpenedRepository, PathLookupError};
+use crate::restore::{RestoreOptions, Selection};
+use crate::retention::forget::{ForgetOptions, GroupBy};
+use crate::retention::prune::PruneOptions;
 use crate::settings::RetentionSettings;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, StatusCode};
@@ -104,6 +110,7 @@ api_routes! {
         get "/repositories" => list_repositories,
         get "/repositories/{name}/snapshots" => list_snapshots,
         get "/repositories/{name}/snapshots/{snapshot}" => get_snapshot,
+        get "/repositories/{name}/snapshots/{snapshot}/ls" => list_entries,
         post "/repositories/{name}/restore" => start_restore,
         post "/repositories/{name}/forget" => start_forget,
         post "/repositories/{name}/prune" => start_prune,
@@ -371,20 +378,9 @@ fn repository_name(state: &ServerState, name: &str) -> Result<(), ApiError> {
 /// request only.
 async fn opened(state: &Arc<ServerState>, name: &str) -> Result<Arc<OpenedRepository>, ApiError> {
     repository_name(state, name)?;
-    let cell = &state.repos[name];
-    let repo = cell
-        .get_or_try_init(|| {
-            let settings = state.settings.repositories[name].clone();
-            let name = name.to_string();
-            blocking(move || {
-                RepoAccess::from_settings(&settings)?
-                    .open_without_index()
-                    .map(Arc::new)
-                    .map_err(|e| e.context(format!("opening repository {name:?}")))
-            })
-        })
-        .await?;
-    Ok(Arc::clone(repo))
+    let repos = Arc::clone(&state.repos);
+    let name = name.to_string();
+    blocking(move || repos.opened(&name)).await
 }
 
 /// Runs repository work off the async threads (storage calls block).
@@ -405,6 +401,9 @@ fn lookup_error(e: anyhow::Error) -> ApiError {
         }
         Some(SnapshotLookupError::NotAnId(_) | SnapshotLookupError::Ambiguous(..)) => {
             ApiError::bad_request(format!("{e:#}"))
+        }
+        None if e.downcast_ref::<PathLookupError>().is_some() => {
+            ApiError::not_found(format!("{e:#}"))
         }
         None => ApiError::internal(format!("{e:#}")),
     }
@@ -493,6 +492,41 @@ async fn get_snapshot(
     ))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LsQuery {
+    /// A path inside the snapshot (default `/`).
+    path: Option<String>,
+}
+
+/// The entries of one directory of a snapshot (or the one entry a path to
+/// anything else names), from the trees serve keeps cached.
+#[utoipa::path(get, path = "/repositories/{name}/snapshots/{snapshot}/ls", tag = "repositories",
+    params(("name" = String, Path, description = "Repository name"),
+           ("snapshot" = String, Path, description = "`latest` or an id prefix"),
+           LsQuery),
+    responses(
+        (status = 200, description = "Entries", body = Vec<EntryListing>),
+        (status = 400, description = "Not a snapshot id, or an ambiguous prefix", body = ErrorBody),
+        (status = 404, description = "No such repository, snapshot or path", body = ErrorBody),
+        (status = 500, description = "The repository could not be read", body = ErrorBody)))]
+async fn list_entries(
+    State(state): AppState,
+    Path((name, snapshot)): Path<(String, String)>,
+    QueryParams(q): QueryParams<LsQuery>,
+) -> Result<Json<Vec<EntryListing>>, ApiError> {
+    let path = q.path.unwrap_or_default();
+    if path.contains('\0') {
+        return Err(ApiError::bad_request("path cannot contain a NUL byte"));
+    }
+    let found = resolve_snapshot(&state, &name, &snapshot, SnapshotFilter::default()).await?;
+    let tree = parse_id(&found.tree)?;
+    let repos = Arc::clone(&state.repos);
+    let entries = blocking(move || repos.with_index(&name)?.list_path(tree, &path)).await?;
+    Ok(Json(entries))
+}
+
 // ---- repository jobs -------------------------------------------------------------
 
 #[derive(Deserialize, ToSchema)]
@@ -531,20 +565,30 @@ async fn start_restore(
     repository_name(&state, &name)?;
     let target = restore_target(&state, &r.target)?;
     let snapshot = resolve_snapshot(&state, &name, &r.snapshot, SnapshotFilter::default()).await?;
-    let mut args = vec![
-        "restore".to_string(),
-        snapshot.id,
-        format!("--target={}", target.display()),
-    ];
-    args.extend(r.include.iter().map(|p| format!("--include={p}")));
-    args.extend(r.exclude.iter().map(|p| format!("--exclude={p}")));
-    if r.verify {
-        args.push("--verify".into());
-    }
-    start(
-        &state,
-        specs::repository_job(&state.settings, JobKind::Restore, &name, args),
-    )
+    let description = format!(
+        "restore of snapshot {} to {}",
+        snapshot.short_id,
+        target.display()
+    );
+    let operation = Operation::Restore {
+        snapshot: parse_id(&snapshot.id)?,
+        tree: parse_id(&snapshot.tree)?,
+        options: RestoreOptions {
+            target,
+            subpath: None,
+            selection: Selection {
+                includes: r.include,
+                excludes: r.exclude,
+            },
+            dry_run: false,
+        },
+        verify: r.verify,
+    };
+    start(&state, specs::repository_job(&name, operation, description))
+}
+
+fn parse_id(hex: &str) -> Result<Id, ApiError> {
+    Id::from_hex(hex).ok_or_else(|| ApiError::internal(format!("{hex:?} is not an id")))
 }
 
 /// A restore target must be below a root the settings allow, reached
@@ -653,28 +697,36 @@ async fn start_forget(
         }
         _ => {}
     }
-    let mut args = vec!["forget".to_string()];
-    args.extend(policy.forget_args());
-    args.extend(r.hosts.iter().map(|h| format!("--host={h}")));
-    args.extend(r.tags.iter().map(|t| format!("--tag={t}")));
-    args.extend(r.paths.iter().map(|p| format!("--path={p}")));
+    let mut remove = Vec::new();
     for spec in &r.snapshots {
         if spec == "latest" {
             return Err(ApiError::bad_request("snapshots: give ids, not `latest`"));
         }
-        args.push(
-            resolve_snapshot(&state, &name, spec, SnapshotFilter::default())
-                .await?
-                .id,
-        );
+        let found = resolve_snapshot(&state, &name, spec, SnapshotFilter::default()).await?;
+        remove.push(parse_id(&found.id)?);
     }
-    if r.dry_run {
-        args.push("--dry-run".into());
-    }
-    start(
-        &state,
-        specs::repository_job(&state.settings, JobKind::Forget, &name, args),
-    )
+    let description = if remove.is_empty() {
+        "forget by keep-policy".to_string()
+    } else {
+        format!("forget of {} snapshots", remove.len())
+    };
+    let operation = Operation::Forget {
+        options: ForgetOptions {
+            policy: policy
+                .policy()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            group_by: Some(GroupBy::default()),
+            remove,
+            filter: SnapshotFilter {
+                hosts: r.hosts,
+                tags: r.tags,
+                paths: r.paths,
+            },
+        },
+        dry_run: r.dry_run,
+        prune: r.prune,
+    };
+    start(&state, specs::repository_job(&name, operation, description))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -701,18 +753,23 @@ async fn start_prune(
     JsonBody(r): JsonBody<PruneRequest>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     repository_name(&state, &name)?;
-    let mut args = vec!["prune".to_string()];
+    let mut options = PruneOptions::default();
     if let Some(m) = &r.max_unused {
-        crate::retention::prune::parse_max_unused(m)
+        options.max_unused_percent = crate::retention::prune::parse_max_unused(m)
             .map_err(|e| ApiError::bad_request(format!("max_unused {e}")))?;
-        args.push(format!("--max-unused={m}"));
     }
-    if r.dry_run {
-        args.push("--dry-run".into());
-    }
+    let description = if r.dry_run {
+        "prune (dry run)"
+    } else {
+        "prune"
+    };
+    let operation = Operation::Prune {
+        options,
+        dry_run: r.dry_run,
+    };
     start(
         &state,
-        specs::repository_job(&state.settings, JobKind::Prune, &name, args),
+        specs::repository_job(&name, operation, description.to_string()),
     )
 }
 
@@ -741,24 +798,24 @@ async fn start_check(
     JsonBody(r): JsonBody<CheckRequest>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     repository_name(&state, &name)?;
-    let mut args = vec!["check".to_string()];
-    match (r.read_data, &r.read_data_subset) {
+    let read_data = match (r.read_data, &r.read_data_subset) {
         (true, Some(_)) => {
             return Err(ApiError::bad_request(
                 "give read_data or read_data_subset, not both",
             ))
         }
-        (true, None) => args.push("--read-data".into()),
-        (false, Some(s)) => {
-            crate::check::ReadData::parse_subset(s)
-                .map_err(|e| ApiError::bad_request(format!("read_data_subset {e}")))?;
-            args.push(format!("--read-data-subset={s}"));
-        }
-        (false, None) => {}
-    }
+        (true, None) => ReadData::All,
+        (false, Some(s)) => ReadData::parse_subset(s)
+            .map_err(|e| ApiError::bad_request(format!("read_data_subset {e}")))?,
+        (false, None) => ReadData::None,
+    };
+    let description = match read_data {
+        ReadData::None => "check".to_string(),
+        _ => "check, reading data".to_string(),
+    };
     start(
         &state,
-        specs::repository_job(&state.settings, JobKind::Check, &name, args),
+        specs::repository_job(&name, Operation::Check { read_data }, description),
     )
 }
 
@@ -821,14 +878,7 @@ async fn start_backup(
         state.settings.sources.get(&name).ok_or_else(|| {
             ApiError::not_found(format!("no source {name:?} in the settings file"))
         })?;
-    let spec = specs::backup(
-        &state.settings,
-        &state.config_path,
-        &name,
-        source,
-        Trigger::Api,
-    );
-    start(&state, spec)
+    start(&state, specs::backup(&name, source, Trigger::Api))
 }
 
 fn start(

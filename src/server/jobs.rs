@@ -1,28 +1,42 @@
-//! Jobs: one run of cairn's own commands on behalf of the API or the
-//! scheduler, with its record (state, progress, result, log tail).
+//! Jobs: one run of a library operation ([`crate::ops`]) on behalf of the
+//! API or the scheduler, with its record (state, progress, report).
 //!
-//! A job runs as a child process of this binary (`cairn --json backup …`),
-//! so the API does exactly what the CLI does, a job's memory goes back to the
-//! system when it ends, and cancelling is the CLI's tested Ctrl-C path (what
-//! was uploaded is indexed, exit 130). Children get SIGTERM if `serve` dies.
+//! Jobs run in-process, on blocking threads: they call the same functions
+//! the CLI does with typed options, get typed reports back, and share each
+//! repository's unlocked key and index cache ([`super::repos`]), so a second
+//! job never reads the whole index again. Backups and restores stop when
+//! cancelled (what a backup uploaded is indexed; what a restore wrote stays
+//! owner-only); forget, prune and check run to their end.
 //!
 //! Records live in memory and, one JSON file per job, in the state
 //! directory; they are written when a job starts and when it ends.
 
+use super::repos::OpenRepositories;
 use super::store::JobStore;
+use crate::backup::progress::Progress;
+use crate::check::{check, CheckReport, ReadData};
+use crate::id::Id;
+use crate::ops::{ForgetReport, PruneReport, RestoreReport, SourceBackupReport, SourceRun};
+use crate::repo::lock::{LockKind, LockOptions};
+use crate::repo::Repository;
+use crate::restore::RestoreOptions;
+use crate::retention::forget::ForgetOptions;
+use crate::retention::prune::PruneOptions;
+use crate::settings::SourceSettings;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use std::time::Duration;
 use utoipa::ToSchema;
 
-/// Lines of a job's stderr kept in its record.
+/// Problems (entries not read or restored, check findings) kept in a record.
 const LOG_TAIL_LINES: usize = 40;
-/// JSON results (non-progress objects on stdout) kept in a record.
-const MAX_RESULTS: usize = 16;
+/// How long a source's retention waits for another process's maintenance
+/// lock (API forget and prune jobs do not wait: they say the repository is
+/// busy).
+pub const SCHEDULED_LOCK_WAIT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -101,21 +115,24 @@ pub struct Job {
     pub source: Option<String>,
     pub trigger: Trigger,
     pub state: JobState,
-    /// The cairn command lines the job runs, in order (never a secret).
-    pub steps: Vec<String>,
+    /// What the job does, in words (never a secret).
+    #[serde(default)]
+    pub description: String,
     /// RFC 3339.
     pub created: String,
     pub finished: Option<String>,
     pub duration_seconds: Option<f64>,
-    pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub progress: Option<JobProgress>,
     pub snapshot_id: Option<String>,
     pub bytes_added: Option<u64>,
-    /// The JSON results the commands printed (summaries, plans), as they
-    /// printed them (`cairn --json …`).
-    pub results: Vec<serde_json::Value>,
-    /// The last lines the commands wrote to stderr.
+    /// The operation's report once it has finished (a failed check or
+    /// restore has one too, with the problems it found).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<JobReport>,
+    /// Problems the operation met: entries that could not be read or
+    /// restored, what check found.
     pub log_tail: Vec<String>,
 }
 
@@ -125,15 +142,99 @@ impl Job {
     }
 }
 
-/// What to run: cairn's arguments per step, and the environment that names
-/// the repository and its password source.
+/// What a job runs, resolved and checked by whoever started it.
+pub enum Operation {
+    /// A configured source, then its retention.
+    Backup {
+        source: String,
+        lock_wait: Duration,
+    },
+    Restore {
+        snapshot: Id,
+        tree: Id,
+        options: RestoreOptions,
+        verify: bool,
+    },
+    Forget {
+        options: ForgetOptions,
+        dry_run: bool,
+        prune: bool,
+    },
+    Prune {
+        options: PruneOptions,
+        dry_run: bool,
+    },
+    Check {
+        read_data: ReadData,
+    },
+}
+
+impl Operation {
+    fn kind(&self) -> JobKind {
+        match self {
+            Operation::Backup { .. } => JobKind::Backup,
+            Operation::Restore { .. } => JobKind::Restore,
+            Operation::Forget { .. } => JobKind::Forget,
+            Operation::Prune { .. } => JobKind::Prune,
+            Operation::Check { .. } => JobKind::Check,
+        }
+    }
+}
+
+/// A finished operation's report, by kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum JobReport {
+    Backup(SourceBackupReport),
+    Restore(RestoreReport),
+    Forget {
+        forget: ForgetReport,
+        prune: Option<PruneReport>,
+    },
+    Prune(PruneReport),
+    Check(CheckReport),
+}
+
+impl JobReport {
+    /// What went wrong within an operation that ran to its end: entries
+    /// not read or restored, damage found.
+    fn problems(&self) -> Vec<String> {
+        match self {
+            JobReport::Backup(r) => r.backup.errors.clone(),
+            JobReport::Restore(r) => r.outcome.errors.clone(),
+            JobReport::Check(r) => r.errors.clone(),
+            JobReport::Forget { .. } | JobReport::Prune(_) => Vec::new(),
+        }
+    }
+
+    /// The job's error when the operation ran but did not do all it should;
+    /// and whether that fails the job.
+    fn verdict(&self) -> Option<(String, bool)> {
+        let n = self.problems().len();
+        if n == 0 {
+            return None;
+        }
+        Some(match self {
+            JobReport::Backup(_) => (
+                format!("{n} entries could not be read (see log_tail); the snapshot was saved without them"),
+                false,
+            ),
+            JobReport::Restore(_) => (
+                format!("{n} problems during restore (see log_tail); everything else was restored"),
+                true,
+            ),
+            _ => (format!("the repository has {n} problems (see log_tail)"), true),
+        })
+    }
+}
+
+/// A job to start: what it runs and on what.
 pub struct JobSpec {
-    pub kind: JobKind,
     pub repository: String,
     pub source: Option<String>,
     pub trigger: Trigger,
-    pub steps: Vec<Vec<String>>,
-    pub env: Vec<(String, String)>,
+    pub operation: Operation,
+    pub description: String,
 }
 
 #[derive(Debug)]
@@ -143,18 +244,20 @@ pub enum StartError {
     Other(anyhow::Error),
 }
 
-/// A running job's handle: its current child, and whether cancel was asked.
+/// A running job's handle: what it reads to stop, what it counts.
 #[derive(Default)]
 struct Running {
-    pid: Option<u32>,
-    cancel_requested: bool,
+    cancel: Arc<AtomicBool>,
+    progress: Arc<Progress>,
 }
 
 pub struct Jobs {
-    exe: PathBuf,
     store: JobStore,
     records: Mutex<Records>,
-    /// Removed from every text a job record keeps (the API token).
+    repos: Arc<OpenRepositories>,
+    sources: BTreeMap<String, SourceSettings>,
+    /// Removed from every text a job record keeps (the API token, storage
+    /// secrets).
     secrets: Vec<String>,
 }
 
@@ -167,7 +270,12 @@ struct Records {
 impl Jobs {
     /// Loads the history; jobs that were running when `serve` last stopped
     /// are marked interrupted.
-    pub fn open(exe: PathBuf, store: JobStore, secrets: Vec<String>) -> Result<Jobs> {
+    pub fn open(
+        store: JobStore,
+        repos: Arc<OpenRepositories>,
+        sources: BTreeMap<String, SourceSettings>,
+        secrets: Vec<String>,
+    ) -> Result<Jobs> {
         let mut jobs = store.load()?;
         for job in jobs.iter_mut().filter(|j| j.is_running()) {
             job.state = JobState::Interrupted;
@@ -175,12 +283,13 @@ impl Jobs {
             store.save(job)?;
         }
         Ok(Jobs {
-            exe,
             store,
             records: Mutex::new(Records {
                 jobs,
                 running: HashMap::new(),
             }),
+            repos,
+            sources,
             secrets,
         })
     }
@@ -190,44 +299,48 @@ impl Jobs {
     }
 
     pub fn list(&self) -> Vec<Job> {
-        self.lock().jobs.iter().rev().cloned().collect()
+        let records = self.lock();
+        records
+            .jobs
+            .iter()
+            .rev()
+            .map(|j| with_progress(&records, j))
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Option<Job> {
-        self.lock().jobs.iter().find(|j| j.id == id).cloned()
+        let records = self.lock();
+        let job = records.jobs.iter().find(|j| j.id == id)?;
+        Some(with_progress(&records, job))
     }
 
     /// Records the job and starts it, unless it conflicts with a running one
     /// of this server: a second backup of one source, or two maintenance
     /// jobs (forget, prune) on the same repository. Scheduled jobs only check the
-    /// first rule and otherwise wait for the repository lock (`--retry-lock`).
+    /// first rule and otherwise wait for the repository lock.
     pub fn start(self: &Arc<Self>, spec: JobSpec) -> Result<Job, StartError> {
+        let kind = spec.operation.kind();
         let job = {
             let mut records = self.lock();
-            if let Some(why) = conflict(&records, &spec) {
+            if let Some(why) = conflict(&records, kind, &spec) {
                 return Err(StartError::Conflict(why));
             }
             let job = Job {
                 id: new_job_id(),
-                kind: spec.kind,
+                kind,
                 repository: spec.repository.clone(),
                 source: spec.source.clone(),
                 trigger: spec.trigger,
                 state: JobState::Running,
-                steps: spec
-                    .steps
-                    .iter()
-                    .map(|s| format!("cairn {}", s.join(" ")))
-                    .collect(),
+                description: spec.description.clone(),
                 created: now_rfc3339(),
                 finished: None,
                 duration_seconds: None,
-                exit_code: None,
                 error: None,
                 progress: None,
                 snapshot_id: None,
                 bytes_added: None,
-                results: Vec::new(),
+                report: None,
                 log_tail: Vec::new(),
             };
             self.store.save(&job).map_err(StartError::Other)?;
@@ -236,10 +349,9 @@ impl Jobs {
             job
         };
         log::info!(
-            "job {} started: {} of {} ({})",
+            "job {} started: {} ({})",
             job.id,
-            job.kind.as_str(),
-            job.source.as_deref().unwrap_or(&job.repository),
+            job.description,
             match job.trigger {
                 Trigger::Api => "through the API",
                 Trigger::Schedule => "scheduled",
@@ -251,31 +363,31 @@ impl Jobs {
         Ok(job)
     }
 
-    /// Asks a running job to stop (SIGINT: the CLI's Ctrl-C path).
+    /// Asks a running backup or restore to stop.
     pub fn cancel(&self, id: &str) -> Option<Result<Job, String>> {
-        let mut records = self.lock();
+        let records = self.lock();
         let job = records.jobs.iter().find(|j| j.id == id)?.clone();
-        let Some(running) = records.running.get_mut(id) else {
+        let Some(running) = records.running.get(id) else {
             return Some(Err(format!(
                 "job {id} is not running (it {})",
                 job.state.as_str()
             )));
         };
-        running.cancel_requested = true;
-        if let Some(pid) = running.pid {
-            interrupt(pid);
+        if !matches!(job.kind, JobKind::Backup | JobKind::Restore) {
+            return Some(Err(format!(
+                "job {id} is a {}, which runs to its end once started",
+                job.kind.as_str()
+            )));
         }
+        running.cancel.store(true, Relaxed);
         Some(Ok(job))
     }
 
-    /// Interrupts every running job (serve is stopping); true if any ran.
+    /// Asks every running job to stop (serve is stopping); true if any ran.
     pub fn cancel_all(&self) -> bool {
-        let mut records = self.lock();
-        for running in records.running.values_mut() {
-            running.cancel_requested = true;
-            if let Some(pid) = running.pid {
-                interrupt(pid);
-            }
+        let records = self.lock();
+        for running in records.running.values() {
+            running.cancel.store(true, Relaxed);
         }
         !records.running.is_empty()
     }
@@ -286,17 +398,23 @@ impl Jobs {
 
     async fn run(self: Arc<Self>, id: String, spec: JobSpec) {
         let started = std::time::Instant::now();
-        let mut outcome: Result<i32, String> = Ok(0);
-        for step in &spec.steps {
-            if self.cancel_requested(&id) {
-                break;
-            }
-            outcome = self.run_step(&id, step, &spec.env).await;
-            if !matches!(outcome, Ok(0) | Ok(3)) {
-                break;
-            }
-        }
-        let cancelled = self.cancel_requested(&id);
+        let (cancel, progress) = match self.lock().running.get(&id) {
+            Some(r) => (Arc::clone(&r.cancel), Arc::clone(&r.progress)),
+            None => return,
+        };
+        let worker = Arc::clone(&self);
+        let stop = Arc::clone(&cancel);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let run = SourceRun {
+                lock_wait: Duration::ZERO,
+                cancel: &stop,
+                progress: &progress,
+            };
+            worker.execute(&spec, &run)
+        })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("the job's worker failed: {e}")));
+        let cancelled = cancel.load(Relaxed);
         let mut records = self.lock();
         records.running.remove(&id);
         let Some(job) = records.jobs.iter_mut().find(|j| j.id == id) else {
@@ -304,27 +422,39 @@ impl Jobs {
         };
         job.finished = Some(now_rfc3339());
         job.duration_seconds = Some(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(code) => job.exit_code = Some(code),
-            Err(e) => job.error = Some(e),
-        }
-        job.state = match job.exit_code {
-            _ if cancelled => JobState::Cancelled,
-            Some(0) => JobState::Succeeded,
-            Some(3) => {
-                job.error = Some("some files could not be read (see log_tail); the snapshot was saved without them".into());
-                JobState::Succeeded
+        job.state = match outcome {
+            Ok(report) => {
+                if let JobReport::Backup(r) = &report {
+                    job.snapshot_id = r.backup.snapshot_id.clone();
+                    job.bytes_added = Some(r.backup.data_added);
+                }
+                for p in report.problems().into_iter().take(LOG_TAIL_LINES) {
+                    job.log_tail.push(self.redact(p));
+                }
+                let verdict = report.verdict();
+                job.report = Some(report);
+                match verdict {
+                    _ if cancelled => JobState::Cancelled,
+                    Some((error, fails)) => {
+                        job.error = Some(error);
+                        if fails {
+                            JobState::Failed
+                        } else {
+                            JobState::Succeeded
+                        }
+                    }
+                    None => JobState::Succeeded,
+                }
             }
-            _ => JobState::Failed,
+            Err(e) => {
+                job.error = Some(self.redact(format!("{e:#}")));
+                if cancelled {
+                    JobState::Cancelled
+                } else {
+                    JobState::Failed
+                }
+            }
         };
-        if job.state == JobState::Failed && job.error.is_none() {
-            // the command ended without its exit_error (killed, or refused
-            // its arguments before it could say)
-            job.error = Some(format!(
-                "the command failed with exit code {} (see log_tail)",
-                job.exit_code.map_or("-".to_string(), |c| c.to_string())
-            ));
-        }
         log::info!(
             "job {} {} after {:.1}s{}",
             job.id,
@@ -348,101 +478,63 @@ impl Jobs {
         }
     }
 
-    fn cancel_requested(&self, id: &str) -> bool {
-        self.lock()
-            .running
-            .get(id)
-            .is_some_and(|r| r.cancel_requested)
-    }
-
-    /// Runs one command; Ok(exit code) or Err(why it could not run).
-    async fn run_step(
-        &self,
-        id: &str,
-        args: &[String],
-        env: &[(String, String)],
-    ) -> Result<i32, String> {
-        let mut cmd = tokio::process::Command::new(&self.exe);
-        cmd.arg("--json")
-            .args(args)
-            // the API token is serve's alone; hooks below the job never see it
-            .env_remove("CAIRN_API_TOKEN")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                // Its own process group, so cancelling reaches the commands it
-                // runs too (pg_dump), as Ctrl-C in a terminal would.
-                libc::setpgid(0, 0);
-                // A job must not outlive serve: SIGTERM is the CLI's clean stop.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
-        if let Some(r) = self.lock().running.get_mut(id) {
-            r.pid = child.id();
-            if let (true, Some(pid)) = (r.cancel_requested, r.pid) {
-                interrupt(pid);
-            }
-        }
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let out = for_each_line(stdout, |line| self.on_stdout(id, line));
-        let err = for_each_line(stderr, |line| self.on_stderr(id, line));
-        let (status, (), ()) = tokio::join!(child.wait(), out, err);
-        let status = status.map_err(|e| format!("waiting for the job's process: {e}"))?;
-        Ok(status
-            .code()
-            .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)))
-    }
-
-    fn on_stdout(&self, id: &str, line: String) {
-        let mut records = self.lock();
-        let Some(job) = records.jobs.iter_mut().find(|j| j.id == id) else {
-            return;
+    /// Runs the operation (blocking) on the shared repository.
+    fn execute(&self, spec: &JobSpec, run: &SourceRun) -> Result<JobReport> {
+        let repo = self.repos.with_index(&spec.repository)?;
+        let maintenance_lock = |repo: &Repository, command: &str| {
+            repo.lock(
+                LockKind::Exclusive,
+                &LockOptions {
+                    retry: Duration::ZERO,
+                    command: command.to_string(),
+                },
+            )
         };
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
-            push_tail(&mut job.log_tail, self.redact(line));
-            return;
-        };
-        if value["message_type"] == "status" {
-            job.progress = serde_json::from_value(value).ok();
-            return;
-        }
-        if job.kind == JobKind::Backup && value["message_type"] == "summary" {
-            job.snapshot_id = value["snapshot_id"].as_str().map(String::from);
-            job.bytes_added = value["data_added"].as_u64();
-        }
-        if job.results.len() < MAX_RESULTS {
-            job.results.push(value);
-        }
-    }
-
-    /// Warnings and notes go to the log tail; the command's failure comes
-    /// as its `exit_error` object (it runs with --json) and becomes the
-    /// job's error.
-    fn on_stderr(&self, id: &str, line: String) {
-        let exit_error = serde_json::from_str::<serde_json::Value>(&line)
-            .ok()
-            .filter(|v| v["message_type"] == "exit_error")
-            .and_then(|v| v["message"].as_str().map(|m| self.redact(m.to_string())));
-        let line = self.redact(line);
-        let mut records = self.lock();
-        if let Some(job) = records.jobs.iter_mut().find(|j| j.id == id) {
-            match exit_error {
-                Some(message) => {
-                    push_tail(&mut job.log_tail, format!("error: {message}"));
-                    job.error = Some(message);
-                }
-                None => push_tail(&mut job.log_tail, line),
+        Ok(match &spec.operation {
+            Operation::Backup { source, lock_wait } => {
+                let settings = self
+                    .sources
+                    .get(source)
+                    .ok_or_else(|| anyhow::anyhow!("no source {source:?} in the settings file"))?;
+                let run = SourceRun {
+                    lock_wait: *lock_wait,
+                    ..*run
+                };
+                JobReport::Backup(crate::ops::backup_source(&repo, source, settings, &run)?)
             }
-        }
+            Operation::Restore {
+                snapshot,
+                tree,
+                options,
+                verify,
+            } => JobReport::Restore(crate::ops::restore(
+                &repo,
+                (*snapshot, *tree),
+                options,
+                *verify,
+                run.cancel,
+            )?),
+            Operation::Forget {
+                options,
+                dry_run,
+                prune,
+            } => {
+                maintenance_lock(&repo, "forget")?;
+                let forget = crate::ops::forget(&repo, options, *dry_run, |_| {})?;
+                let prune = if *prune {
+                    let opts = PruneOptions::default();
+                    Some(crate::ops::prune(&repo, &opts, *dry_run, |_| {})?)
+                } else {
+                    None
+                };
+                JobReport::Forget { forget, prune }
+            }
+            Operation::Prune { options, dry_run } => {
+                maintenance_lock(&repo, "prune")?;
+                JobReport::Prune(crate::ops::prune(&repo, options, *dry_run, |_| {})?)
+            }
+            Operation::Check { read_data } => JobReport::Check(check(&repo, *read_data)?),
+        })
     }
 
     fn redact(&self, mut line: String) -> String {
@@ -455,18 +547,35 @@ impl Jobs {
     }
 }
 
-fn conflict(records: &Records, spec: &JobSpec) -> Option<String> {
+/// A record as shown: a running backup's live counters filled in.
+fn with_progress(records: &Records, job: &Job) -> Job {
+    let mut job = job.clone();
+    if let Some(running) = records.running.get(&job.id) {
+        if job.kind == JobKind::Backup {
+            let v = running.progress.view();
+            job.progress = Some(JobProgress {
+                percent_done: v.fraction().unwrap_or(0.0),
+                files_done: v.files_done,
+                total_files: v.total_files,
+                bytes_done: v.bytes_done,
+                total_bytes: v.total_bytes,
+            });
+        }
+    }
+    job
+}
+
+fn conflict(records: &Records, kind: JobKind, spec: &JobSpec) -> Option<String> {
     let running = records.jobs.iter().filter(|j| j.is_running());
     for job in running {
-        if spec.kind == JobKind::Backup && job.kind == JobKind::Backup && job.source == spec.source
-        {
+        if kind == JobKind::Backup && job.kind == JobKind::Backup && job.source == spec.source {
             return Some(format!(
                 "a backup of source {:?} is already running (job {})",
                 spec.source.as_deref().unwrap_or(""),
                 job.id
             ));
         }
-        let both_maintenance = spec.kind.is_maintenance() && job.kind.is_maintenance();
+        let both_maintenance = kind.is_maintenance() && job.kind.is_maintenance();
         if spec.trigger == Trigger::Api && job.repository == spec.repository && both_maintenance {
             return Some(format!(
                 "repository {:?} is busy: maintenance job {} ({}) is running, and forget and \
@@ -478,40 +587,6 @@ fn conflict(records: &Records, spec: &JobSpec) -> Option<String> {
         }
     }
     None
-}
-
-/// SIGINT to the job's process group (the job leads its own group).
-fn interrupt(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        if pid > 0 {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            );
-        }
-    }
-}
-
-async fn for_each_line(reader: impl AsyncRead + Unpin, mut each: impl FnMut(String)) {
-    let mut reader = BufReader::new(reader);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                each(line.trim_end_matches(['\n', '\r']).to_string());
-            }
-        }
-    }
-}
-
-fn push_tail(tail: &mut Vec<String>, line: String) {
-    if tail.len() == LOG_TAIL_LINES {
-        tail.remove(0);
-    }
-    tail.push(line);
 }
 
 pub fn now_rfc3339() -> String {

@@ -1,17 +1,18 @@
 //! `cairn serve`: the scheduler and the REST API in one process, driven by
-//! the settings file ([`crate::settings`]). Jobs run as child processes of
-//! this binary ([`jobs`]); their records persist in the state directory
-//! ([`store`]).
+//! the settings file ([`crate::settings`]). Jobs run library operations
+//! in-process ([`jobs`]) on the repositories serve holds open ([`repos`]);
+//! their records persist in the state directory ([`store`]).
 
 pub mod api;
 pub mod jobs;
 mod metrics;
+pub mod repos;
 mod schedule;
 mod specs;
 pub mod store;
 
 use crate::settings::{Settings, DEFAULT_LISTEN};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use jobs::Jobs;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,14 +21,14 @@ use std::sync::Arc;
 
 /// Tokens shorter than this are refused: the API can restore and delete.
 const MIN_TOKEN_LEN: usize = 16;
+/// An index cache unused this long is closed (a person may want it).
+const CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+const CACHE_RELEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long `serve` waits for interrupted jobs to stop when it is stopped.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub struct ServerState {
     pub settings: Settings,
-    /// Absolute, so jobs find it whatever their working directory.
-    pub config_path: PathBuf,
-    pub exe: PathBuf,
     pub token: String,
     pub jobs: Arc<Jobs>,
     /// Scheduled runs skipped because the source was still busy.
@@ -35,8 +36,8 @@ pub struct ServerState {
     /// Where job records live (no restore may write there).
     pub state_dir: PathBuf,
     /// Each repository opened on first use, its key unlocked once and held
-    /// while serve runs: listings and lookups are answered in-process.
-    pub repos: HashMap<String, tokio::sync::OnceCell<Arc<crate::repo::OpenedRepository>>>,
+    /// while serve runs, with one index cache for all its jobs.
+    pub repos: Arc<repos::OpenRepositories>,
 }
 
 pub struct ServeOptions {
@@ -56,7 +57,6 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         .clone()
         .unwrap_or_else(default_state_dir);
     let store = store::JobStore::open(&state_dir, settings.server.job_history.unwrap_or(1000))?;
-    let exe = std::env::current_exe().context("cannot find cairn's own executable")?;
     // what job records and logs never show: the token, and every
     // secret-bearing storage setting
     let mut secrets = vec![token.clone()];
@@ -68,7 +68,13 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
                 .map(|(_, v)| v.clone()),
         );
     }
-    let jobs = Arc::new(Jobs::open(exe.clone(), store, secrets)?);
+    let repos = Arc::new(repos::OpenRepositories::new(&settings));
+    let jobs = Arc::new(Jobs::open(
+        store,
+        Arc::clone(&repos),
+        settings.sources.clone(),
+        secrets,
+    )?);
     let listen = opts
         .listen
         .clone()
@@ -79,15 +85,8 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         .keys()
         .map(|k| (k.clone(), AtomicU64::new(0)))
         .collect();
-    let repos = settings
-        .repositories
-        .keys()
-        .map(|k| (k.clone(), tokio::sync::OnceCell::new()))
-        .collect();
     let state = Arc::new(ServerState {
         settings,
-        config_path,
-        exe,
         token,
         jobs,
         skipped,
@@ -123,11 +122,13 @@ async fn run(state: Arc<ServerState>, listen: &str, state_dir: &Path) -> Result<
         state_dir.display()
     );
     let scheduler = tokio::spawn(schedule::run(Arc::clone(&state)));
+    let releaser = tokio::spawn(release_idle_caches(Arc::clone(&state.repos)));
     let app = api::router(Arc::clone(&state));
     axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())
         .await?;
     scheduler.abort();
+    releaser.abort();
     if state.jobs.cancel_all() {
         log::info!("stopping; waiting for running jobs to stop cleanly");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -137,6 +138,15 @@ async fn run(state: Arc<ServerState>, listen: &str, state_dir: &Path) -> Result<
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Closes index caches no job or request has used for a while.
+async fn release_idle_caches(repos: Arc<repos::OpenRepositories>) {
+    loop {
+        tokio::time::sleep(CACHE_RELEASE_CHECK).await;
+        let repos = Arc::clone(&repos);
+        let _ = tokio::task::spawn_blocking(move || repos.release_idle(CACHE_IDLE)).await;
+    }
 }
 
 async fn stop_signal() {

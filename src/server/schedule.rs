@@ -55,14 +55,10 @@ fn fire(state: &Arc<ServerState>, name: &str) {
     let Some(source) = state.settings.sources.get(name) else {
         return;
     };
-    let spec = super::specs::backup(
-        &state.settings,
-        &state.config_path,
-        name,
-        source,
-        Trigger::Schedule,
-    );
-    match state.jobs.start(spec) {
+    match state
+        .jobs
+        .start(super::specs::backup(name, source, Trigger::Schedule))
+    {
         Ok(_) => {}
         Err(StartError::Conflict(why)) => {
             log::info!("schedule: skipping {name} this time: {why}");

@@ -61,7 +61,7 @@ pub struct RequestCounts {
     pub delete: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestTally {
     pub put: u64,
     pub get: u64,

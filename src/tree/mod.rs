@@ -43,6 +43,19 @@ impl NodeKind {
             NodeKind::Socket => "socket",
         }
     }
+
+    /// The letter `ls -l` shows for this kind.
+    pub fn type_char(&self) -> char {
+        match self {
+            NodeKind::File { .. } => '-',
+            NodeKind::Dir { .. } => 'd',
+            NodeKind::Symlink { .. } => 'l',
+            NodeKind::BlockDevice { .. } => 'b',
+            NodeKind::CharDevice { .. } => 'c',
+            NodeKind::Fifo => 'p',
+            NodeKind::Socket => 's',
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
