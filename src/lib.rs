@@ -44,6 +44,8 @@ pub mod server;
 #[cfg(feature = "full")]
 pub mod settings;
 #[cfg(feature = "full")]
+pub mod size;
+#[cfg(feature = "full")]
 pub mod source;
 #[cfg(feature = "full")]
 pub mod storage;

@@ -71,6 +71,17 @@ pub struct SourceSettings {
     pub paths: Vec<PathBuf>,
     #[serde(default)]
     pub excludes: Vec<String>,
+    /// Exclude patterns matched ignoring case.
+    #[serde(default)]
+    pub iexcludes: Vec<String>,
+    /// Leave out directories holding a valid CACHEDIR.TAG.
+    #[serde(default)]
+    pub exclude_caches: bool,
+    /// `NAME` or `NAME:HEADER`: leave out directories holding such a file.
+    #[serde(default)]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than this (e.g. `2G`).
+    pub exclude_larger_than: Option<String>,
     #[serde(default)]
     pub one_file_system: bool,
     /// Named streams: each command's stdout becomes the file `/NAME`.
@@ -258,6 +269,10 @@ impl Settings {
                     return Err(at.error(&format!("`{hook}` is an empty command")));
                 }
             }
+            // patterns, marker names and sizes, compiled as a backup would
+            crate::backup::BackupOptions::of_source(source)
+                .and_then(|o| crate::source::exclude::Excludes::new(&o.excludes))
+                .map_err(|e| at.error(&format!("{e:#}")))?;
             if let Some(expr) = &source.schedule {
                 parse_schedule(expr).map_err(|e| at.error(&e.to_string()))?;
             }

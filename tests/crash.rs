@@ -137,8 +137,16 @@ fn prune_killed_at_each_step_loses_nothing() {
     ] {
         let s = scenario();
         s.env.ok(&["backup", s.big.to_str().unwrap()]);
+        // replace the second half of four files: whatever the pack
+        // boundaries, packs then hold live blobs (first halves) beside dead
+        // ones (the old second halves), so prune repacks
         for i in 0..4 {
-            std::fs::write(s.big.join(format!("f{i}")), noise(5_000_000, 700 + i)).unwrap();
+            let f = s.big.join(format!("f{i}"));
+            let mut bytes = std::fs::read(&f).unwrap();
+            let half = bytes.len() / 2;
+            bytes.truncate(half);
+            bytes.extend(noise(5_000_000 - half, 700 + i));
+            std::fs::write(&f, bytes).unwrap();
         }
         s.env.ok(&["backup", s.big.to_str().unwrap()]);
         // drop the first backup of big: its half-replaced data becomes garbage

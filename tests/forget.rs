@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command as Process;
 
 /// One snapshot of the timeline: host, time (UTC), tags. Each gets a unique
 /// tag `sN` so the two tools' snapshots can be matched.
@@ -46,28 +45,6 @@ fn timeline() -> Vec<Planned> {
         });
     }
     out
-}
-
-fn restic(env: &Env, args: &[&str]) -> String {
-    let out = Process::new("restic")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", env.dir.path())
-        .env("TZ", "UTC")
-        .env("RESTIC_REPOSITORY", env.path("restic-repo"))
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .arg("--no-cache")
-        .args(args)
-        .output()
-        .expect(
-            "restic must be installed to compare forget policies (scripts/test.sh installs it)",
-        );
-    assert!(
-        out.status.success(),
-        "restic {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// host → the `sN` tags of the kept snapshots, from either tool's JSON.

@@ -398,9 +398,10 @@ impl<'a, 's> Archiver<'a, 's> {
             )),
         }
         entries.sort();
+        let marker = self.excludes.marker_in(dir);
         let mut nodes = Vec::with_capacity(entries.len());
         for (name, path) in entries {
-            if self.excludes.is_excluded(&path) {
+            if Excludes::left_out_beside(marker.as_deref(), &name) {
                 continue;
             }
             let meta = match std::fs::symlink_metadata(&path) {
@@ -411,6 +412,9 @@ impl<'a, 's> Archiver<'a, 's> {
                     continue;
                 }
             };
+            if self.excludes.excludes(&path, &meta) {
+                continue;
+            }
             let parent_node = parent.and_then(|t| t.tree.find(&name));
             let verified = parent.is_some_and(|p| p.verified);
             if let Some(node) =

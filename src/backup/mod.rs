@@ -10,7 +10,7 @@ use crate::id::Id;
 use crate::repo::snapshots::{normalize_path_text, SnapshotFilter};
 use crate::repo::{hostname, now_ns, username, Repository};
 use crate::source::command::CommandStream;
-use crate::source::exclude::Excludes;
+use crate::source::exclude::{ExcludeOptions, Excludes, CACHEDIR_TAG};
 use crate::source::pipe::ReadAhead;
 use crate::storage::RequestTally;
 use crate::tree::snapshot::{BackupSummary, Snapshot};
@@ -67,7 +67,7 @@ pub struct StreamSource {
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
     pub streams: Vec<StreamSource>,
-    pub excludes: Vec<String>,
+    pub excludes: ExcludeOptions,
     pub one_file_system: bool,
     pub parent: ParentChoice,
     pub detection: ChangeDetection,
@@ -84,8 +84,17 @@ impl BackupOptions {
     /// A backup of a configured source: its paths, command streams,
     /// excludes, tags and host, everything else the default. (The CLI adds
     /// its arguments to these.)
-    pub fn of_source(source: &crate::settings::SourceSettings) -> BackupOptions {
-        BackupOptions {
+    pub fn of_source(source: &crate::settings::SourceSettings) -> Result<BackupOptions> {
+        let mut if_present = source.exclude_if_present.clone();
+        if source.exclude_caches {
+            if_present.push(CACHEDIR_TAG.to_string());
+        }
+        let larger_than = source
+            .exclude_larger_than
+            .as_deref()
+            .map(|s| crate::size::parse_size(s).context("exclude_larger_than"))
+            .transpose()?;
+        Ok(BackupOptions {
             paths: source.paths.clone(),
             streams: source
                 .commands
@@ -95,7 +104,12 @@ impl BackupOptions {
                     input: StreamInput::Command(c.command.clone()),
                 })
                 .collect(),
-            excludes: source.excludes.clone(),
+            excludes: ExcludeOptions {
+                patterns: source.excludes.clone(),
+                ipatterns: source.iexcludes.clone(),
+                if_present,
+                larger_than,
+            },
             one_file_system: source.one_file_system,
             snapshot: SnapshotOptions {
                 tags: source.tags.clone(),
@@ -104,7 +118,7 @@ impl BackupOptions {
             },
             child_env: source.child_env(),
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -249,7 +263,7 @@ pub fn backup(
                 paths,
                 hostname: host,
                 parent: parent.map(|(id, _)| id),
-                excludes: opts.excludes.clone(),
+                excludes: opts.excludes.recorded(),
                 ..Default::default()
             })
         });
@@ -399,7 +413,7 @@ fn run(
         let mut archiver = Archiver::new(
             repo,
             saver.as_ref(),
-            Excludes::new(&[])?,
+            Excludes::new(&ExcludeOptions::default())?,
             false,
             ChangeDetection::default(),
             &in_flight,

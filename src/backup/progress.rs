@@ -4,6 +4,7 @@
 //! percentage and the ETA once it finishes (usually long before the backup).
 
 use crate::source::exclude::Excludes;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -92,13 +93,16 @@ fn push_children(dir: &Path, excludes: &Excludes, stack: &mut Vec<(PathBuf, std:
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let marker = excludes.marker_in(dir);
     for e in entries.flatten() {
-        let path = e.path();
-        if excludes.is_excluded(&path) {
+        if Excludes::left_out_beside(marker.as_deref(), e.file_name().as_bytes()) {
             continue;
         }
+        let path = e.path();
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
-            stack.push((path, meta));
+            if !excludes.excludes(&path, &meta) {
+                stack.push((path, meta));
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use cairn::backup::{
 };
 use cairn::hooks::around_backup;
 use cairn::settings::{Settings, SourceSettings};
-use cairn::source::exclude::Excludes;
+use cairn::source::exclude::{Patterns, CACHEDIR_TAG};
 use cairn::storage::RequestTally;
 use cairn::Id;
 use std::path::PathBuf;
@@ -19,12 +19,30 @@ use std::sync::Arc;
 pub struct BackupArgs {
     /// Files and directories to back up
     paths: Vec<PathBuf>,
-    /// Exclude entries matching this pattern (repeatable)
-    #[arg(long = "exclude", short = 'e')]
+    /// Leave out entries matching PATTERN (repeatable): `/` at the start
+    /// anchors it at the root, otherwise it matches at any depth; `dir/`
+    /// matches directories only; `!PATTERN` takes an exclusion back
+    #[arg(long = "exclude", short = 'e', value_name = "PATTERN")]
     excludes: Vec<String>,
-    /// Read exclude patterns from this file (repeatable)
-    #[arg(long = "exclude-file")]
+    /// Like --exclude, ignoring case
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    iexcludes: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (repeatable)
+    #[arg(long = "exclude-file", value_name = "FILE")]
     exclude_files: Vec<PathBuf>,
+    /// Read patterns from FILE, matched ignoring case (repeatable)
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    iexclude_files: Vec<PathBuf>,
+    /// Leave out directories holding a valid CACHEDIR.TAG
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out directories holding a file NAME (NAME:HEADER: whose
+    /// content starts with HEADER) (repeatable)
+    #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
+    exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (e.g. 500M, 2G)
+    #[arg(long, value_name = "SIZE", value_parser = cairn::size::parse_size)]
+    exclude_larger_than: Option<u64>,
     /// Do not cross file-system boundaries
     #[arg(long, short = 'x')]
     one_file_system: bool,
@@ -146,11 +164,26 @@ fn run_backup(
 /// The command line, joined with the configured source (if any): paths,
 /// streams, excludes and tags add up; a host given here wins.
 fn backup_options(a: &BackupArgs, source: Option<&SourceSettings>) -> Result<BackupOptions> {
-    let mut opts = source.map(BackupOptions::of_source).unwrap_or_default();
+    let mut opts = source
+        .map(BackupOptions::of_source)
+        .transpose()?
+        .unwrap_or_default();
     opts.paths.extend(a.paths.iter().cloned());
-    opts.excludes.extend(a.excludes.iter().cloned());
+    let ex = &mut opts.excludes;
+    ex.patterns.extend(a.excludes.iter().cloned());
     for f in &a.exclude_files {
-        opts.excludes.extend(Excludes::read_pattern_file(f)?);
+        ex.patterns.extend(Patterns::read_file(f)?);
+    }
+    ex.ipatterns.extend(a.iexcludes.iter().cloned());
+    for f in &a.iexclude_files {
+        ex.ipatterns.extend(Patterns::read_file(f)?);
+    }
+    ex.if_present.extend(a.exclude_if_present.iter().cloned());
+    if a.exclude_caches {
+        ex.if_present.push(CACHEDIR_TAG.to_string());
+    }
+    if a.exclude_larger_than.is_some() {
+        ex.larger_than = a.exclude_larger_than;
     }
     let tags = a
         .tags

@@ -27,7 +27,7 @@ impl PruneArgs {
         let max_repack_bytes = self
             .max_repack_size
             .as_deref()
-            .map(parse_size)
+            .map(cairn::size::parse_size)
             .transpose()?;
         Ok(PruneOptions {
             max_unused_percent,
@@ -36,23 +36,6 @@ impl PruneArgs {
                 .expect("parse_duration bounds it"),
         })
     }
-}
-
-/// `500M`, `10G`, `4096` (binary units).
-fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| anyhow!("{s:?} is not a size: use e.g. 500M or 10G"))
 }
 
 #[derive(clap::Args)]

@@ -4,7 +4,7 @@
 use crate::filter::BlobKind;
 use crate::id::Id;
 use crate::repo::{PathTarget, Repository};
-use crate::source::exclude::Excludes;
+use crate::source::exclude::Patterns;
 use crate::tree::{Node, NodeKind};
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
@@ -62,8 +62,8 @@ impl Plan {
 
 struct Walker<'a> {
     repo: &'a Repository,
-    includes: Option<Excludes>,
-    excludes: Excludes,
+    includes: Option<Patterns>,
+    excludes: Patterns,
     plan: Plan,
     link_groups: HashMap<(u64, u64), PathBuf>,
 }
@@ -78,12 +78,12 @@ pub fn build(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Plan>
     let includes = if trimmed.is_empty() {
         None
     } else {
-        Some(Excludes::new(&trimmed)?)
+        Some(Patterns::new(&trimmed)?)
     };
     let mut w = Walker {
         repo,
         includes,
-        excludes: Excludes::new(&sel.excludes)?,
+        excludes: Patterns::new(&sel.excludes)?,
         plan: Plan {
             target: opts.target.clone(),
             dirs: Vec::new(),
@@ -114,10 +114,10 @@ fn has_glob(p: &str) -> bool {
 
 impl Walker<'_> {
     /// Whether `abs` is selected by the includes (or there are none).
-    fn included(&self, abs: &str) -> bool {
+    fn included(&self, abs: &str, is_dir: bool) -> bool {
         self.includes
             .as_ref()
-            .is_none_or(|inc| inc.is_excluded(Path::new(abs)))
+            .is_none_or(|inc| inc.matches(Path::new(abs), is_dir))
     }
 
     /// Whether a directory that is not itself included may hold included
@@ -127,9 +127,11 @@ impl Walker<'_> {
         self.includes.as_ref().is_none_or(|inc| {
             inc.patterns().iter().any(|p| {
                 let p = p.trim_end_matches('/');
-                has_glob(p)
-                    || !p.contains('/')
-                    || (p.starts_with(abs) && p.as_bytes().get(abs.len()) == Some(&b'/'))
+                // a pattern not anchored at the root matches at any depth
+                !p.starts_with('!')
+                    && (has_glob(p)
+                        || !p.starts_with('/')
+                        || (p.starts_with(abs) && p.as_bytes().get(abs.len()) == Some(&b'/')))
             })
         })
     }
@@ -149,10 +151,11 @@ impl Walker<'_> {
         for node in tree.nodes {
             let abs = format!("{abs_dir}/{}", node.name_lossy());
             let path = dest.join(std::ffi::OsStr::from_bytes(&node.name));
-            if self.excludes.is_excluded(Path::new(&abs)) {
+            let is_dir = matches!(node.kind, NodeKind::Dir { .. });
+            if self.excludes.matches(Path::new(&abs), is_dir) {
                 continue;
             }
-            let selected_here = selected || self.included(&abs);
+            let selected_here = selected || self.included(&abs, is_dir);
             if selected_here {
                 self.add(node, &abs, path, dir, true)?;
             } else if let NodeKind::Dir { subtree } = node.kind {

@@ -586,3 +586,25 @@ impl Env {
         self.ok(&args)
     }
 }
+
+/// Runs restic (the reference some tests compare with) on the repository
+/// `restic-repo` of `env`; its stdout.
+pub fn restic(env: &Env, args: &[&str]) -> String {
+    let out = std::process::Command::new("restic")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", env.dir.path())
+        .env("TZ", "UTC")
+        .env("RESTIC_REPOSITORY", env.path("restic-repo"))
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .arg("--no-cache")
+        .args(args)
+        .output()
+        .expect("restic must be installed: it is the reference (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "restic {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
