@@ -139,7 +139,7 @@ pub fn backup_source(
     source: &SourceSettings,
     run: &SourceRun,
 ) -> Result<SourceBackupReport> {
-    let opts = BackupOptions::of_source(source);
+    let opts = BackupOptions::of_source(source)?;
     let report = around_backup(name, source, || {
         let outcome = backup(repo, &opts, run.cancel, run.progress)?;
         Ok((outcome.report(repo.storage.requests()), outcome.snapshot_id))

@@ -4,9 +4,11 @@
 mod backup;
 mod cat;
 mod check;
+mod diff;
 mod dump;
 mod forget;
 mod init;
+mod key;
 mod ls;
 mod password;
 mod progress;
@@ -106,6 +108,8 @@ enum Command {
     Ls(ls::LsArgs),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::RestoreArgs),
+    /// Show what changed between two snapshots
+    Diff(diff::DiffArgs),
     /// Write a file to stdout, or a directory as a tar stream
     Dump(dump::DumpArgs),
     /// Print a repository object as JSON, for debugging
@@ -121,6 +125,9 @@ enum Command {
     /// Rebuild damaged repository structures
     #[command(subcommand)]
     Repair(repair::RepairCommand),
+    /// Manage the repository's keys (passwords)
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Run the scheduler and the REST API of a settings file
     Serve(serve::ServeArgs),
 }
@@ -249,6 +256,7 @@ fn run_command(cli: &Cli) -> Result<i32> {
             | Command::Serve(_)
             | Command::Init(_)
             | Command::Unlock(_)
+            | Command::Key(_)
     ) {
         // SAFETY: changing a signal disposition to "ignore".
         unsafe {
@@ -262,12 +270,14 @@ fn run_command(cli: &Cli) -> Result<i32> {
         Command::Ls(a) => ls::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Dump(a) => dump::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Forget(a) => forget::run(g, a),
         Command::Prune(a) => prune::run(g, a),
         Command::Unlock(a) => unlock::run(g, a),
         Command::Repair(a) => repair::run(g, a),
+        Command::Key(a) => key::run(g, a),
         Command::Serve(a) => serve::run(g, a),
     }
 }

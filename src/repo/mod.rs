@@ -4,6 +4,8 @@
 pub mod access;
 pub mod browse;
 mod commit_check;
+pub mod diff;
+pub mod keys;
 pub mod layout;
 pub mod lock;
 mod rewrite_index;
@@ -59,6 +61,8 @@ fn all_read(
 pub struct OpenedRepository {
     pub storage: Storage,
     pub keys: MasterKeys,
+    /// The key file the password opened.
+    pub key_id: Id,
     pub config: Config,
     /// Snapshots read so far: they never change (their name is their hash),
     /// so a listing reads only the new ones.
@@ -161,12 +165,7 @@ pub(crate) fn store_sealed(
 /// Creates a repository: a key file, then the config (written last: it is
 /// what makes the location a repository).
 pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Config> {
-    if password.is_empty() {
-        return Err(anyhow!(
-            "an empty password protects nothing: choose one (the data cannot be recovered \
-             without it)"
-        ));
-    }
+    keys::check_new_password(password)?;
     if storage.exists(layout::CONFIG)? {
         return Err(Fail::RepoExists(storage.location().to_string()).into());
     }
@@ -175,9 +174,7 @@ pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Co
     }
     opts.chunker.validate()?;
     let keys = MasterKeys::generate();
-    let key = KeyFile::create(password, &keys, opts.kdf, now_ns(), hostname(), username())?;
-    let key_bytes = key.encode();
-    storage.write(&layout::key(&Id::of_stored_bytes(&key_bytes)), key_bytes)?;
+    keys::store_key(storage, &keys, password, opts.kdf)?;
     let config = Config {
         version: REPO_VERSION,
         id: Id(random_bytes()),
@@ -247,7 +244,7 @@ impl OpenedRepository {
         if !storage.exists(layout::CONFIG)? {
             return Err(Fail::RepoNotFound(storage.location().to_string()).into());
         }
-        let (_, keys) = unlock(&storage, password)?;
+        let (key_id, keys) = unlock(&storage, password)?;
         let sealed = storage.read(layout::CONFIG)?;
         let plain = keys
             .cipher()
@@ -257,6 +254,7 @@ impl OpenedRepository {
         Ok(OpenedRepository {
             storage,
             keys,
+            key_id,
             config,
             snapshots: Default::default(),
         })
