@@ -167,7 +167,8 @@ fn snapshots_are_found_by_the_rules_the_cli_and_the_server_share() {
     };
     assert_eq!(kind("xyz"), "not an id");
     assert_eq!(kind(&"0".repeat(65)), "not an id");
-    let absent = if a.to_hex().starts_with("00") {
+    // b with its first byte changed: no snapshot has that id
+    let absent = if b.to_hex().starts_with("00") {
         "ff"
     } else {
         "00"
