@@ -6,7 +6,9 @@ mod cat;
 mod check;
 mod diff;
 mod dump;
+mod find;
 mod forget;
+mod generate;
 mod init;
 mod key;
 mod ls;
@@ -18,6 +20,8 @@ mod repair;
 mod restore;
 mod serve;
 mod snapshots;
+mod stats;
+mod tag;
 mod unlock;
 
 use anyhow::{anyhow, Result};
@@ -108,6 +112,8 @@ enum Command {
     Ls(ls::LsArgs),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::RestoreArgs),
+    /// Find files and directories by name in snapshots
+    Find(find::FindArgs),
     /// Show what changed between two snapshots
     Diff(diff::DiffArgs),
     /// Write a file to stdout, or a directory as a tar stream
@@ -120,6 +126,10 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs; repack mostly unused packs
     Prune(prune::PruneCommand),
+    /// How much data snapshots hold
+    Stats(stats::StatsArgs),
+    /// Add, remove or set the tags of snapshots
+    Tag(tag::TagArgs),
     /// Remove stale locks (or, with --remove-all, every lock)
     Unlock(unlock::UnlockArgs),
     /// Rebuild damaged repository structures
@@ -130,6 +140,10 @@ enum Command {
     Key(key::KeyCommand),
     /// Run the scheduler and the REST API of a settings file
     Serve(serve::ServeArgs),
+    /// Write shell completions and man pages
+    Generate(generate::GenerateArgs),
+    /// Print version, commit, target and features
+    Version,
 }
 
 /// `--host/--tag/--path`: how `latest` and listings are narrowed.
@@ -257,6 +271,7 @@ fn run_command(cli: &Cli) -> Result<i32> {
             | Command::Init(_)
             | Command::Unlock(_)
             | Command::Key(_)
+            | Command::Tag(_)
     ) {
         // SAFETY: changing a signal disposition to "ignore".
         unsafe {
@@ -271,15 +286,43 @@ fn run_command(cli: &Cli) -> Result<i32> {
         Command::Restore(a) => restore::run(g, a),
         Command::Dump(a) => dump::run(g, a),
         Command::Diff(a) => diff::run(g, a),
+        Command::Find(a) => find::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Forget(a) => forget::run(g, a),
         Command::Prune(a) => prune::run(g, a),
         Command::Unlock(a) => unlock::run(g, a),
+        Command::Tag(a) => tag::run(g, a),
+        Command::Stats(a) => stats::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Key(a) => key::run(g, a),
         Command::Serve(a) => serve::run(g, a),
+        Command::Generate(a) => generate::run(g, a),
+        Command::Version => version(g),
     }
+}
+
+/// What `cairn version` says (and `--json` gives as fields).
+fn version(g: &GlobalArgs) -> Result<i32> {
+    let info = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": option_env!("CAIRN_COMMIT").unwrap_or("unknown"),
+        "target": format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+        "format_version": cairn::config::REPO_VERSION,
+        "storage": ["local", "s3", "swift", "memory"],
+    });
+    if g.json {
+        println!("{info}");
+    } else {
+        println!(
+            "cairn {} (commit {}, {}, repository format {}; storage: local, s3, swift, memory)",
+            info["version"].as_str().unwrap_or(""),
+            info["commit"].as_str().unwrap_or(""),
+            info["target"].as_str().unwrap_or(""),
+            info["format_version"]
+        );
+    }
+    Ok(0)
 }
 
 fn exit_code_of(e: &anyhow::Error) -> i32 {

@@ -32,6 +32,9 @@ pub struct EntryListing {
     pub link_target: Option<String>,
     /// Always "node" (restic's marker for entries in a JSON listing).
     pub struct_type: String,
+    /// `mtime` as a number, for filters.
+    #[serde(skip)]
+    pub mtime_ns: i64,
 }
 
 impl EntryListing {
@@ -56,6 +59,7 @@ impl EntryListing {
                 _ => None,
             },
             struct_type: "node".to_string(),
+            mtime_ns: node.mtime_ns,
         }
     }
 }

@@ -5,11 +5,14 @@ pub mod access;
 pub mod browse;
 mod commit_check;
 pub mod diff;
+pub mod find;
 pub mod keys;
 pub mod layout;
 pub mod lock;
 mod rewrite_index;
 pub mod snapshots;
+pub mod stats;
+pub mod tags;
 
 pub use commit_check::{revival_allowed, CommitWindow, UNINDEXED_MIN_AGE_NS};
 pub use rewrite_index::IndexRewrite;
