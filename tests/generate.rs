@@ -53,3 +53,36 @@ fn completions_and_man_pages_name_every_command() {
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["format_version"], 1);
 }
+
+/// `cairn cache`: the cache directory is tagged, listed, and old caches
+/// go while the one in use stays.
+#[test]
+fn caches_are_tagged_listed_and_cleaned_up() {
+    let env = Env::new();
+    env.init();
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), b"x").unwrap();
+    env.ok(&["backup", data.to_str().unwrap()]);
+    let tag = std::fs::read_to_string(env.cache.join("CACHEDIR.TAG")).unwrap();
+    assert!(tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"));
+    // an old cache of a repository long gone
+    let old = env.cache.join("ab".repeat(32));
+    std::fs::create_dir_all(old.join("index")).unwrap();
+    std::fs::write(old.join("index/000001.sst"), vec![0u8; 4096]).unwrap();
+    set_mtime(&old.join("index/000001.sst"), 1_500_000_000, 0);
+    set_mtime(&old.join("index"), 1_500_000_000, 0);
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["cache", "--json"])).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[1]["repository_id"], "ab".repeat(32));
+    assert!(list[1]["days_unused"].as_u64().unwrap() > 1000);
+    let removed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cache", "--cleanup", "--json"])).unwrap();
+    assert_eq!(removed.as_array().unwrap().len(), 1, "{removed}");
+    assert!(!old.exists());
+    // the repository's own cache stays, and works
+    env.ok(&["snapshots"]);
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["cache", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}

@@ -66,8 +66,7 @@ fn restores(repo: &Repository, snapshot: cairn::id::Id, source: &std::path::Path
     let opts = RestoreOptions {
         target: target.path().to_path_buf(),
         subpath: None,
-        selection: Default::default(),
-        dry_run: false,
+        ..Default::default()
     };
     let out = restore(repo, snap.tree, &opts).unwrap();
     assert!(out.errors.is_empty(), "{:?}", out.errors);

@@ -236,6 +236,35 @@ fn the_api_backs_up_restores_and_forgets() {
     std::fs::write(env.path("data").join("new.txt"), b"more").unwrap();
     let second = server.start_job("/sources/files/backup", json!(null));
     assert_eq!(second["state"], "succeeded", "{second}");
+
+    // what changed, where a name occurs, how much there is: in-process reads
+    let (status, diff) = server.get(&format!(
+        "/repositories/main/diff?from={}&to={}",
+        first,
+        second["snapshot_id"].as_str().unwrap()
+    ));
+    assert_eq!(status, 200, "{diff}");
+    let added = env.path("data").join("new.txt").display().to_string();
+    assert_eq!(
+        diff["changes"],
+        json!([{"path": added, "modifier": "+"}]),
+        "{diff}"
+    );
+    assert_eq!(diff["statistics"]["added"]["files"], 1, "{diff}");
+    let (status, found) = server.get("/repositories/main/find?pattern=new.txt");
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["snapshots"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(
+        found["snapshots"][0]["snapshot"], second["snapshot_id"],
+        "{found}"
+    );
+    let (status, stats) = server.get("/repositories/main/stats?mode=files-by-contents");
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["total_file_count"], 2, "{stats}");
+    let (status, body) = server.get("/repositories/main/stats?mode=everything");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.get("/repositories/main/find?pattern=a%5B");
+    assert_eq!(status, 400, "{body}");
     let job = server.start_job(
         "/repositories/main/forget",
         json!({"keep_last": 1, "prune": true}),

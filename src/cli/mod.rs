@@ -2,6 +2,7 @@
 //! command maps its arguments to a library call and renders the result.
 
 mod backup;
+mod cache;
 mod cat;
 mod check;
 mod diff;
@@ -140,6 +141,8 @@ enum Command {
     Key(key::KeyCommand),
     /// Run the scheduler and the REST API of a settings file
     Serve(serve::ServeArgs),
+    /// List the local caches, or remove old ones
+    Cache(cache::CacheArgs),
     /// Write shell completions and man pages
     Generate(generate::GenerateArgs),
     /// Print version, commit, target and features
@@ -298,6 +301,7 @@ fn run_command(cli: &Cli) -> Result<i32> {
         Command::Key(a) => key::run(g, a),
         Command::Serve(a) => serve::run(g, a),
         Command::Generate(a) => generate::run(g, a),
+        Command::Cache(a) => cache::run(g, a),
         Command::Version => version(g),
     }
 }

@@ -31,6 +31,15 @@ pub struct RestoreArgs {
     /// Show what would be restored, write nothing
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Existing files: always (write again), if-changed (unless the content
+    /// already matches; the default), if-newer (only if the snapshot's is
+    /// newer), never (leave them, metadata included)
+    #[arg(long, default_value = "if-changed", value_name = "MODE")]
+    overwrite: cairn::restore::Overwrite,
+    /// Remove what the restored directories hold that the snapshot does not
+    /// (never outside the target; not with --include/--exclude)
+    #[arg(long, conflicts_with_all = ["includes", "excludes"])]
+    delete: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -61,6 +70,8 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
             excludes: a.excludes.clone(),
         },
         dry_run: a.dry_run,
+        overwrite: a.overwrite,
+        delete: a.delete,
     };
     let never = std::sync::atomic::AtomicBool::new(false);
     let report = cairn::ops::restore(&repo, (id, snap.tree), &opts, a.verify, &never)?;
@@ -69,8 +80,12 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
         println!("{}", message("summary", &report));
     } else if !g.quiet {
         println!(
-            "{} snapshot {} to {}: {} files ({} already matched), {} dirs, {} other entries, {} written",
-            if a.dry_run { "would restore" } else { "restored" },
+            "{} snapshot {} to {}: {} files ({} skipped), {} dirs, {} other entries, {} written",
+            if a.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
             id.short(),
             target.display(),
             out.files_restored,
@@ -79,6 +94,9 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
             out.other_entries,
             bytes(out.bytes_written)
         );
+        if a.delete {
+            println!("deleted {} entries the snapshot does not have", out.deleted);
+        }
     }
     if out.errors.is_empty() {
         return Ok(0);

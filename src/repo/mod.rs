@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod browse;
+pub mod caches;
 mod commit_check;
 pub mod diff;
 pub mod find;
@@ -101,15 +102,25 @@ pub enum CacheLocation {
 
 impl CacheLocation {
     pub fn default_dir() -> CacheLocation {
-        let base = dirs::cache_dir().unwrap_or_else(std::env::temp_dir);
-        CacheLocation::Dir(base.join("cairn"))
+        CacheLocation::dir_or_default(None)
     }
 
     /// `dir` if one is given, else the user's cache directory.
     pub fn dir_or_default(dir: Option<&std::path::Path>) -> CacheLocation {
-        dir.map_or_else(CacheLocation::default_dir, |d| {
-            CacheLocation::Dir(d.to_path_buf())
-        })
+        CacheLocation::Dir(CacheLocation::base_dir(dir))
+    }
+
+    /// The directory holding every repository's cache: `dir`, else
+    /// `cairn` in the user's cache directory.
+    pub fn base_dir(dir: Option<&std::path::Path>) -> PathBuf {
+        dir.map_or_else(
+            || {
+                dirs::cache_dir()
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("cairn")
+            },
+            std::path::Path::to_path_buf,
+        )
     }
 }
 
@@ -275,7 +286,10 @@ impl OpenedRepository {
             return IndexCache::open_temporary();
         };
         match IndexCache::open(&d.join(self.config.id.to_hex()).join("index")) {
-            Ok(index) => Ok(index),
+            Ok(index) => {
+                caches::tag_cache_dir(d);
+                Ok(index)
+            }
             // The cache is never the truth: when another process holds it,
             // this one works from a private cache instead of failing.
             Err(CacheOpenError::Busy(path)) => {

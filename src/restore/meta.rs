@@ -1,7 +1,7 @@
 //! The last restore steps: hard links, symlinks and special files, then
 //! metadata (ownership, mode, xattrs, times) with directories deepest first.
 
-use super::plan::Plan;
+use super::plan::{Overwrite, Plan};
 use crate::tree::{Node, NodeKind};
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -52,7 +52,7 @@ pub fn remove_if_not_regular(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn remove_any(path: &Path) -> std::io::Result<()> {
+pub fn remove_any(path: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
         Ok(_) => std::fs::remove_file(path),
@@ -61,31 +61,50 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
-pub fn finish(plan: &Plan, errors: &mut Vec<String>) {
+/// Makes hard links and special entries, then applies metadata, deepest
+/// directories last. Files in `left_alone` (kept by `--overwrite`) and, with
+/// `--overwrite never`, any existing link or special entry are not touched.
+pub fn finish(plan: &Plan, left_alone: &[bool], errors: &mut Vec<String>) {
     let mut report = |path: &Path, what: &str, e: &dyn std::fmt::Display| {
         errors.push(format!("{}: {what}: {e}", path.display()));
     };
+    let keep =
+        |path: &Path| plan.overwrite == Overwrite::Never && std::fs::symlink_metadata(path).is_ok();
+    let mut untouched = std::collections::HashSet::new();
     for f in &plan.files {
         if let Some(first) = &f.link_to {
             let path = plan.file_path(f);
+            if keep(&path) {
+                untouched.insert(path);
+                continue;
+            }
             if let Err(e) = remove_any(&path).and_then(|_| std::fs::hard_link(first, &path)) {
                 report(&path, "cannot create hard link", &e);
             }
         }
     }
     for (path, node) in &plan.others {
+        if keep(path) {
+            untouched.insert(path.clone());
+            continue;
+        }
         if let Err(e) = remove_any(path).and_then(|_| create_special(path, node)) {
             report(path, "cannot create", &e);
         }
     }
     let is_root = nix::unistd::geteuid().is_root();
-    for f in plan.files.iter().filter(|f| f.link_to.is_none()) {
+    for (f, _) in plan
+        .files
+        .iter()
+        .zip(left_alone)
+        .filter(|(f, alone)| f.link_to.is_none() && !**alone)
+    {
         let path = plan.file_path(f);
         if let Err(e) = apply(&path, &f.node, is_root) {
             report(&path, "cannot set metadata", &e);
         }
     }
-    for (path, node) in &plan.others {
+    for (path, node) in plan.others.iter().filter(|(p, _)| !untouched.contains(p)) {
         if let Err(e) = apply(path, node, is_root) {
             report(path, "cannot set metadata", &e);
         }

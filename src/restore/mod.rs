@@ -8,7 +8,7 @@ pub mod dump;
 mod meta;
 mod plan;
 
-pub use plan::{RestoreOptions, Selection};
+pub use plan::{Overwrite, RestoreOptions, Selection};
 
 use crate::filter::{decode_blob, BlobKind};
 use crate::id::Id;
@@ -41,6 +41,9 @@ pub struct RestoreOutcome {
     pub other_entries: u64,
     pub bytes_written: u64,
     pub packs_read: u64,
+    /// Entries `--delete` removed.
+    #[serde(default)]
+    pub deleted: u64,
     /// Everything that went wrong, each naming the path (and object).
     pub errors: Vec<String>,
 }
@@ -58,6 +61,12 @@ pub fn restore_until(
     opts: &RestoreOptions,
     cancel: &AtomicBool,
 ) -> Result<RestoreOutcome> {
+    if opts.delete && !(opts.selection.includes.is_empty() && opts.selection.excludes.is_empty()) {
+        return Err(anyhow!(
+            "--delete cannot be combined with --include or --exclude: what the filters leave \
+             out would count as absent from the snapshot and be deleted"
+        ));
+    }
     let plan = plan::build(repo, root, opts)?;
     let mut out = RestoreOutcome {
         dirs: plan.dirs.len() as u64,
@@ -79,7 +88,8 @@ pub fn restore_until(
         }
     }
     let errors = Mutex::new(Vec::new());
-    let skipped = prepare_files(repo, &plan, &errors);
+    let fates = prepare_files(repo, &plan, &errors);
+    let skipped: Vec<bool> = fates.iter().map(|f| *f != Fate::Write).collect();
     let work = group_by_pack(repo, &plan, &skipped, &errors)?;
     out.packs_read = work.len() as u64;
     out.bytes_written = work
@@ -100,33 +110,107 @@ pub fn restore_until(
     out.errors.extend(errors.into_inner().expect("errors lock"));
     out.files_skipped = skipped.iter().filter(|s| **s).count() as u64;
     out.files_restored = plan.files.len() as u64 - out.files_skipped;
-    meta::finish(&plan, &mut out.errors);
+    // before the directories get their times: deleting changes them
+    if opts.delete {
+        out.deleted = delete_extraneous(&plan, &mut out.errors);
+    }
+    let left_alone: Vec<bool> = fates.iter().map(|f| *f == Fate::LeftAlone).collect();
+    meta::finish(&plan, &left_alone, &mut out.errors);
     Ok(out)
 }
 
+/// What becomes of a planned file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Its content is written.
+    Write,
+    /// Made later, as a hard link to an earlier file.
+    Linked,
+    /// It exists with the snapshot's content already.
+    Unchanged,
+    /// It exists and `--overwrite` says to keep it as it is.
+    LeftAlone,
+    /// It could not be created (the error is recorded).
+    Failed,
+}
+
+/// `--delete`: removes what the restored directories hold that the plan
+/// does not. Only directories of the plan are read, and nothing is
+/// followed: a symbolic link is removed as a link. The number removed.
+fn delete_extraneous(plan: &Plan, errors: &mut Vec<String>) -> u64 {
+    let mut planned: std::collections::HashSet<std::path::PathBuf> =
+        plan.dirs.iter().map(|(p, _)| p.clone()).collect();
+    planned.extend(plan.others.iter().map(|(p, _)| p.clone()));
+    planned.extend(plan.files.iter().map(|f| plan.file_path(f)));
+    let mut dirs: Vec<&Path> = plan.dirs.iter().map(|(p, _)| p.as_path()).collect();
+    if plan.root_is_dir {
+        dirs.push(&plan.target);
+    }
+    let mut deleted = 0;
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if planned.contains(&path) {
+                continue;
+            }
+            match meta::remove_any(&path) {
+                Ok(()) => deleted += 1,
+                Err(e) => errors.push(format!("{}: cannot delete: {e}", path.display())),
+            }
+        }
+    }
+    deleted
+}
+
 /// Creates (or truncates) every file that needs content and sizes it, so
-/// holes stay holes. Returns, per file, whether it already matched and is skipped.
-fn prepare_files(repo: &Repository, plan: &Plan, errors: &Mutex<Vec<String>>) -> Vec<bool> {
+/// holes stay holes; what becomes of each file.
+fn prepare_files(repo: &Repository, plan: &Plan, errors: &Mutex<Vec<String>>) -> Vec<Fate> {
     plan.files
         .par_iter()
         .map(|f| {
             if f.link_to.is_some() {
-                return true; // made by hard-linking later
+                return Fate::Linked;
             }
             let path = plan.file_path(f);
-            if plan.skip_existing && file_matches(repo, &path, f).unwrap_or(false) {
-                return true;
+            match existing_fate(repo, plan.overwrite, &path, f) {
+                Some(fate) => return fate,
+                None => {}
             }
             if let Err(e) = create_sized(&path, f.node.size) {
                 errors
                     .lock()
                     .expect("errors lock")
                     .push(format!("{}: cannot create file: {e}", path.display()));
-                return true;
+                return Fate::Failed;
             }
-            false
+            Fate::Write
         })
         .collect()
+}
+
+/// What `--overwrite` makes of a file already at `path` (None: write it).
+fn existing_fate(
+    repo: &Repository,
+    overwrite: Overwrite,
+    path: &Path,
+    f: &FilePlan,
+) -> Option<Fate> {
+    let existing = std::fs::symlink_metadata(path).ok()?;
+    match overwrite {
+        Overwrite::Always => None,
+        Overwrite::IfChanged => file_matches(repo, path, f)
+            .unwrap_or(false)
+            .then_some(Fate::Unchanged),
+        Overwrite::IfNewer => {
+            use std::os::unix::fs::MetadataExt;
+            let mtime_ns = existing.mtime() * 1_000_000_000 + existing.mtime_nsec();
+            (mtime_ns >= f.node.mtime_ns).then_some(Fate::LeftAlone)
+        }
+        Overwrite::Never => Some(Fate::LeftAlone),
+    }
 }
 
 fn create_sized(path: &Path, size: u64) -> std::io::Result<()> {

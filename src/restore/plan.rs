@@ -18,6 +18,44 @@ pub struct RestoreOptions {
     pub subpath: Option<String>,
     pub selection: Selection,
     pub dry_run: bool,
+    /// What happens to files that already exist in the target.
+    pub overwrite: Overwrite,
+    /// Remove what the restored directories hold that the snapshot does not.
+    pub delete: bool,
+}
+
+/// `--overwrite`: what a restore does to a file that already exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Write it again.
+    Always,
+    /// Write it unless its content already equals the snapshot's (read and
+    /// hashed at the snapshot's chunk boundaries). The result is the same
+    /// as `Always`, for less writing.
+    #[default]
+    IfChanged,
+    /// Write it only if the snapshot's version is newer (mtime).
+    IfNewer,
+    /// Leave it (and its metadata) alone.
+    Never,
+}
+
+impl std::str::FromStr for Overwrite {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Overwrite> {
+        Ok(match s {
+            "always" => Overwrite::Always,
+            "if-changed" => Overwrite::IfChanged,
+            "if-newer" => Overwrite::IfNewer,
+            "never" => Overwrite::Never,
+            _ => {
+                return Err(anyhow!(
+                    "--overwrite {s:?}: use always, if-changed, if-newer or never"
+                ))
+            }
+        })
+    }
 }
 
 /// `--include` / `--exclude`: absolute paths or glob patterns of backed-up
@@ -47,7 +85,10 @@ pub struct Plan {
     pub dirs: Vec<(PathBuf, Node)>,
     pub files: Vec<FilePlan>,
     pub others: Vec<(PathBuf, Node)>,
-    pub skip_existing: bool,
+    pub overwrite: Overwrite,
+    /// A directory was restored (not one file), so the target itself holds
+    /// what the snapshot's directory held.
+    pub root_is_dir: bool,
 }
 
 impl Plan {
@@ -89,7 +130,8 @@ pub fn build(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Plan>
             dirs: Vec::new(),
             files: Vec::new(),
             others: Vec::new(),
-            skip_existing: true,
+            overwrite: opts.overwrite,
+            root_is_dir: true,
         },
         link_groups: HashMap::new(),
     };
@@ -101,6 +143,7 @@ pub fn build(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Plan>
     match repo.resolve_path(root, &base)? {
         PathTarget::Dir { tree, .. } => w.walk(tree, &base, &opts.target, None, false)?,
         PathTarget::Entry(node) => {
+            w.plan.root_is_dir = false;
             let dest = opts.target.join(std::ffi::OsStr::from_bytes(&node.name));
             w.add(node, &base, dest, None, true)?;
         }

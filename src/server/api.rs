@@ -7,13 +7,13 @@
 //! operation the handler builds from the checked request.
 
 use super::jobs::{Job, JobKind, JobState, Operation, StartError, Trigger};
-use super::{specs, ServerState};
+use super::{reads, specs, ServerState};
 use crate::check::ReadData;
 use crate::id::Id;
 use crate::repo::browse::EntryListing;
 use crate::repo::snapshots::{SnapshotFilter, SnapshotListing, SnapshotLookupError};
 use crate::repo::{OpenedRepository, PathLookupError};
-use crate::restore::{RestoreOptions, Selection};
+use crate::restore::{Overwrite, RestoreOptions, Selection};
 use crate::retention::forget::{ForgetOptions, GroupBy};
 use crate::retention::prune::PruneOptions;
 use crate::settings::RetentionSettings;
@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-type AppState = State<Arc<ServerState>>;
+pub(super) type AppState = State<Arc<ServerState>>;
 
 /// A request still unanswered after this gets 408 (long work runs as jobs,
 /// so only a storage that stopped answering takes this long).
@@ -57,8 +57,8 @@ async fn log_request(req: Request, next: Next) -> Response {
 /// all made from this one list.
 macro_rules! api_routes {
     (
-        public: [$($pmethod:ident $ppath:literal => $phandler:ident),* $(,)?],
-        protected: [$($method:ident $path:literal => $handler:ident),* $(,)?] $(,)?
+        public: [$($pmethod:ident $ppath:literal => $phandler:path),* $(,)?],
+        protected: [$($method:ident $path:literal => $handler:path),* $(,)?] $(,)?
     ) => {
         /// (method, path) of every route.
         #[cfg(test)]
@@ -111,6 +111,9 @@ api_routes! {
         get "/repositories/{name}/snapshots" => list_snapshots,
         get "/repositories/{name}/snapshots/{snapshot}" => get_snapshot,
         get "/repositories/{name}/snapshots/{snapshot}/ls" => list_entries,
+        get "/repositories/{name}/diff" => reads::diff,
+        get "/repositories/{name}/find" => reads::find,
+        get "/repositories/{name}/stats" => reads::stats,
         post "/repositories/{name}/restore" => start_restore,
         post "/repositories/{name}/forget" => start_forget,
         post "/repositories/{name}/prune" => start_prune,
@@ -177,19 +180,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
         }
     }
-    fn bad_request(m: impl Into<String>) -> ApiError {
+    pub(super) fn bad_request(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, m)
     }
-    fn not_found(m: impl Into<String>) -> ApiError {
+    pub(super) fn not_found(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, m)
     }
-    fn internal(m: impl Into<String>) -> ApiError {
+    pub(super) fn internal(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
     }
 }
@@ -245,7 +248,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 /// Query parameters; a bad one is a JSON 400 like every other error.
-pub struct QueryParams<T>(T);
+pub struct QueryParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
     type Rejection = ApiError;
@@ -364,7 +367,7 @@ pub struct SnapshotQuery {
     latest: Option<u32>,
 }
 
-fn repository_name(state: &ServerState, name: &str) -> Result<(), ApiError> {
+pub(super) fn repository_name(state: &ServerState, name: &str) -> Result<(), ApiError> {
     if state.settings.repositories.contains_key(name) {
         Ok(())
     } else {
@@ -384,7 +387,7 @@ async fn opened(state: &Arc<ServerState>, name: &str) -> Result<Arc<OpenedReposi
 }
 
 /// Runs repository work off the async threads (storage calls block).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
@@ -410,24 +413,32 @@ fn lookup_error(e: anyhow::Error) -> ApiError {
 }
 
 impl SnapshotQuery {
-    /// The filter, by the CLI's rules (`--host`, `--tag`, `--path`).
     fn filter(&self) -> Result<SnapshotFilter, ApiError> {
-        let given = [&self.host, &self.tag, &self.path];
-        // no host, tag or path can hold one
-        if given
-            .iter()
-            .any(|v| v.as_deref().is_some_and(|v| v.contains('\0')))
-        {
-            return Err(ApiError::bad_request(
-                "host, tag and path filters cannot contain a NUL byte",
-            ));
-        }
-        Ok(SnapshotFilter {
-            hosts: self.host.iter().cloned().collect(),
-            tags: self.tag.iter().cloned().collect(),
-            paths: self.path.iter().cloned().collect(),
-        })
+        filter_of(&self.host, &self.tag, &self.path)
     }
+}
+
+/// The snapshot filter of a query's `host`, `tag` and `path`, by the CLI's
+/// rules (`--host`, `--tag`, `--path`).
+pub(super) fn filter_of(
+    host: &Option<String>,
+    tag: &Option<String>,
+    path: &Option<String>,
+) -> Result<SnapshotFilter, ApiError> {
+    // no host, tag or path can hold one
+    if [host, tag, path]
+        .iter()
+        .any(|v| v.as_deref().is_some_and(|v| v.contains('\0')))
+    {
+        return Err(ApiError::bad_request(
+            "host, tag and path filters cannot contain a NUL byte",
+        ));
+    }
+    Ok(SnapshotFilter {
+        hosts: host.iter().cloned().collect(),
+        tags: tag.iter().cloned().collect(),
+        paths: path.iter().cloned().collect(),
+    })
 }
 
 /// Snapshots of a repository, oldest first.
@@ -456,7 +467,7 @@ async fn list_snapshots(
 
 /// `latest` (narrowed by `filter`), an id or a unique id prefix → the one
 /// snapshot it names, by the CLI's rules.
-async fn resolve_snapshot(
+pub(super) async fn resolve_snapshot(
     state: &Arc<ServerState>,
     repository: &str,
     spec: &str,
@@ -545,6 +556,12 @@ pub struct RestoreRequest {
     /// Read the restored files back and compare.
     #[serde(default)]
     verify: bool,
+    /// Existing files: `always`, `if-changed` (default), `if-newer`, `never`.
+    overwrite: Option<String>,
+    /// Remove what the restored directories hold that the snapshot does not
+    /// (not with include or exclude).
+    #[serde(default)]
+    delete: bool,
 }
 
 /// Starts a restore job.
@@ -565,6 +582,17 @@ async fn start_restore(
     repository_name(&state, &name)?;
     let target = restore_target(&state, &r.target)?;
     let snapshot = resolve_snapshot(&state, &name, &r.snapshot, SnapshotFilter::default()).await?;
+    let overwrite = match &r.overwrite {
+        Some(o) => o
+            .parse::<Overwrite>()
+            .map_err(|e| ApiError::bad_request(format!("overwrite: {e}")))?,
+        None => Overwrite::default(),
+    };
+    if r.delete && !(r.include.is_empty() && r.exclude.is_empty()) {
+        return Err(ApiError::bad_request(
+            "delete cannot be combined with include or exclude",
+        ));
+    }
     let description = format!(
         "restore of snapshot {} to {}",
         snapshot.short_id,
@@ -581,13 +609,15 @@ async fn start_restore(
                 excludes: r.exclude,
             },
             dry_run: false,
+            overwrite,
+            delete: r.delete,
         },
         verify: r.verify,
     };
     start(&state, specs::repository_job(&name, operation, description))
 }
 
-fn parse_id(hex: &str) -> Result<Id, ApiError> {
+pub(super) fn parse_id(hex: &str) -> Result<Id, ApiError> {
     Id::from_hex(hex).ok_or_else(|| ApiError::internal(format!("{hex:?} is not an id")))
 }
 

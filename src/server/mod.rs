@@ -6,6 +6,7 @@
 pub mod api;
 pub mod jobs;
 mod metrics;
+mod reads;
 pub mod repos;
 mod schedule;
 mod specs;

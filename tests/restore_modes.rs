@@ -1,0 +1,164 @@
+//! Restore into a target that already holds files: `--overwrite` decides
+//! what happens to them, `--delete` removes what the snapshot lacks, and
+//! nothing outside the target is ever touched.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+struct Case {
+    env: Env,
+    data: std::path::PathBuf,
+    target: std::path::PathBuf,
+}
+
+/// A snapshot of `data` (old.txt with mtime 2020, new.txt with mtime
+/// 2024), restored once into `target`, which then gets local changes.
+fn case() -> Case {
+    let env = Env::new();
+    env.init();
+    let data = env.path("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("old.txt"), b"snapshot old").unwrap();
+    std::fs::write(data.join("sub/new.txt"), b"snapshot new").unwrap();
+    set_mtime(&data.join("old.txt"), 1_580_000_000, 0);
+    set_mtime(&data.join("sub/new.txt"), 1_710_000_000, 0);
+    env.ok(&["backup", data.to_str().unwrap()]);
+    let target = env.path("target");
+    Case { env, data, target }
+}
+
+fn restore(c: &Case, extra: &[&str]) -> String {
+    let sub = format!("latest:{}", c.data.display());
+    let mut args = vec![
+        "restore",
+        sub.as_str(),
+        "--target",
+        c.target.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    c.env.ok(&args)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+/// The target after a first restore, with local edits: old.txt edited and
+/// newer than the snapshot's, new.txt edited and older, plus an extra file
+/// and an extra directory.
+fn edited(c: &Case) {
+    restore(c, &[]);
+    std::fs::write(c.target.join("old.txt"), b"local edit").unwrap();
+    set_mtime(&c.target.join("old.txt"), 1_700_000_000, 0);
+    std::fs::write(c.target.join("sub/new.txt"), b"local edit").unwrap();
+    set_mtime(&c.target.join("sub/new.txt"), 1_600_000_000, 0);
+    std::fs::write(c.target.join("extra.txt"), b"mine").unwrap();
+    std::fs::create_dir_all(c.target.join("extra-dir/deep")).unwrap();
+    std::fs::write(c.target.join("extra-dir/deep/f"), b"mine").unwrap();
+}
+
+#[test]
+fn overwrite_modes_decide_what_happens_to_existing_files() {
+    let c = case();
+    edited(&c);
+    restore(&c, &["--overwrite", "never"]);
+    assert_eq!(read(&c.target.join("old.txt")), "local edit");
+    assert_eq!(read(&c.target.join("sub/new.txt")), "local edit");
+
+    restore(&c, &["--overwrite", "if-newer"]);
+    assert_eq!(
+        read(&c.target.join("old.txt")),
+        "local edit",
+        "the local file is newer"
+    );
+    assert_eq!(
+        read(&c.target.join("sub/new.txt")),
+        "snapshot new",
+        "the snapshot's is newer"
+    );
+
+    restore(&c, &["--overwrite", "if-changed"]);
+    assert_eq!(read(&c.target.join("old.txt")), "snapshot old");
+    assert_eq!(
+        read(&c.target.join("extra.txt")),
+        "mine",
+        "without --delete extras stay"
+    );
+
+    // always: even a file whose content matches is written again
+    let before = std::fs::metadata(c.target.join("old.txt")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = restore(&c, &["--overwrite", "always"]);
+    assert!(out.contains("(0 skipped)"), "{out}");
+    let after = std::fs::metadata(c.target.join("old.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        before.ctime_nsec() + before.ctime() * 1_000_000_000,
+        after.ctime_nsec() + after.ctime() * 1_000_000_000
+    );
+    assert_eq!(read(&c.target.join("old.txt")), "snapshot old");
+
+    let out = c
+        .env
+        .cairn()
+        .args([
+            "restore",
+            "latest",
+            "--target",
+            "/tmp/x",
+            "--overwrite",
+            "sometimes",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("if-newer"));
+}
+
+#[test]
+fn delete_removes_what_the_snapshot_lacks_and_nothing_outside() {
+    let c = case();
+    edited(&c);
+    // a link to something outside the target: removed as a link only
+    let outside = c.env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious"), b"keep").unwrap();
+    std::os::unix::fs::symlink(&outside, c.target.join("sub/link-out")).unwrap();
+    let out = restore(&c, &["--delete"]);
+    assert!(out.contains("deleted 3 entries"), "{out}");
+    assert!(!c.target.join("extra.txt").exists());
+    assert!(!c.target.join("extra-dir").exists());
+    assert!(std::fs::symlink_metadata(c.target.join("sub/link-out")).is_err());
+    assert_eq!(read(&outside.join("precious")), "keep");
+    assert_same_tree(&c.data, &c.target);
+    // with filters it is refused, and nothing changes
+    std::fs::write(c.target.join("extra.txt"), b"mine").unwrap();
+    let sub = format!("latest:{}", c.data.display());
+    let out = c
+        .env
+        .cairn()
+        .args([
+            "restore",
+            &sub,
+            "--target",
+            c.target.to_str().unwrap(),
+            "--delete",
+            "--include",
+            "/old.txt",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(c.target.join("extra.txt").exists());
+    // restoring one file never deletes its neighbours
+    let one = format!("latest:{}/old.txt", c.data.display());
+    c.env.ok(&[
+        "restore",
+        &one,
+        "--target",
+        c.target.to_str().unwrap(),
+        "--delete",
+    ]);
+    assert!(c.target.join("extra.txt").exists());
+}
