@@ -182,3 +182,55 @@ fn a_bad_exclude_is_refused_before_anything_is_stored() {
     }
     assert!(env.snapshot_ids().is_empty());
 }
+
+/// `--files-from` and its verbatim and NUL-separated forms name exactly
+/// what is backed up, odd names included.
+#[test]
+fn path_lists_name_what_is_backed_up() {
+    let env = Env::new();
+    env.init();
+    let root = env.path("data");
+    tree(&root);
+    let odd = root.join(" spaced\nname");
+    std::fs::write(&odd, b"odd").unwrap();
+    let lines = env.path("list.txt");
+    std::fs::write(
+        &lines,
+        format!(
+            "# what matters\n  {}/src  \n\n{}/b\n",
+            root.display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let raw = env.path("list.raw");
+    let mut bytes = odd.as_os_str().as_encoded_bytes().to_vec();
+    bytes.push(0);
+    std::fs::write(&raw, bytes).unwrap();
+    env.ok(&[
+        "backup",
+        "--files-from",
+        lines.to_str().unwrap(),
+        "--files-from-raw",
+        raw.to_str().unwrap(),
+    ]);
+    let ours = listed(&env.ok(&["ls", "--json", "latest"]), &root);
+    assert!(
+        ours.contains("src/main.rs") && ours.contains("b/c/file"),
+        "{ours:?}"
+    );
+    assert!(ours.contains(" spaced\nname"), "{ours:?}");
+    assert!(
+        !ours.contains("x/b/c/file2") && !ours.contains("big.bin"),
+        "{ours:?}"
+    );
+    // a listed path that does not exist fails the backup, naming it
+    std::fs::write(&lines, "/no/such/path\n").unwrap();
+    let out = env
+        .cairn()
+        .args(["backup", "--files-from", lines.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/path"));
+}

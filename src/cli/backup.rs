@@ -9,6 +9,7 @@ use cairn::backup::{
 use cairn::hooks::around_backup;
 use cairn::settings::{Settings, SourceSettings};
 use cairn::source::exclude::{Patterns, CACHEDIR_TAG};
+use cairn::source::list_file::{read_paths, ListForm};
 use cairn::storage::RequestTally;
 use cairn::Id;
 use std::path::PathBuf;
@@ -19,6 +20,16 @@ use std::sync::Arc;
 pub struct BackupArgs {
     /// Files and directories to back up
     paths: Vec<PathBuf>,
+    /// Back up the paths listed in FILE, one per line (`#` comments,
+    /// blank lines skipped; `-`: standard input) (repeatable)
+    #[arg(long = "files-from", value_name = "FILE")]
+    files_from: Vec<PathBuf>,
+    /// Like --files-from, each line exactly as written (repeatable)
+    #[arg(long = "files-from-verbatim", value_name = "FILE")]
+    files_from_verbatim: Vec<PathBuf>,
+    /// Like --files-from, NUL-separated (`find -print0`) (repeatable)
+    #[arg(long = "files-from-raw", value_name = "FILE")]
+    files_from_raw: Vec<PathBuf>,
     /// Leave out entries matching PATTERN (repeatable): `/` at the start
     /// anchors it at the root, otherwise it matches at any depth; `dir/`
     /// matches directories only; `!PATTERN` takes an exclusion back
@@ -169,6 +180,21 @@ fn backup_options(a: &BackupArgs, source: Option<&SourceSettings>) -> Result<Bac
         .transpose()?
         .unwrap_or_default();
     opts.paths.extend(a.paths.iter().cloned());
+    let lists = [&a.files_from, &a.files_from_verbatim, &a.files_from_raw];
+    if a.stdin && lists.iter().any(|l| l.iter().any(|f| f.as_os_str() == "-")) {
+        return Err(anyhow!(
+            "--stdin and a path list read from `-` cannot share standard input"
+        ));
+    }
+    for (files, form) in [
+        (&a.files_from, ListForm::Lines),
+        (&a.files_from_verbatim, ListForm::Verbatim),
+        (&a.files_from_raw, ListForm::Raw),
+    ] {
+        for f in files {
+            opts.paths.extend(read_paths(f, form)?);
+        }
+    }
     let ex = &mut opts.excludes;
     ex.patterns.extend(a.excludes.iter().cloned());
     for f in &a.exclude_files {

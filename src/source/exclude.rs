@@ -124,14 +124,7 @@ impl Patterns {
     /// Reads patterns from a file: one per line, blank lines and `#`
     /// comments skipped, surrounding spaces trimmed.
     pub fn read_file(path: &Path) -> Result<Vec<String>> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading exclude file {}", path.display()))?;
-        Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect())
+        super::list_file::read_patterns(path)
     }
 
     pub fn patterns(&self) -> &[String] {
