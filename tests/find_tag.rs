@@ -181,3 +181,32 @@ fn stats_count_in_each_mode() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("restore-size"));
 }
+
+/// A name holding a terminal escape is shown, not obeyed, in every text
+/// listing (a hostile snapshot must not drive the user's terminal).
+#[test]
+fn names_with_control_characters_print_escaped() {
+    let env = Env::new();
+    env.init();
+    let root = env.path("data");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("x"), b"1").unwrap();
+    env.ok(&["backup", root.to_str().unwrap()]);
+    std::fs::write(root.join("evil\x1b]0;pwned\x07\x1b[2J"), b"2").unwrap();
+    env.ok(&["backup", root.to_str().unwrap()]);
+    let ids = env.snapshot_ids();
+    for out in [
+        env.ok(&["ls", "latest"]),
+        env.ok(&["find", "evil*"]),
+        env.ok(&["diff", &ids[0], &ids[1]]),
+    ] {
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+        assert!(out.contains("evil\\x1b]0;pwned\\x07\\x1b[2J"), "{out}");
+    }
+    // JSON keeps the name exactly (escaped by JSON itself)
+    let json = env.ok(&["ls", "--json", "latest"]);
+    assert!(
+        json.contains("evil\\u001b]0;pwned\\u0007\\u001b[2J"),
+        "{json}"
+    );
+}

@@ -1,4 +1,4 @@
-use super::render::{bytes, message};
+use super::render::{bytes, message, printable};
 use super::GlobalArgs;
 use anyhow::Result;
 use cairn::repo::diff::DiffStats;
@@ -45,7 +45,7 @@ pub fn run(g: &GlobalArgs, a: &DiffArgs) -> Result<i32> {
             });
             println!("{line}");
         } else if !g.quiet {
-            println!("{:<5}{path}", change.marker());
+            println!("{:<5}{}", change.marker(), printable(path));
         }
     })?;
     if g.json {

@@ -1,4 +1,4 @@
-use super::render::{local_time, parse_time};
+use super::render::{local_time, parse_time, printable};
 use super::{FilterArgs, GlobalArgs};
 use anyhow::Result;
 use cairn::repo::browse::EntryListing;
@@ -74,7 +74,7 @@ pub fn run(g: &GlobalArgs, a: &FindArgs) -> Result<i32> {
             local_time(snap.time_ns)
         );
         for m in &matches {
-            println!("{}", m.path);
+            println!("{}", printable(&m.path));
         }
         println!();
     }

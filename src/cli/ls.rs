@@ -1,4 +1,4 @@
-use super::render::{local_time, mode_string, node_json};
+use super::render::{local_time, mode_string, node_json, printable};
 use super::{FilterArgs, GlobalArgs};
 use anyhow::Result;
 use cairn::id::Id;
@@ -67,7 +67,9 @@ impl Lister<'_> {
             return;
         }
         let link = match &node.kind {
-            NodeKind::Symlink { target } => format!(" -> {}", String::from_utf8_lossy(target)),
+            NodeKind::Symlink { target } => {
+                format!(" -> {}", printable(&String::from_utf8_lossy(target)))
+            }
             _ => String::new(),
         };
         println!(
@@ -76,16 +78,16 @@ impl Lister<'_> {
             if node.user.is_empty() {
                 node.uid.to_string()
             } else {
-                node.user.clone()
+                printable(&node.user).into_owned()
             },
             if node.group.is_empty() {
                 node.gid.to_string()
             } else {
-                node.group.clone()
+                printable(&node.group).into_owned()
             },
             node.size,
             local_time(node.mtime_ns),
-            path,
+            printable(path),
             link
         );
     }

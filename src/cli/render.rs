@@ -50,3 +50,41 @@ pub fn message(kind: &str, report: &impl serde::Serialize) -> serde_json::Value 
     }
     v
 }
+
+/// A name from a repository as text output shows it: control characters
+/// (terminal escapes among them, which a hostile snapshot could carry) and
+/// backslashes are written as `\xNN`, so what is printed is what is there
+/// and cannot drive the terminal. JSON output escapes on its own.
+pub fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || c == '\\';
+    if !name.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if unsafe_char(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(printable("plain name.txt"), "plain name.txt");
+        assert_eq!(printable("a\x1b[31mred"), "a\\x1b[31mred");
+        assert_eq!(printable("line\nbreak"), "line\\x0abreak");
+        assert_eq!(printable("back\\slash"), "back\\x5cslash");
+        assert_eq!(printable("c1\u{9b}x"), "c1\\xc2\\x9bx");
+        assert_eq!(printable("héllo"), "héllo");
+    }
+}
