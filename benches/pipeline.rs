@@ -11,7 +11,7 @@ use cairn::backup::{backup, backup_stream, BackupOptions, ParentChoice, Snapshot
 use cairn::crypto::keyfile::KdfParams;
 use cairn::repo::lock::{LockKind, LockOptions};
 use cairn::repo::{init, CacheLocation, InitOptions, Repository};
-use cairn::restore::{restore, RestoreOptions, Selection};
+use cairn::restore::{restore, RestoreOptions};
 use cairn::storage::Storage;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::path::Path;
@@ -156,9 +156,7 @@ fn pipeline(c: &mut Criterion) {
             |target| {
                 let opts = RestoreOptions {
                     target: target.path().to_path_buf(),
-                    subpath: None,
-                    selection: Selection::default(),
-                    dry_run: false,
+                    ..Default::default()
                 };
                 let out = restore(&repo, root, &opts).unwrap();
                 assert!(out.errors.is_empty(), "{:?}", out.errors);
