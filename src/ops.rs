@@ -40,9 +40,9 @@ pub fn restore(
     (snapshot, tree): (Id, Id),
     opts: &RestoreOptions,
     verify_after: bool,
-    cancel: &AtomicBool,
+    (cancel, progress): (&AtomicBool, &Progress),
 ) -> Result<RestoreReport> {
-    let mut outcome = restore_until(repo, tree, opts, cancel)?;
+    let mut outcome = restore_until(repo, tree, opts, cancel, progress)?;
     if verify_after && !opts.dry_run {
         outcome.errors.extend(verify(repo, tree, opts)?);
     }

@@ -193,3 +193,36 @@ fn snapshots_are_found_by_the_rules_the_cli_and_the_server_share() {
         vec![b]
     );
 }
+
+/// A restore counts what it does (the bar, the JSON status lines and a
+/// serve job's progress read these), and a second restore over the same
+/// target counts its unchanged files as done at once.
+#[test]
+fn restore_reports_its_progress() {
+    let repo = repository();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    noise_files(&dir, 5, 30_000, 8);
+    let id = back_up(&repo, &dir);
+    let (_, snap) = repo
+        .find_snapshot(&id.to_hex(), &Default::default())
+        .unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let opts = RestoreOptions {
+        target: target.path().to_path_buf(),
+        ..Default::default()
+    };
+    for round in ["first", "again"] {
+        let progress = Progress::default();
+        cairn::restore::restore_until(&repo, snap.tree, &opts, &AtomicBool::new(false), &progress)
+            .unwrap();
+        let v = progress.view();
+        assert!(v.scan_done, "{round}");
+        assert_eq!((v.total_files, v.files_done), (5, 5), "{round}: {v:?}");
+        assert_eq!(
+            (v.total_bytes, v.bytes_done),
+            (150_000, 150_000),
+            "{round}: {v:?}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
-//! Shows a running backup's progress: a bar on a terminal (stderr), JSON
-//! status lines on stdout with --json, nothing otherwise (cron mails stay short).
+//! Shows a running backup's or restore's progress: a bar on a terminal
+//! (stderr), JSON status lines on stdout with --json, nothing otherwise
+//! (cron mails stay short).
 
 use super::GlobalArgs;
 use cairn::backup::progress::Progress;

@@ -2,8 +2,10 @@ use super::dump::write_dump;
 use super::render::{bytes, message};
 use super::{FilterArgs, GlobalArgs};
 use anyhow::{anyhow, Result};
+use cairn::backup::progress::Progress;
 use cairn::restore::{RestoreOptions, Selection};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 #[derive(clap::Args)]
 pub struct RestoreArgs {
@@ -73,8 +75,13 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
         overwrite: a.overwrite,
         delete: a.delete,
     };
-    let never = std::sync::atomic::AtomicBool::new(false);
-    let report = cairn::ops::restore(&repo, (id, snap.tree), &opts, a.verify, &never)?;
+    let never = AtomicBool::new(false);
+    let progress = Progress::default();
+    let stop_display = AtomicBool::new(false);
+    let report = std::thread::scope(|scope| {
+        let _display = super::progress::show(scope, g, &progress, &stop_display);
+        cairn::ops::restore(&repo, (id, snap.tree), &opts, a.verify, (&never, &progress))
+    })?;
     let out = &report.outcome;
     if g.json {
         println!("{}", message("summary", &report));

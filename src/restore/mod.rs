@@ -10,6 +10,7 @@ mod plan;
 
 pub use plan::{Overwrite, RestoreOptions, Selection};
 
+use crate::backup::progress::Progress;
 use crate::filter::{decode_blob, BlobKind};
 use crate::id::Id;
 use crate::repo::{layout, Repository};
@@ -49,17 +50,25 @@ pub struct RestoreOutcome {
 }
 
 pub fn restore(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<RestoreOutcome> {
-    restore_until(repo, root, opts, &AtomicBool::new(false))
+    restore_until(
+        repo,
+        root,
+        opts,
+        &AtomicBool::new(false),
+        &Progress::default(),
+    )
 }
 
-/// [`restore`], stopping early once `cancel` is set: packs not yet begun
-/// are left, and nothing gets its real mode (what was written stays
-/// owner-only, as after an interrupted restore).
+/// [`restore`], stopping early once `cancel` is set (packs not yet begun
+/// are left, and nothing gets its real mode: what was written stays
+/// owner-only, as after an interrupted restore), and counting what it has
+/// done in `progress` (totals once planned, bytes as they are written).
 pub fn restore_until(
     repo: &Repository,
     root: Id,
     opts: &RestoreOptions,
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Result<RestoreOutcome> {
     if opts.delete && !(opts.selection.includes.is_empty() && opts.selection.excludes.is_empty()) {
         return Err(anyhow!(
@@ -90,6 +99,7 @@ pub fn restore_until(
     let errors = Mutex::new(Vec::new());
     let fates = prepare_files(repo, &plan, &errors);
     let skipped: Vec<bool> = fates.iter().map(|f| *f != Fate::Write).collect();
+    count_totals(&plan, &skipped, progress);
     let work = group_by_pack(repo, &plan, &skipped, &errors)?;
     out.packs_read = work.len() as u64;
     out.bytes_written = work
@@ -98,9 +108,10 @@ pub fn restore_until(
             if cancel.load(Relaxed) {
                 return 0;
             }
-            restore_pack(repo, pack, blobs, &plan, &errors)
+            restore_pack(repo, pack, blobs, &plan, &errors, progress)
         })
         .sum();
+    progress.files_done.store(plan.files.len() as u64, Relaxed);
     if cancel.load(Relaxed) {
         return Err(anyhow!(
             "the restore was cancelled: what it wrote is in {}, readable by its owner only",
@@ -117,6 +128,18 @@ pub fn restore_until(
     let left_alone: Vec<bool> = fates.iter().map(|f| *f == Fate::LeftAlone).collect();
     meta::finish(&plan, &left_alone, &mut out.errors);
     Ok(out)
+}
+
+/// The totals a progress display shows; files with nothing to write count
+/// as done at once.
+fn count_totals(plan: &Plan, skipped: &[bool], progress: &Progress) {
+    let total: u64 = plan.files.iter().map(|f| f.node.size).sum();
+    progress.total_files.store(plan.files.len() as u64, Relaxed);
+    progress.total_bytes.store(total, Relaxed);
+    for (f, _) in plan.files.iter().zip(skipped).filter(|(_, s)| **s) {
+        progress.file_done(f.node.size);
+    }
+    progress.scan_done.store(true, Relaxed);
 }
 
 /// What becomes of a planned file.
@@ -307,6 +330,7 @@ fn restore_pack(
     blobs: &[PackWork],
     plan: &Plan,
     errors: &Mutex<Vec<String>>,
+    progress: &Progress,
 ) -> u64 {
     let files = &plan.files;
     let path = layout::pack(pack);
@@ -372,7 +396,10 @@ fn restore_pack(
                 }
                 .and_then(|h| write_skipping_zeros(h, &data, off));
                 match result {
-                    Ok(()) => written += data.len() as u64,
+                    Ok(()) => {
+                        written += data.len() as u64;
+                        progress.bytes_read(data.len() as u64);
+                    }
                     Err(e) => fail(
                         format!("{}: write failed: {e}", plan.file_path(f).display()),
                         &mut std::iter::once(fi),

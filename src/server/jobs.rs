@@ -512,7 +512,7 @@ impl Jobs {
                 (*snapshot, *tree),
                 options,
                 *verify,
-                run.cancel,
+                (run.cancel, run.progress),
             )?),
             Operation::Forget {
                 options,
@@ -551,7 +551,7 @@ impl Jobs {
 fn with_progress(records: &Records, job: &Job) -> Job {
     let mut job = job.clone();
     if let Some(running) = records.running.get(&job.id) {
-        if job.kind == JobKind::Backup {
+        if matches!(job.kind, JobKind::Backup | JobKind::Restore) {
             let v = running.progress.view();
             job.progress = Some(JobProgress {
                 percent_done: v.fraction().unwrap_or(0.0),
