@@ -405,10 +405,15 @@ fn init_refuses_an_empty_password_and_the_cache_is_owner_only() {
     assert!(!env.repo.join("config").exists());
     env.init();
     env.ok(&["check"]); // (opens the index cache)
-    let caches: Vec<_> = std::fs::read_dir(&env.cache).unwrap().collect();
+    // one directory per repository (beside the CACHEDIR.TAG file)
+    let caches: Vec<_> = std::fs::read_dir(&env.cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     assert!(!caches.is_empty());
     for c in caches {
-        let index = c.unwrap().path().join("index");
+        let index = c.join("index");
         let mode = std::fs::metadata(&index).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{} is {mode:o}", index.display());
     }
