@@ -405,7 +405,7 @@ fn init_refuses_an_empty_password_and_the_cache_is_owner_only() {
     assert!(!env.repo.join("config").exists());
     env.init();
     env.ok(&["check"]); // (opens the index cache)
-    // one directory per repository (beside the CACHEDIR.TAG file)
+                        // one directory per repository (beside the CACHEDIR.TAG file)
     let caches: Vec<_> = std::fs::read_dir(&env.cache)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -25,6 +25,8 @@ const MIN_TOKEN_LEN: usize = 16;
 /// An index cache unused this long is closed (a person may want it).
 const CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 const CACHE_RELEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(15);
+/// After the grace, how long stopping waits for job threads still running.
+const ABANDON_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long `serve` waits for interrupted jobs to stop when it is stopped.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -99,9 +101,12 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(run(Arc::clone(&state), &listen, &state_dir));
-    // The open repositories own I/O runtimes, which may not be dropped from
-    // within this one: the last reference goes here, after it.
-    drop(runtime);
+    // A job that ignored the stop for the whole grace (forget, prune and
+    // check run to their end) is abandoned, not waited for without bound:
+    // the process ends, which those commands are built to survive. The open
+    // repositories own I/O runtimes, which may not be dropped from within
+    // this one: the last reference goes here, after it.
+    runtime.shutdown_timeout(ABANDON_AFTER);
     drop(state);
     result
 }
