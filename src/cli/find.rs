@@ -41,14 +41,7 @@ pub fn run(g: &GlobalArgs, a: &FindArgs) -> Result<i32> {
     let newest = a.newest.as_deref().map(parse_time).transpose()?;
     let repo = g.open()?;
     let filter = a.filter.filter();
-    let snapshots = if a.snapshots.is_empty() {
-        repo.select_snapshots(&filter, None)?
-    } else {
-        a.snapshots
-            .iter()
-            .map(|spec| repo.find_snapshot(spec, &filter))
-            .collect::<Result<Vec<_>>>()?
-    };
+    let snapshots = repo.named_or_selected(&a.snapshots, &filter)?;
     let mut memo = FindMemo::default();
     let mut all = Vec::new();
     for (id, snap) in &snapshots {

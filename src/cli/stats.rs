@@ -20,17 +20,11 @@ pub struct StatsArgs {
 pub fn run(g: &GlobalArgs, a: &StatsArgs) -> Result<i32> {
     let repo = g.open()?;
     let filter = a.filter.filter();
-    let trees: Vec<cairn::Id> = if a.snapshots.is_empty() {
-        repo.select_snapshots(&filter, None)?
-            .into_iter()
-            .map(|(_, s)| s.tree)
-            .collect()
-    } else {
-        a.snapshots
-            .iter()
-            .map(|spec| Ok(repo.find_snapshot(spec, &filter)?.1.tree))
-            .collect::<Result<_>>()?
-    };
+    let trees: Vec<cairn::Id> = repo
+        .named_or_selected(&a.snapshots, &filter)?
+        .into_iter()
+        .map(|(_, s)| s.tree)
+        .collect();
     let s = repo.stats(&trees, a.mode)?;
     if g.json {
         println!("{}", message("stats", &s));

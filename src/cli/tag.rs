@@ -43,17 +43,11 @@ pub fn run(g: &GlobalArgs, a: &TagArgs) -> Result<i32> {
     }
     let repo = g.open_locked(LockKind::Exclusive, "tag")?;
     let filter = a.filter.filter();
-    let ids = if a.snapshots.is_empty() {
-        repo.select_snapshots(&filter, None)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect()
-    } else {
-        a.snapshots
-            .iter()
-            .map(|spec| Ok(repo.find_snapshot(spec, &filter)?.0))
-            .collect::<Result<Vec<_>>>()?
-    };
+    let ids: Vec<cairn::Id> = repo
+        .named_or_selected(&a.snapshots, &filter)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let done = repo.retag(&ids, &change)?;
     if g.json {
         println!(

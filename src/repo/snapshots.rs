@@ -189,6 +189,23 @@ impl OpenedRepository {
         Ok(all)
     }
 
+    /// The snapshots `specs` name (ids, prefixes, `latest`, by the rules of
+    /// [`Self::find_snapshot`]), or with none named every snapshot `filter`
+    /// selects: what `find`, `tag` and `stats` work on.
+    pub fn named_or_selected(
+        &self,
+        specs: &[String],
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<(Id, Snapshot)>> {
+        if specs.is_empty() {
+            return self.select_snapshots(filter, None);
+        }
+        specs
+            .iter()
+            .map(|spec| self.find_snapshot(spec, filter))
+            .collect()
+    }
+
     /// The snapshots that match `filter`, oldest first; with `latest`, only
     /// the newest N of each host and path set (`snapshots --latest N`).
     pub fn select_snapshots(
