@@ -23,13 +23,16 @@ export CAIRN_TEST_REQUIRE_FAKETIME=1
 
 # Real servers on loopback, stopped on exit whatever happens: S3 + Swift for
 # the object-storage tests, PostgreSQL (a throw-away cluster on a unix
-# socket) for the database-stream tests.
+# socket) for the database tests, MariaDB and Redis (and the sqlite3 shell)
+# for the other data-service sources.
 store_dir=$(mktemp -d /tmp/cairn-object-store.XXXXXX)
 pg_dir=$(mktemp -d /tmp/cairn-postgres.XXXXXX)
+services_dir=$(mktemp -d /tmp/cairn-services.XXXXXX)
 stop_servers() {
   bash scripts/object-store.sh stop "$store_dir" >/dev/null 2>&1 || true
   bash scripts/postgres.sh stop "$pg_dir" >/dev/null 2>&1 || true
-  rm -rf "$store_dir" "$pg_dir"
+  bash scripts/services.sh stop "$services_dir" >/dev/null 2>&1 || true
+  rm -rf "$store_dir" "$pg_dir" "$services_dir"
 }
 trap stop_servers EXIT
 echo "== object store (scripts/object-store.sh)"
@@ -38,6 +41,9 @@ export CAIRN_TEST_OBJECT_STORE_DIR=$store_dir CAIRN_TEST_REQUIRE_OBJECT_STORE=1
 echo "== PostgreSQL (scripts/postgres.sh)"
 eval "$(bash scripts/postgres.sh start "$pg_dir")"
 export CAIRN_TEST_REQUIRE_POSTGRES=1
+echo "== MariaDB, Redis, sqlite3 (scripts/services.sh)"
+eval "$(bash scripts/services.sh start "$services_dir")"
+export CAIRN_TEST_REQUIRE_SERVICES=1
 
 echo "== cargo test (profile $CAIRN_PROFILE)"
 cargo test --profile "$CAIRN_PROFILE" --all-targets

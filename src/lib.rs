@@ -42,6 +42,8 @@ pub mod retention;
 #[cfg(feature = "full")]
 pub mod server;
 #[cfg(feature = "full")]
+pub mod service;
+#[cfg(feature = "full")]
 pub mod settings;
 #[cfg(feature = "full")]
 pub mod size;

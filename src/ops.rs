@@ -139,8 +139,8 @@ pub fn backup_source(
     source: &SourceSettings,
     run: &SourceRun,
 ) -> Result<SourceBackupReport> {
-    let opts = BackupOptions::of_source(source)?;
     let report = around_backup(name, source, || {
+        let opts = BackupOptions::of_source(source)?;
         let outcome = backup(repo, &opts, run.cancel, run.progress)?;
         Ok((outcome.report(repo.storage.requests()), outcome.snapshot_id))
     })?;
@@ -177,7 +177,8 @@ pub fn backup_source(
     Ok(out)
 }
 
-/// A source's own snapshots: its host, and the paths its backups record.
+/// A source's own snapshots: its host, and the paths its backups record
+/// (a data service's: its directory, e.g. `/postgres`).
 pub fn source_filter(source: &SourceSettings) -> SnapshotFilter {
     let mut paths: Vec<String> = source
         .paths
@@ -185,6 +186,7 @@ pub fn source_filter(source: &SourceSettings) -> SnapshotFilter {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     paths.extend(source.commands.iter().map(|c| format!("/{}", c.name)));
+    paths.extend(source.source_type.directory().map(|d| format!("/{d}")));
     SnapshotFilter {
         hosts: vec![source.host.clone().unwrap_or_else(crate::repo::hostname)],
         tags: Vec::new(),

@@ -67,6 +67,19 @@ impl RepositorySettings {
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {
     pub repository: String,
+    /// What the source backs up: paths and commands (the default), or a
+    /// data service.
+    #[serde(default, rename = "type")]
+    pub source_type: crate::service::SourceType,
+    /// How to reach the service, in its own syntax (a libpq connection
+    /// string, mysql client options, a redis URI or socket path).
+    pub connection: Option<String>,
+    /// The service's databases to back up (sqlite: the database files);
+    /// empty: every database the server has.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Directory holding the service's client programs; default: PATH.
+    pub tools_dir: Option<PathBuf>,
     #[serde(default)]
     pub paths: Vec<PathBuf>,
     #[serde(default)]
@@ -106,6 +119,39 @@ pub struct SourceSettings {
 }
 
 impl SourceSettings {
+    /// The data service this source backs up, if it is one.
+    pub fn service(&self) -> Option<crate::service::Service> {
+        self.source_type.directory()?;
+        Some(crate::service::Service {
+            kind: self.source_type,
+            connection: self.connection.clone(),
+            databases: self.databases.clone(),
+            tools: crate::service::client::Tools {
+                dir: self.tools_dir.clone(),
+                env: self.child_env(),
+            },
+        })
+    }
+
+    /// The exclude rules of the settings, checked.
+    pub fn exclude_options(&self) -> Result<crate::source::exclude::ExcludeOptions> {
+        let mut if_present = self.exclude_if_present.clone();
+        if self.exclude_caches {
+            if_present.push(crate::source::exclude::CACHEDIR_TAG.to_string());
+        }
+        let larger_than = self
+            .exclude_larger_than
+            .as_deref()
+            .map(|s| crate::size::parse_size(s).map_err(|e| anyhow!("exclude_larger_than: {e:#}")))
+            .transpose()?;
+        Ok(crate::source::exclude::ExcludeOptions {
+            patterns: self.excludes.clone(),
+            ipatterns: self.iexcludes.clone(),
+            if_present,
+            larger_than,
+        })
+    }
+
     /// What this source's hooks and commands see of cairn's environment.
     pub fn child_env(&self) -> crate::child_env::ChildEnv {
         crate::child_env::ChildEnv::Configured {
@@ -239,7 +285,8 @@ impl Settings {
                     source.repository, source.repository
                 )));
             }
-            if source.paths.is_empty() && source.commands.is_empty() {
+            validate_service(source).map_err(|e| at.error(&e))?;
+            if source.service().is_none() && source.paths.is_empty() && source.commands.is_empty() {
                 return Err(at.error("give `paths` or at least one [[…commands]] stream"));
             }
             if let Some(p) = source.paths.iter().find(|p| !p.is_absolute()) {
@@ -270,8 +317,9 @@ impl Settings {
                 }
             }
             // patterns, marker names and sizes, compiled as a backup would
-            crate::backup::BackupOptions::of_source(source)
-                .and_then(|o| crate::source::exclude::Excludes::new(&o.excludes))
+            source
+                .exclude_options()
+                .and_then(|o| crate::source::exclude::Excludes::new(&o))
                 .map_err(|e| at.error(&format!("{e:#}")))?;
             if let Some(expr) = &source.schedule {
                 parse_schedule(expr).map_err(|e| at.error(&e.to_string()))?;
@@ -302,6 +350,71 @@ impl Settings {
             )
         })
     }
+}
+
+/// The rules of `type`, `connection`, `databases` and `tools_dir`.
+fn validate_service(source: &SourceSettings) -> std::result::Result<(), String> {
+    use crate::service::SourceType;
+    let kind = source.source_type;
+    let Some(directory) = kind.directory() else {
+        if source.connection.is_some() || !source.databases.is_empty() || source.tools_dir.is_some()
+        {
+            return Err(
+                "`connection`, `databases` and `tools_dir` are for a data service: \
+                        set `type` (postgres, mysql, sqlite, redis)"
+                    .into(),
+            );
+        }
+        return Ok(());
+    };
+    let files_only = !source.paths.is_empty()
+        || !source.commands.is_empty()
+        || !source.excludes.is_empty()
+        || !source.iexcludes.is_empty()
+        || source.exclude_caches
+        || !source.exclude_if_present.is_empty()
+        || source.exclude_larger_than.is_some()
+        || source.one_file_system;
+    if files_only {
+        return Err(format!(
+            "a {directory} source backs up the service only: give paths, commands and \
+             excludes a source of their own"
+        ));
+    }
+    if source.databases.iter().any(|d| d.trim().is_empty()) {
+        return Err("`databases` holds an empty name".into());
+    }
+    match kind {
+        SourceType::Sqlite => {
+            if source.databases.is_empty() {
+                return Err("a sqlite source needs `databases`: the database files".into());
+            }
+            if source.connection.is_some() {
+                return Err(
+                    "a sqlite source has no `connection`: list the files in `databases`".into(),
+                );
+            }
+            let mut files = Vec::new();
+            for db in &source.databases {
+                if !Path::new(db).is_absolute() {
+                    return Err(format!("sqlite database {db:?} is not an absolute path"));
+                }
+                let file = Path::new(db).file_name();
+                if files.contains(&file) {
+                    return Err(format!(
+                        "two sqlite databases have the file name {:?}: give them sources of their own",
+                        file.unwrap_or_default()
+                    ));
+                }
+                files.push(file);
+            }
+        }
+        SourceType::Redis if !source.databases.is_empty() => {
+            return Err("a redis source backs up the whole server: leave `databases` out".into());
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// A cron expression: 5 fields, or 6 with seconds first.
@@ -424,6 +537,42 @@ prune = true
         let e = error_of(&GOOD.replace("keep_daily = 7", "keep_within = \"7x\""));
         assert!(e.contains("keep_within \"7x\""), "{e}");
         assert!(Settings::parse(&GOOD.replace("keep_daily = 7", "keep_daily = -1")).is_ok());
+    }
+
+    #[test]
+    fn data_service_sources_are_checked() {
+        let base = "[repositories.r]\nurl = \"/x\"\n[sources.s]\nrepository = \"r\"\n";
+        let with = |extra: &str| format!("{base}{extra}\n");
+        let pg = Settings::parse(&with("type = \"postgres\"\ndatabases = [\"app\"]")).unwrap();
+        let service = pg.source("s").unwrap().service().unwrap();
+        assert_eq!(service.kind.directory(), Some("postgres"));
+        assert!(Settings::parse(&with("type = \"redis\"")).is_ok());
+        let cases = [
+            ("type = \"oracle\"", "unknown variant `oracle`"),
+            (
+                "type = \"postgres\"\npaths = [\"/etc\"]",
+                "backs up the service only",
+            ),
+            ("type = \"sqlite\"", "needs `databases`"),
+            (
+                "type = \"sqlite\"\ndatabases = [\"app.db\"]",
+                "not an absolute path",
+            ),
+            (
+                "type = \"sqlite\"\ndatabases = [\"/a/app.db\", \"/b/app.db\"]",
+                "two sqlite databases have the file name",
+            ),
+            (
+                "type = \"redis\"\ndatabases = [\"0\"]",
+                "leave `databases` out",
+            ),
+            ("paths = [\"/etc\"]\nconnection = \"x\"", "set `type`"),
+            ("type = \"mysql\"\ndatabases = [\" \"]", "an empty name"),
+        ];
+        for (extra, message) in cases {
+            let e = error_of(&with(extra));
+            assert!(e.contains(message), "{extra}: {e}");
+        }
     }
 
     #[test]

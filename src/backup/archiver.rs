@@ -245,6 +245,16 @@ impl<'a, 's> Archiver<'a, 's> {
         Ok(stream_node(name, content, size))
     }
 
+    /// The directory `name` holding `nodes` (the streams of a data service).
+    pub fn stream_directory(&mut self, name: &str, nodes: Vec<Node>) -> Result<Node> {
+        let subtree = self.save_tree(nodes)?;
+        Ok(Node {
+            kind: NodeKind::Dir { subtree },
+            mode: 0o755,
+            ..stream_node(name, Vec::new(), 0)
+        })
+    }
+
     /// A tree of the parent snapshot. Below a verified tree every subtree
     /// is verified too (a committed snapshot's trees are recorded together),
     /// so only the root, or a subtree of an unverified tree, is looked up.

@@ -10,7 +10,7 @@ use crate::id::Id;
 use crate::repo::snapshots::{normalize_path_text, SnapshotFilter};
 use crate::repo::{hostname, now_ns, username, Repository};
 use crate::source::command::CommandStream;
-use crate::source::exclude::{ExcludeOptions, Excludes, CACHEDIR_TAG};
+use crate::source::exclude::{ExcludeOptions, Excludes};
 use crate::source::pipe::ReadAhead;
 use crate::storage::RequestTally;
 use crate::tree::snapshot::{BackupSummary, Snapshot};
@@ -54,7 +54,8 @@ pub enum StreamInput {
     Command(Vec<String>),
 }
 
-/// A stream stored as the file `/NAME` at the root of the snapshot.
+/// A stream stored as the file `/NAME` at the root of the snapshot, or
+/// `/DIR/NAME` when its name is `DIR/NAME` (the streams of a data service).
 #[derive(Debug, Clone)]
 pub struct StreamSource {
     pub name: String,
@@ -82,34 +83,26 @@ pub struct BackupOptions {
 
 impl BackupOptions {
     /// A backup of a configured source: its paths, command streams,
-    /// excludes, tags and host, everything else the default. (The CLI adds
-    /// its arguments to these.)
+    /// excludes, tags and host, everything else the default (the CLI adds
+    /// its arguments to these). For a data service, the streams of its
+    /// dump tools: this asks the server for its databases, so call it when
+    /// the backup starts (after the `before` hook).
     pub fn of_source(source: &crate::settings::SourceSettings) -> Result<BackupOptions> {
-        let mut if_present = source.exclude_if_present.clone();
-        if source.exclude_caches {
-            if_present.push(CACHEDIR_TAG.to_string());
+        let mut streams: Vec<StreamSource> = source
+            .commands
+            .iter()
+            .map(|c| StreamSource {
+                name: c.name.clone(),
+                input: StreamInput::Command(c.command.clone()),
+            })
+            .collect();
+        if let Some(service) = source.service() {
+            streams.extend(service.dump_streams()?);
         }
-        let larger_than = source
-            .exclude_larger_than
-            .as_deref()
-            .map(|s| crate::size::parse_size(s).context("exclude_larger_than"))
-            .transpose()?;
         Ok(BackupOptions {
             paths: source.paths.clone(),
-            streams: source
-                .commands
-                .iter()
-                .map(|c| StreamSource {
-                    name: c.name.clone(),
-                    input: StreamInput::Command(c.command.clone()),
-                })
-                .collect(),
-            excludes: ExcludeOptions {
-                patterns: source.excludes.clone(),
-                ipatterns: source.iexcludes.clone(),
-                if_present,
-                larger_than,
-            },
+            streams,
+            excludes: source.exclude_options()?,
             one_file_system: source.one_file_system,
             snapshot: SnapshotOptions {
                 tags: source.tags.clone(),
@@ -218,8 +211,16 @@ pub fn backup(
     let roots: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
     let trie = PathTrie::new(&roots);
     check_stream_names(&opts.streams, &trie)?;
-    paths.extend(opts.streams.iter().map(|s| format!("/{}", s.name)));
+    // a stream is recorded by its top-level entry (`/postgres` for
+    // `postgres/app.dump`), so a service's snapshots keep their paths as its
+    // databases come and go
+    paths.extend(
+        opts.streams
+            .iter()
+            .map(|s| format!("/{}", stream_place(&s.name).0)),
+    );
     paths.sort();
+    paths.dedup();
     let host = opts.snapshot.host.clone().unwrap_or_else(hostname);
     // A parent named on the command line is checked before anything is read.
     let mut explicit_parent = match &opts.parent {
@@ -249,6 +250,7 @@ pub fn backup(
             for stream in &opts.streams {
                 stream_nodes.push(archive_stream_source(archiver, stream, &opts.child_env)?);
             }
+            let stream_nodes = nest_streams(archiver, &opts.streams, stream_nodes)?;
             // Looked up after the streams: listing every snapshot first
             // would keep a producer such as pg_dump waiting on a full pipe.
             let parent = match &opts.parent {
@@ -308,27 +310,67 @@ fn latest_snapshot_of(
     Ok(None)
 }
 
-/// Stream names are plain file names, distinct from each other and from
-/// the top-level entries of the backed-up paths (`/data` takes `data`).
+/// Where stream `name` goes: (top-level entry, file name in it). A name
+/// `DIR/FILE` puts the file in directory `DIR`; a plain name is both.
+fn stream_place(name: &str) -> (&str, &str) {
+    name.split_once('/').unwrap_or((name, name))
+}
+
+/// Stream names are `FILE` or `DIR/FILE`, each part a plain file name;
+/// distinct from each other and from the top-level entries of the
+/// backed-up paths (`/data` takes `data`); a top-level name is a file or a
+/// directory of streams, not both.
 fn check_stream_names(streams: &[StreamSource], trie: &PathTrie) -> Result<()> {
-    let mut taken: Vec<&[u8]> = trie.root_names().collect();
+    let path_roots: Vec<&[u8]> = trie.root_names().collect();
+    // top-level name → whether it is a directory
+    let mut tops: Vec<(&str, bool)> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
     for s in streams {
-        if !is_valid_name(s.name.as_bytes()) {
+        let (top, file) = stream_place(&s.name);
+        let is_dir = top.len() != s.name.len();
+        if !is_valid_name(top.as_bytes()) || !is_valid_name(file.as_bytes()) {
             return Err(anyhow!(
                 "stream name {:?} must be a plain file name (no '/')",
                 s.name
             ));
         }
-        if taken.contains(&s.name.as_bytes()) {
+        let clash = path_roots.contains(&top.as_bytes())
+            || names.contains(&s.name.as_str())
+            || tops
+                .iter()
+                .any(|(t, d)| *t == top && (*d != is_dir || !is_dir));
+        if clash {
             return Err(anyhow!(
                 "stream name {:?} is used twice in this snapshot (by a stream or a \
                  top-level backup path); give each stream its own --stdin-filename",
                 s.name
             ));
         }
-        taken.push(s.name.as_bytes());
+        names.push(&s.name);
+        tops.push((top, is_dir));
     }
     Ok(())
+}
+
+/// The root entries of archived streams (`nodes`, one per stream): plain
+/// ones as they are, those named `DIR/FILE` gathered into directory `DIR`.
+fn nest_streams(
+    archiver: &mut Archiver,
+    streams: &[StreamSource],
+    nodes: Vec<Node>,
+) -> Result<Vec<Node>> {
+    let mut root = Vec::new();
+    let mut dirs: std::collections::BTreeMap<&str, Vec<Node>> = Default::default();
+    for (stream, node) in streams.iter().zip(nodes) {
+        match stream.name.split_once('/') {
+            Some((dir, _)) => dirs.entry(dir).or_default().push(node),
+            None => root.push(node),
+        }
+    }
+    for (dir, files) in dirs {
+        root.push(archiver.stream_directory(dir, files)?);
+    }
+    Ok(root)
 }
 
 fn archive_stream_source(
@@ -336,15 +378,16 @@ fn archive_stream_source(
     stream: &StreamSource,
     child_env: &crate::child_env::ChildEnv,
 ) -> Result<Node> {
+    let (_, file) = stream_place(&stream.name);
     match &stream.input {
         // (the CLI enlarged a stdin pipe before the key derivation)
         StreamInput::Stdin => {
             let stdin = ReadAhead::spawn(std::io::stdin()).context("cannot start reading stdin")?;
-            archiver.archive_stream(&stream.name, stdin)
+            archiver.archive_stream(file, stdin)
         }
         StreamInput::Command(argv) => {
             let mut command = CommandStream::spawn(argv, child_env)?;
-            match archiver.archive_stream(&stream.name, command.reader()) {
+            match archiver.archive_stream(file, command.reader()) {
                 Ok(node) => {
                     command.finish()?;
                     Ok(node)
@@ -369,13 +412,11 @@ pub fn backup_stream(
     interrupted: &AtomicBool,
     progress: &Progress,
 ) -> Result<BackupOutcome> {
-    check_stream_names(
-        &[StreamSource {
-            name: name.to_string(),
-            input: StreamInput::Stdin,
-        }],
-        &PathTrie::default(),
-    )?;
+    if !is_valid_name(name.as_bytes()) {
+        return Err(anyhow!(
+            "stream name {name:?} must be a plain file name (no '/')"
+        ));
+    }
     let host = opts.host.clone().unwrap_or_else(hostname);
     run(repo, opts, interrupted, progress, |archiver| {
         let node = archiver.archive_stream(name, reader)?;

@@ -118,7 +118,7 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
 
 /// A configured source names its repository; -r and the CAIRN_* variables
 /// still win, so a person can point a source at a test repository.
-fn with_repository_of(
+pub(super) fn with_repository_of(
     g: &GlobalArgs,
     settings: &Settings,
     source: &SourceSettings,

@@ -3,8 +3,10 @@ use super::render::{bytes, message};
 use super::{FilterArgs, GlobalArgs};
 use anyhow::{anyhow, Result};
 use cairn::backup::progress::Progress;
-use cairn::restore::{RestoreOptions, Selection};
-use std::path::PathBuf;
+use cairn::restore::{Overwrite, RestoreOptions, Selection};
+use cairn::service::ServiceRestoreOptions;
+use cairn::settings::Settings;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 #[derive(clap::Args)]
@@ -12,7 +14,8 @@ pub struct RestoreArgs {
     /// SNAPSHOT or SNAPSHOT:SUBPATH (the contents of SUBPATH land in the target)
     snapshot: String,
     /// Directory to restore into
-    #[arg(long, short = 't', required_unless_present = "to_command")]
+    /// (With --source: the file a sqlite or redis backup is restored as.)
+    #[arg(long, short = 't', required_unless_present_any = ["to_command", "source"])]
     target: Option<PathBuf>,
     /// Write SNAPSHOT:PATH (a file as is, a directory as tar) to the standard
     /// input of the command given after `--`, e.g. `-- psql app`
@@ -44,9 +47,48 @@ pub struct RestoreArgs {
     delete: bool,
     #[command(flatten)]
     filter: FilterArgs,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+/// Recovery of a data service into a new instance.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Data services")]
+struct ServiceArgs {
+    /// The settings file that defines --source
+    #[arg(long, requires = "source", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Restore this data-service source (postgres, mysql, sqlite, redis)
+    /// into a new database (or, for sqlite and redis, the --target file)
+    #[arg(long, requires = "config", value_name = "NAME",
+          conflicts_with_all = ["to_command", "includes", "excludes", "verify", "delete", "dry_run"])]
+    source: Option<String>,
+    /// Which database of the snapshot (needed when it holds several)
+    #[arg(long, requires = "source", value_name = "NAME")]
+    database: Option<String>,
+    /// The database to create (default: the one backed up); an existing
+    /// one is refused unless --overwrite always
+    #[arg(long, requires = "source", value_name = "NAME")]
+    target_database: Option<String>,
+    /// Restore only this table, SCHEMA.TABLE or TABLE (postgres; repeatable)
+    #[arg(long = "table", requires = "source", value_name = "TABLE")]
+    tables: Vec<String>,
+    /// Restore to this server instead of the source's (its own syntax)
+    #[arg(long, requires = "source", value_name = "CONNECTION")]
+    connection: Option<String>,
+    /// Restore the roles (postgres) or users and grants (mariadb) first
+    #[arg(long, requires = "source")]
+    globals: bool,
+    /// Leave ownership and privileges out (postgres; a server without the
+    /// source's roles)
+    #[arg(long, requires = "source")]
+    no_owner: bool,
 }
 
 pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
+    if let Some((config, source)) = a.service.config.as_ref().zip(a.service.source.as_ref()) {
+        return run_service(g, a, config, source);
+    }
     let repo = g.open()?;
     let (spec, subpath) = match a.snapshot.split_once(':') {
         Some((s, p)) => (s, Some(p.to_string())),
@@ -115,4 +157,54 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
         "{} problems during restore (listed above); everything else was restored",
         out.errors.len()
     ))
+}
+
+/// `restore --config F --source NAME`: a data service into a new database
+/// or file.
+fn run_service(g: &GlobalArgs, a: &RestoreArgs, config: &Path, name: &str) -> Result<i32> {
+    let settings = Settings::load(config)?;
+    let source = settings.source(name)?;
+    let service = source.service().ok_or_else(|| {
+        anyhow!(
+            "source {name:?} is not a data service: restore it with --target DIR, without --source"
+        )
+    })?;
+    let g = &super::backup::with_repository_of(g, &settings, source)?;
+    let repo = g.open()?;
+    let given = a.filter.filter();
+    let filter = if given.hosts.is_empty() && given.tags.is_empty() && given.paths.is_empty() {
+        cairn::ops::source_filter(source)
+    } else {
+        given
+    };
+    let (id, snap) = repo.find_snapshot(&a.snapshot, &filter)?;
+    let s = &a.service;
+    let opts = ServiceRestoreOptions {
+        database: s.database.clone(),
+        target_database: s.target_database.clone(),
+        target: a.target.clone(),
+        tables: s.tables.clone(),
+        connection: s.connection.clone(),
+        replace: a.overwrite == Overwrite::Always,
+        globals: s.globals,
+        no_owner: s.no_owner,
+    };
+    let report = service.restore(&repo, snap.tree, &opts)?;
+    if g.json {
+        println!("{}", message("summary", &report));
+    } else if !g.quiet {
+        println!(
+            "restored {} of snapshot {} into {}{} ({})",
+            report.from,
+            id.short(),
+            report.into,
+            if report.replaced {
+                ", replacing it"
+            } else {
+                ""
+            },
+            bytes(report.bytes)
+        );
+    }
+    Ok(0)
 }

@@ -106,16 +106,7 @@ impl CommandStream {
     }
 
     fn quoted_tail(&self) -> String {
-        let tail = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
-        if tail.is_empty() {
-            return " (it wrote nothing to stderr)".to_string();
-        }
-        let mut s = String::from("; the last lines of its stderr:");
-        for line in tail.iter() {
-            s.push_str("\n  ");
-            s.push_str(line);
-        }
-        s
+        quote_tail(&self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -166,15 +157,38 @@ pub fn feed_command(
     argv: &[String],
     write: impl FnOnce(&mut std::process::ChildStdin) -> Result<()>,
 ) -> Result<()> {
+    if argv.is_empty() {
+        return Err(anyhow!("--to-command needs a command after `--`"));
+    }
+    feed(
+        argv,
+        &crate::child_env::ChildEnv::AdHoc,
+        Stdio::inherit(),
+        write,
+    )
+}
+
+/// Runs `argv` with `write` feeding its standard input and its standard
+/// output going to `stdout`, its stderr passed through to ours and its
+/// last lines quoted in the error; an error unless all of the input was
+/// written and the command exited 0.
+pub fn feed(
+    argv: &[String],
+    child_env: &crate::child_env::ChildEnv,
+    stdout: Stdio,
+    write: impl FnOnce(&mut std::process::ChildStdin) -> Result<()>,
+) -> Result<()> {
     let display = shell_words(argv);
     let (program, args) = argv
         .split_first()
-        .ok_or_else(|| anyhow!("--to-command needs a command after `--`"))?;
-    let mut cmd = std::process::Command::new(program);
-    crate::child_env::ChildEnv::AdHoc.apply(&mut cmd);
+        .ok_or_else(|| anyhow!("no command given to feed"))?;
+    let mut cmd = Command::new(program);
+    child_env.apply(&mut cmd);
     let mut child = cmd
         .args(args)
-        .stdin(std::process::Stdio::piped())
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| anyhow!("cannot run `{display}`: {e}; check the command name and PATH"))?;
     // A command that exits early must give an error here, not kill us by
@@ -184,17 +198,46 @@ pub fn feed_command(
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let relay = {
+        let tail = Arc::clone(&tail);
+        let name = program.clone();
+        std::thread::spawn(move || relay_stderr(&name, stderr, &tail))
+    };
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let written = write(&mut stdin);
     drop(stdin); // end of input: the command can finish
     let status = child.wait()?;
+    let _ = relay.join();
+    let quoted = || {
+        let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+        quote_tail(&tail)
+    };
     match (written, status.success()) {
         (Ok(()), true) => Ok(()),
-        (_, false) => Err(anyhow!("`{display}` {}", describe_status(status))),
+        (_, false) => Err(anyhow!(
+            "`{display}` {}{}",
+            describe_status(status),
+            quoted()
+        )),
         (Err(e), true) => Err(e.context(format!(
             "`{display}` stopped reading before the end of the data"
         ))),
     }
+}
+
+/// The last lines a command wrote to stderr, for an error message.
+fn quote_tail(tail: &VecDeque<String>) -> String {
+    if tail.is_empty() {
+        return " (it wrote nothing to stderr)".to_string();
+    }
+    let mut s = String::from("; the last lines of its stderr:");
+    for line in tail {
+        s.push_str("\n  ");
+        s.push_str(line);
+    }
+    s
 }
 
 #[cfg(test)]
