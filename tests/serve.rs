@@ -747,3 +747,92 @@ fn a_scheduled_source_still_running_is_not_started_twice() {
     assert_eq!(record["state"], "cancelled", "{record}");
     assert!(env.snapshot_ids().is_empty());
 }
+
+#[test]
+fn a_data_service_source_is_backed_up_and_recovered_through_the_api() {
+    if std::process::Command::new("sqlite3")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CAIRN_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "CAIRN_TEST_REQUIRE_SERVICES=1 but there is no sqlite3"
+        );
+        eprintln!("skipped: no sqlite3");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let config = settings(&env, false);
+    let db = env.path("app.db");
+    let sqlite = |file: &std::path::Path, sql: &str| {
+        let out = std::process::Command::new("sqlite3")
+            .arg(file)
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    sqlite(
+        &db,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); \
+                 INSERT INTO t VALUES (1, 'one'), (2, 'two');",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[sources.lite]\nrepository = \"main\"\ntype = \"sqlite\"\ndatabases = [{:?}]\n",
+        db.to_str().unwrap()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&env, &config);
+    let job = server.start_job("/sources/lite/backup", json!(null));
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    let target = env.path("restores/recovered/app.db");
+    let body = json!({"snapshot": "latest", "target": target.to_str().unwrap()});
+    let job = server.start_job("/sources/lite/restore", body.clone());
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["kind"], "restore");
+    assert_eq!(job["source"], "lite");
+    assert_eq!(job["report"]["kind"], "service_restore", "{job}");
+    assert_eq!(job["report"]["from"], "/sqlite/app.db.sql", "{job}");
+    assert_eq!(sqlite(&target, "SELECT group_concat(v) FROM t;"), "one,two");
+
+    // a second time the file exists: the job fails and keeps it
+    sqlite(&target, "INSERT INTO t VALUES (3, 'mine');");
+    let job = server.start_job("/sources/lite/restore", body);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("exists: give --overwrite always"),
+        "{job}"
+    );
+    assert_eq!(sqlite(&target, "SELECT COUNT(*) FROM t;"), "3");
+    let job = server.start_job(
+        "/sources/lite/restore",
+        json!({"snapshot": "latest", "target": target.to_str().unwrap(), "overwrite": "always"}),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(sqlite(&target, "SELECT COUNT(*) FROM t;"), "2");
+
+    // outside the restore roots, or a source that is no data service
+    let (status, e) = server.post(
+        "/sources/lite/restore",
+        json!({"snapshot": "latest", "target": "/etc/app.db"}),
+    );
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = server.post("/sources/files/restore", json!({"snapshot": "latest"}));
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("not a data service"),
+        "{e}"
+    );
+}

@@ -16,6 +16,7 @@ use crate::repo::{OpenedRepository, PathLookupError};
 use crate::restore::{Overwrite, RestoreOptions, Selection};
 use crate::retention::forget::{ForgetOptions, GroupBy};
 use crate::retention::prune::PruneOptions;
+use crate::service::ServiceRestoreOptions;
 use crate::settings::RetentionSettings;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, StatusCode};
@@ -120,6 +121,7 @@ api_routes! {
         post "/repositories/{name}/check" => start_check,
         get "/sources" => list_sources,
         post "/sources/{name}/backup" => start_backup,
+        post "/sources/{name}/restore" => start_service_restore,
         get "/jobs" => list_jobs,
         get "/jobs/{id}" => get_job,
         post "/jobs/{id}/cancel" => cancel_job,
@@ -621,6 +623,22 @@ pub(super) fn parse_id(hex: &str) -> Result<Id, ApiError> {
     Id::from_hex(hex).ok_or_else(|| ApiError::internal(format!("{hex:?} is not an id")))
 }
 
+/// A file to restore (a service's database file): its directory is
+/// confined as a restore target is; the file itself may exist (it is
+/// replaced by a rename, never written through).
+fn restore_file_target(state: &ServerState, target: &str) -> Result<PathBuf, ApiError> {
+    let path = std::path::Path::new(target);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(ApiError::bad_request(format!(
+            "target {target:?} names no file"
+        )));
+    };
+    let dir = dir
+        .to_str()
+        .ok_or_else(|| ApiError::bad_request("target is not UTF-8"))?;
+    Ok(restore_target(state, dir)?.join(name))
+}
+
 /// A restore target must be below a root the settings allow, reached
 /// without following links, and clear of cairn's own data: the API must not
 /// become a way to overwrite /etc (`crate::restore::confine`).
@@ -909,6 +927,101 @@ async fn start_backup(
             ApiError::not_found(format!("no source {name:?} in the settings file"))
         })?;
     start(&state, specs::backup(&name, source, Trigger::Api))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRestoreRequest {
+    /// `latest` (of this source) or an id prefix.
+    snapshot: String,
+    /// Which database of the snapshot (needed when it holds several).
+    database: Option<String>,
+    /// The database to create (postgres, mysql); default: `database`.
+    target_database: Option<String>,
+    /// The file to write (sqlite, redis): absolute, below one of
+    /// `server.restore_roots`.
+    target: Option<String>,
+    /// Only these tables, `SCHEMA.TABLE` or `TABLE` (postgres).
+    #[serde(default)]
+    tables: Vec<String>,
+    /// Another server than the source's, in the service's syntax.
+    connection: Option<String>,
+    /// `always` replaces an existing database or file; anything else refuses it.
+    overwrite: Option<String>,
+    /// Restore the roles (postgres) or users and grants (mariadb) first.
+    #[serde(default)]
+    globals: bool,
+    /// Leave ownership and privileges out (postgres).
+    #[serde(default)]
+    no_owner: bool,
+}
+
+/// Recovers a data-service source into a new database (or file), as a job.
+#[utoipa::path(post, path = "/sources/{name}/restore", tag = "jobs",
+    params(("name" = String, Path, description = "Source name (a data service)")),
+    request_body = ServiceRestoreRequest,
+    responses(
+        (status = 202, description = "Job started", body = Job),
+        (status = 400, description = "Bad request (the message names the field)", body = ErrorBody),
+        (status = 404, description = "No such source or snapshot", body = ErrorBody),
+        (status = 500, description = "The repository could not be read", body = ErrorBody)))]
+async fn start_service_restore(
+    State(state): AppState,
+    Path(name): Path<String>,
+    JsonBody(r): JsonBody<ServiceRestoreRequest>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let source =
+        state.settings.sources.get(&name).ok_or_else(|| {
+            ApiError::not_found(format!("no source {name:?} in the settings file"))
+        })?;
+    if source.service().is_none() {
+        return Err(ApiError::bad_request(format!(
+            "source {name:?} is not a data service: restore it with POST /repositories/{}/restore",
+            source.repository
+        )));
+    }
+    let target = r
+        .target
+        .as_deref()
+        .map(|t| restore_file_target(&state, t))
+        .transpose()?;
+    let replace = match r.overwrite.as_deref() {
+        None => false,
+        Some(o) => {
+            o.parse::<Overwrite>()
+                .map_err(|e| ApiError::bad_request(format!("overwrite: {e}")))?
+                == Overwrite::Always
+        }
+    };
+    let filter = crate::ops::source_filter(source);
+    let snapshot = resolve_snapshot(&state, &source.repository, &r.snapshot, filter).await?;
+    let into = r
+        .target_database
+        .clone()
+        .or(r.database.clone())
+        .or(r.target.clone())
+        .unwrap_or_else(|| "its database".into());
+    let description = format!(
+        "restore of source {name:?} from snapshot {} into {into}",
+        snapshot.short_id
+    );
+    let operation = Operation::ServiceRestore {
+        source: name.clone(),
+        tree: parse_id(&snapshot.tree)?,
+        options: ServiceRestoreOptions {
+            database: r.database,
+            target_database: r.target_database,
+            target,
+            tables: r.tables,
+            connection: r.connection,
+            replace,
+            globals: r.globals,
+            no_owner: r.no_owner,
+        },
+    };
+    let mut spec = specs::repository_job(&source.repository, operation, description);
+    spec.source = Some(name);
+    start(&state, spec)
 }
 
 fn start(

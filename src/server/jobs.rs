@@ -22,6 +22,7 @@ use crate::repo::Repository;
 use crate::restore::RestoreOptions;
 use crate::retention::forget::ForgetOptions;
 use crate::retention::prune::PruneOptions;
+use crate::service::{ServiceRestoreOptions, ServiceRestoreReport};
 use crate::settings::SourceSettings;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -167,17 +168,30 @@ pub enum Operation {
     Check {
         read_data: ReadData,
     },
+    /// A data-service source's backup into a new database or file.
+    ServiceRestore {
+        source: String,
+        tree: Id,
+        options: ServiceRestoreOptions,
+    },
 }
 
 impl Operation {
     fn kind(&self) -> JobKind {
         match self {
             Operation::Backup { .. } => JobKind::Backup,
-            Operation::Restore { .. } => JobKind::Restore,
+            Operation::Restore { .. } | Operation::ServiceRestore { .. } => JobKind::Restore,
             Operation::Forget { .. } => JobKind::Forget,
             Operation::Prune { .. } => JobKind::Prune,
             Operation::Check { .. } => JobKind::Check,
         }
+    }
+
+    /// Whether the operation stops when cancelled. A service restore runs
+    /// the service's own tool, which cairn does not stop halfway (the
+    /// database it was filling would be left half restored).
+    fn cancellable(&self) -> bool {
+        matches!(self, Operation::Backup { .. } | Operation::Restore { .. })
     }
 }
 
@@ -193,6 +207,8 @@ pub enum JobReport {
     },
     Prune(PruneReport),
     Check(CheckReport),
+    #[serde(rename = "service_restore")]
+    ServiceRestore(ServiceRestoreReport),
 }
 
 impl JobReport {
@@ -203,7 +219,9 @@ impl JobReport {
             JobReport::Backup(r) => r.backup.errors.clone(),
             JobReport::Restore(r) => r.outcome.errors.clone(),
             JobReport::Check(r) => r.errors.clone(),
-            JobReport::Forget { .. } | JobReport::Prune(_) => Vec::new(),
+            JobReport::Forget { .. } | JobReport::Prune(_) | JobReport::ServiceRestore(_) => {
+                Vec::new()
+            }
         }
     }
 
@@ -249,6 +267,7 @@ pub enum StartError {
 struct Running {
     cancel: Arc<AtomicBool>,
     progress: Arc<Progress>,
+    cancellable: bool,
 }
 
 pub struct Jobs {
@@ -345,7 +364,11 @@ impl Jobs {
             };
             self.store.save(&job).map_err(StartError::Other)?;
             records.jobs.push(job.clone());
-            records.running.insert(job.id.clone(), Running::default());
+            let running = Running {
+                cancellable: spec.operation.cancellable(),
+                ..Running::default()
+            };
+            records.running.insert(job.id.clone(), running);
             job
         };
         log::info!(
@@ -373,10 +396,10 @@ impl Jobs {
                 job.state.as_str()
             )));
         };
-        if !matches!(job.kind, JobKind::Backup | JobKind::Restore) {
+        if !running.cancellable {
             return Some(Err(format!(
-                "job {id} is a {}, which runs to its end once started",
-                job.kind.as_str()
+                "job {id} ({}) runs to its end once started",
+                job.description
             )));
         }
         running.cancel.store(true, Relaxed);
@@ -534,6 +557,18 @@ impl Jobs {
                 JobReport::Prune(crate::ops::prune(&repo, options, *dry_run, |_| {})?)
             }
             Operation::Check { read_data } => JobReport::Check(check(&repo, *read_data)?),
+            Operation::ServiceRestore {
+                source,
+                tree,
+                options,
+            } => {
+                let service = self
+                    .sources
+                    .get(source)
+                    .and_then(SourceSettings::service)
+                    .ok_or_else(|| anyhow::anyhow!("no data-service source {source:?}"))?;
+                JobReport::ServiceRestore(service.restore(&repo, *tree, options)?)
+            }
         })
     }
 
