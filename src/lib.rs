@@ -32,6 +32,8 @@ pub mod fail;
 #[cfg(feature = "full")]
 pub mod hooks;
 #[cfg(feature = "full")]
+pub mod notify;
+#[cfg(feature = "full")]
 pub mod ops;
 #[cfg(feature = "full")]
 pub mod repo;

@@ -23,6 +23,9 @@ pub struct Settings {
     pub repositories: BTreeMap<String, RepositorySettings>,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
+    /// `[[notifications]]`: where job and staleness events are sent.
+    #[serde(default)]
+    pub notifications: Vec<crate::notify::NotificationSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -105,6 +108,9 @@ pub struct SourceSettings {
     pub host: Option<String>,
     /// A cron expression (5 fields, or 6 with seconds first).
     pub schedule: Option<String>,
+    /// No successful backup for this long (e.g. `2h`): a `stale`
+    /// notification and `cairn_source_stale` (under `serve`).
+    pub stale_after: Option<String>,
     /// Runs before the backup; if it fails, the backup does not run.
     pub before: Option<Vec<String>>,
     /// Runs after the backup, successful or not (CAIRN_BACKUP_STATUS says).
@@ -131,6 +137,14 @@ impl SourceSettings {
                 env: self.child_env(),
             },
         })
+    }
+
+    /// `stale_after` as a duration.
+    pub fn stale_after(&self) -> Result<Option<std::time::Duration>> {
+        self.stale_after
+            .as_deref()
+            .map(|s| crate::duration::parse(s).map_err(|e| anyhow!("stale_after {s:?}: {e:#}")))
+            .transpose()
     }
 
     /// The exclude rules of the settings, checked.
@@ -268,6 +282,16 @@ impl Settings {
     }
 
     fn validate(&self, text: &str) -> Result<()> {
+        for (i, n) in self.notifications.iter().enumerate() {
+            n.check()
+                .map_err(|e| anyhow!("[[notifications]] number {}: {e}", i + 1))?;
+            if let Some(s) = n.sources.iter().find(|s| !self.sources.contains_key(*s)) {
+                return Err(anyhow!(
+                    "[[notifications]] number {}: source {s:?} is not defined",
+                    i + 1
+                ));
+            }
+        }
         for (name, repo) in &self.repositories {
             let at = Located::new(text, "repositories", name);
             if repo.url.trim().is_empty() {
@@ -324,6 +348,9 @@ impl Settings {
             if let Some(expr) = &source.schedule {
                 parse_schedule(expr).map_err(|e| at.error(&e.to_string()))?;
             }
+            source
+                .stale_after()
+                .map_err(|e| at.error(&format!("{e:#}")))?;
             if let Some(r) = &source.retention {
                 r.policy()
                     .map_err(|e| at.error(&format!("retention: {e}")))?;

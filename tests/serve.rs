@@ -836,3 +836,80 @@ fn a_data_service_source_is_backed_up_and_recovered_through_the_api() {
         "{e}"
     );
 }
+
+#[test]
+fn jobs_and_stale_sources_are_notified() {
+    let env = Env::new();
+    env.init();
+    let hook = common::Receiver::start();
+    let config = settings(&env, false);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[sources.files]\nrepository = \"main\"\n",
+        "[sources.files]\nrepository = \"main\"\nstale_after = \"3s\"\n",
+    );
+    text.push_str(&format!(
+        "\n[[notifications]]\nurl = \"{}\"\n",
+        hook.url("/hook")
+    ));
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&env, &config);
+
+    // no success within 3 s of the start: one stale alert, and the metric
+    let stale = hook.wait_for(15, |r| r.json()["event"] == "stale");
+    assert_eq!(stale.json()["source"], "files");
+    assert!(server
+        .metrics()
+        .contains("cairn_source_stale{source=\"files\"} 1"));
+    std::thread::sleep(Duration::from_secs(2));
+    let alerts = hook
+        .requests()
+        .iter()
+        .filter(|r| r.json()["event"] == "stale")
+        .count();
+    assert_eq!(alerts, 1, "alerted once until a success");
+
+    // a job's start and end, with its id; then the source is fresh again
+    let job = server.start_job("/sources/files/backup", json!(null));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let id = job["id"].as_str().unwrap();
+    hook.wait_for(10, |r| {
+        r.json()["event"] == "start" && r.json()["job"] == id
+    });
+    let done = hook.wait_for(10, |r| {
+        r.json()["event"] == "success" && r.json()["job"] == id
+    });
+    assert_eq!(done.json()["snapshot_id"], job["snapshot_id"]);
+    assert!(server
+        .metrics()
+        .contains("cairn_source_stale{source=\"files\"} 0"));
+
+    // a failing job of a repository (check of a damaged one) says why
+    for pack in std::fs::read_dir(env.repo.join("data"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(pack.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            std::fs::write(f.path(), b"damaged").unwrap();
+        }
+    }
+    let job = server.start_job("/repositories/main/check", json!({"read_data": true}));
+    assert_eq!(job["state"], "failed", "{job}");
+    let failed = hook.wait_for(10, |r| {
+        r.json()["event"] == "failure" && r.json()["kind"] == "check"
+    });
+    assert_eq!(failed.json()["repository"], "main");
+    assert!(
+        failed.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("problems"),
+        "{}",
+        failed.body
+    );
+}

@@ -7,6 +7,7 @@ use cairn::backup::{
     backup, BackupOptions, BackupOutcome, ParentChoice, StreamInput, StreamSource,
 };
 use cairn::hooks::around_backup;
+use cairn::notify::{Event, EventKind, Notifier};
 use cairn::settings::{Settings, SourceSettings};
 use cairn::source::exclude::{Patterns, CACHEDIR_TAG};
 use cairn::source::list_file::{read_paths, ListForm};
@@ -113,8 +114,35 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
     let settings = Settings::load(config)?;
     let source = settings.source(source_name)?;
     let g = &with_repository_of(g, &settings, source)?;
-    around_backup(source_name, source, || run_backup(g, a, Some(source)))
+    // the same events a job of `serve` sends, so a source run by cron or
+    // by hand is watched the same way
+    let notifier = Notifier::new(settings.notifications.clone());
+    let event = |kind: EventKind| {
+        let mut e = Event::new(kind, "backup");
+        e.source = Some(source_name.clone());
+        e.repository = Some(source.repository.clone());
+        e
+    };
+    notifier.send(&event(EventKind::Start));
+    let outcome = around_backup(source_name, source, || {
+        run_backup(g, a, Some(source)).map(|(code, id)| ((code, id), id))
+    });
+    notifier.send(&match &outcome {
+        Ok((_, id)) => Event {
+            snapshot_id: id.map(|id| id.to_hex()),
+            ..event(EventKind::Success)
+        },
+        Err(e) => Event {
+            error: Some(format!("{e:#}")),
+            ..event(EventKind::Failure)
+        },
+    });
+    notifier.wait(NOTIFY_WAIT);
+    outcome.map(|(code, _)| code)
 }
+
+/// How long a backup run by hand waits for its notifications to go out.
+const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A configured source names its repository; -r and the CAIRN_* variables
 /// still win, so a person can point a source at a test repository.

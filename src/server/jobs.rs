@@ -16,6 +16,7 @@ use super::store::JobStore;
 use crate::backup::progress::Progress;
 use crate::check::{check, CheckReport, ReadData};
 use crate::id::Id;
+use crate::notify::{Event, EventKind, Notifier};
 use crate::ops::{ForgetReport, PruneReport, RestoreReport, SourceBackupReport, SourceRun};
 use crate::repo::lock::{LockKind, LockOptions};
 use crate::repo::Repository;
@@ -278,6 +279,8 @@ pub struct Jobs {
     /// Removed from every text a job record keeps (the API token, storage
     /// secrets).
     secrets: Vec<String>,
+    /// Told when a job starts and ends.
+    notifier: Arc<Notifier>,
 }
 
 #[derive(Default)]
@@ -294,6 +297,7 @@ impl Jobs {
         repos: Arc<OpenRepositories>,
         sources: BTreeMap<String, SourceSettings>,
         secrets: Vec<String>,
+        notifier: Arc<Notifier>,
     ) -> Result<Jobs> {
         let mut jobs = store.load()?;
         for job in jobs.iter_mut().filter(|j| j.is_running()) {
@@ -310,6 +314,7 @@ impl Jobs {
             repos,
             sources,
             secrets,
+            notifier,
         })
     }
 
@@ -421,10 +426,17 @@ impl Jobs {
 
     async fn run(self: Arc<Self>, id: String, spec: JobSpec) {
         let started = std::time::Instant::now();
-        let (cancel, progress) = match self.lock().running.get(&id) {
-            Some(r) => (Arc::clone(&r.cancel), Arc::clone(&r.progress)),
-            None => return,
+        let (cancel, progress, record) = {
+            let records = self.lock();
+            let (Some(r), Some(job)) = (
+                records.running.get(&id),
+                records.jobs.iter().find(|j| j.id == id),
+            ) else {
+                return;
+            };
+            (Arc::clone(&r.cancel), Arc::clone(&r.progress), job.clone())
         };
+        self.notifier.send(&job_event(&record, EventKind::Start));
         let worker = Arc::clone(&self);
         let stop = Arc::clone(&cancel);
         let outcome = tokio::task::spawn_blocking(move || {
@@ -478,6 +490,12 @@ impl Jobs {
                 }
             }
         };
+        let ended = if job.state == JobState::Succeeded {
+            EventKind::Success
+        } else {
+            EventKind::Failure
+        };
+        self.notifier.send(&job_event(job, ended));
         log::info!(
             "job {} {} after {:.1}s{}",
             job.id,
@@ -580,6 +598,21 @@ impl Jobs {
         }
         line
     }
+}
+
+/// A job's start or end, as notifications tell it.
+fn job_event(job: &Job, event: EventKind) -> Event {
+    let mut e = Event::new(event, job.kind.as_str());
+    e.job = Some(job.id.clone());
+    e.source = job.source.clone();
+    e.repository = Some(job.repository.clone());
+    e.snapshot_id = job.snapshot_id.clone();
+    e.error = match (&job.error, job.state) {
+        (Some(error), _) => Some(error.clone()),
+        (None, JobState::Cancelled) => Some("cancelled".into()),
+        _ => None,
+    };
+    e
 }
 
 /// A record as shown: a running backup's live counters filled in.

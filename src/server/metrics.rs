@@ -68,6 +68,20 @@ pub fn render(state: &ServerState, repos: &[(String, Option<RepositorySummary>)]
                 .map(|j| f64::from(u8::from(j.state != JobState::Succeeded)))
         }),
     );
+    gauge(
+        &mut out,
+        "cairn_source_stale",
+        "1 if the source has had no successful backup for longer than its stale_after.",
+        super::stale::stale_sources(state, &jobs)
+            .into_iter()
+            .map(|(s, stale)| {
+                (
+                    format!("{{source=\"{}\"}}", escape(&s)),
+                    f64::from(u8::from(stale)),
+                )
+            })
+            .collect(),
+    );
     counter(
         &mut out,
         "cairn_schedule_skipped_total",

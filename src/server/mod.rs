@@ -10,6 +10,7 @@ mod reads;
 pub mod repos;
 mod schedule;
 mod specs;
+mod stale;
 pub mod store;
 
 use crate::settings::{Settings, DEFAULT_LISTEN};
@@ -27,6 +28,8 @@ const CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 const CACHE_RELEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(15);
 /// After the grace, how long stopping waits for job threads still running.
 const ABANDON_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a stopping serve waits for notifications still being sent.
+const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long `serve` waits for interrupted jobs to stop when it is stopped.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -41,6 +44,11 @@ pub struct ServerState {
     /// Each repository opened on first use, its key unlocked once and held
     /// while serve runs, with one index cache for all its jobs.
     pub repos: Arc<repos::OpenRepositories>,
+    /// Where job and staleness events go.
+    pub notifier: Arc<crate::notify::Notifier>,
+    /// When serve started: a source with no success yet is stale counted
+    /// from here.
+    pub started: jiff::Timestamp,
 }
 
 pub struct ServeOptions {
@@ -72,11 +80,13 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         );
     }
     let repos = Arc::new(repos::OpenRepositories::new(&settings));
+    let notifier = Arc::new(crate::notify::Notifier::new(settings.notifications.clone()));
     let jobs = Arc::new(Jobs::open(
         store,
         Arc::clone(&repos),
         settings.sources.clone(),
         secrets,
+        Arc::clone(&notifier),
     )?);
     let listen = opts
         .listen
@@ -95,6 +105,8 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         skipped,
         state_dir: state_dir.clone(),
         repos,
+        notifier,
+        started: jiff::Timestamp::now(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -107,6 +119,7 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
     // repositories own I/O runtimes, which may not be dropped from within
     // this one: the last reference goes here, after it.
     runtime.shutdown_timeout(ABANDON_AFTER);
+    state.notifier.wait(NOTIFY_GRACE);
     drop(state);
     result
 }
@@ -129,12 +142,14 @@ async fn run(state: Arc<ServerState>, listen: &str, state_dir: &Path) -> Result<
     );
     let scheduler = tokio::spawn(schedule::run(Arc::clone(&state)));
     let releaser = tokio::spawn(release_idle_caches(Arc::clone(&state.repos)));
+    let staleness = tokio::spawn(stale::watch(Arc::clone(&state)));
     let app = api::router(Arc::clone(&state));
     axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())
         .await?;
     scheduler.abort();
     releaser.abort();
+    staleness.abort();
     if state.jobs.cancel_all() {
         log::info!("stopping; waiting for running jobs to stop cleanly");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;

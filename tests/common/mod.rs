@@ -608,3 +608,119 @@ pub fn restic(env: &Env, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A local HTTP receiver for notifications: records every request (method,
+/// path, headers, body) and answers 200. `start_after` keeps the port
+/// closed for a while first (a receiver that is down).
+pub struct Receiver {
+    pub port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub at: std::time::Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        Receiver::start_after(std::time::Duration::ZERO)
+    }
+
+    pub fn start_after(delay: std::time::Duration) -> Receiver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&requests);
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            for stream in listener.incoming().flatten() {
+                if let Some(r) = read_request(stream) {
+                    seen.lock().unwrap().push(r);
+                }
+            }
+        });
+        Receiver { port, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Waits up to `secs` for a request that `matches`.
+    pub fn wait_for(&self, secs: u64, matches: impl Fn(&Received) -> bool) -> Received {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(r) = self.requests().into_iter().find(|r| matches(r)) {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such request within {secs}s; got {:#?}",
+                self.requests()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+fn read_request(mut stream: std::net::TcpStream) -> Option<Received> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    Some(Received {
+        method,
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        at: std::time::Instant::now(),
+    })
+}
