@@ -26,6 +26,8 @@ pub mod child_env;
 #[cfg(feature = "full")]
 pub mod crash_point;
 #[cfg(feature = "full")]
+pub mod drill;
+#[cfg(feature = "full")]
 pub mod duration;
 #[cfg(feature = "full")]
 pub mod fail;

@@ -200,6 +200,38 @@ impl Notifier {
         }
     }
 
+    /// Runs `work` (a source's backup, a drill, run by hand) between a
+    /// `start` and a `success` or `failure` event made from `template`,
+    /// then waits up to `limit` for them to go out. `snapshot` names the
+    /// snapshot a result saved.
+    pub fn around<T>(
+        &self,
+        template: &Event,
+        limit: Duration,
+        work: impl FnOnce() -> anyhow::Result<T>,
+        snapshot: impl Fn(&T) -> Option<String>,
+    ) -> anyhow::Result<T> {
+        let event = |kind: EventKind| Event {
+            event: kind,
+            time: jiff::Timestamp::now().to_string(),
+            ..template.clone()
+        };
+        self.send(&event(EventKind::Start));
+        let outcome = work();
+        self.send(&match &outcome {
+            Ok(value) => Event {
+                snapshot_id: snapshot(value),
+                ..event(EventKind::Success)
+            },
+            Err(e) => Event {
+                error: Some(format!("{e:#}")),
+                ..event(EventKind::Failure)
+            },
+        });
+        self.wait(limit);
+        outcome
+    }
+
     /// Waits up to `limit` for deliveries under way (a command run by hand
     /// would otherwise end before they are out).
     pub fn wait(&self, limit: Duration) {

@@ -23,6 +23,9 @@ pub struct Settings {
     pub repositories: BTreeMap<String, RepositorySettings>,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
+    /// `[drills.NAME]`: scheduled recoveries of a source's latest backup.
+    #[serde(default)]
+    pub drills: BTreeMap<String, crate::drill::DrillSettings>,
     /// `[[notifications]]`: where job and staleness events are sent.
     #[serde(default)]
     pub notifications: Vec<crate::notify::NotificationSettings>,
@@ -292,6 +295,18 @@ impl Settings {
                 ));
             }
         }
+        for (name, drill) in &self.drills {
+            let at = Located::new(text, "drills", name);
+            if !self.sources.contains_key(&drill.source) {
+                return Err(at.error(&format!("source {:?} is not defined", drill.source)));
+            }
+            if let Some(expr) = &drill.schedule {
+                parse_schedule(expr).map_err(|e| at.error(&e.to_string()))?;
+            }
+            if drill.verify.as_ref().is_some_and(Vec::is_empty) {
+                return Err(at.error("`verify` is an empty command"));
+            }
+        }
         for (name, repo) in &self.repositories {
             let at = Located::new(text, "repositories", name);
             if repo.url.trim().is_empty() {
@@ -366,6 +381,16 @@ impl Settings {
         self.repositories
             .get(name)
             .ok_or_else(|| anyhow!("repository {name:?} is not in the config file"))
+    }
+
+    pub fn drill(&self, name: &str) -> Result<&crate::drill::DrillSettings> {
+        self.drills.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.drills.keys().map(String::as_str).collect();
+            anyhow!(
+                "drill {name:?} is not in the config file (it has: {})",
+                known.join(", ")
+            )
+        })
     }
 
     pub fn source(&self, name: &str) -> Result<&SourceSettings> {

@@ -549,3 +549,53 @@ impl Drop for OtherCluster {
             .output();
     }
 }
+
+#[test]
+fn a_postgres_drill_recovers_into_a_scratch_database_and_drops_it() {
+    let Some(bin) = pg_bin() else { return };
+    let _cluster = lock_cluster();
+    let env = Env::new();
+    env.init();
+    psql(&bin, "postgres", "drop database if exists svc_drill");
+    psql(&bin, "postgres", "create database svc_drill");
+    psql(
+        &bin,
+        "svc_drill",
+        "create table t (v int); insert into t select generate_series(1, 100)",
+    );
+    let psql_tool = tool(&bin, "psql");
+    let config = pg_source(
+        &env,
+        &format!(
+            "databases = [\"svc_drill\"]\n\n[drills.d]\nsource = \"pg\"\n\
+             verify = [\"sh\", \"-c\", \"test $({psql_tool} -X -At -d \\\"$CAIRN_DRILL_DATABASE\\\" -c 'select sum(v) from t') = 5050\"]\n"
+        ),
+    );
+    common::assert_success(&cairn_with(&env, &config, &["backup", "--source", "pg"]));
+    let out = cairn_with(&env, &config, &["--json", "drill", "d"]);
+    common::assert_success(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let into = report["restored"][0]["into"].as_str().unwrap().to_string();
+    assert!(into.starts_with("cairn_drill_"), "{report}");
+    let left = psql(
+        &bin,
+        "postgres",
+        "select count(*) from pg_database where datname like 'cairn_drill_%'",
+    );
+    assert_eq!(left, "0", "the scratch database is dropped");
+
+    // a verify that fails: the drill fails, and the scratch database goes too
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("= 5050", "= 1");
+    std::fs::write(&config, text).unwrap();
+    let out = cairn_with(&env, &config, &["drill", "d"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recovering database \"svc_drill\""));
+    let left = psql(
+        &bin,
+        "postgres",
+        "select count(*) from pg_database where datname like 'cairn_drill_%'",
+    );
+    assert_eq!(left, "0");
+}

@@ -786,7 +786,8 @@ fn a_data_service_source_is_backed_up_and_recovered_through_the_api() {
     );
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
-        "\n[sources.lite]\nrepository = \"main\"\ntype = \"sqlite\"\ndatabases = [{:?}]\n",
+        "\n[sources.lite]\nrepository = \"main\"\ntype = \"sqlite\"\ndatabases = [{:?}]\n\
+         [drills.lite-drill]\nsource = \"lite\"\n",
         db.to_str().unwrap()
     ));
     std::fs::write(&config, text).unwrap();

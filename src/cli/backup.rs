@@ -117,32 +117,24 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<i32> {
     // the same events a job of `serve` sends, so a source run by cron or
     // by hand is watched the same way
     let notifier = Notifier::new(settings.notifications.clone());
-    let event = |kind: EventKind| {
-        let mut e = Event::new(kind, "backup");
-        e.source = Some(source_name.clone());
-        e.repository = Some(source.repository.clone());
-        e
-    };
-    notifier.send(&event(EventKind::Start));
-    let outcome = around_backup(source_name, source, || {
-        run_backup(g, a, Some(source)).map(|(code, id)| ((code, id), id))
-    });
-    notifier.send(&match &outcome {
-        Ok((_, id)) => Event {
-            snapshot_id: id.map(|id| id.to_hex()),
-            ..event(EventKind::Success)
+    let mut event = Event::new(EventKind::Start, "backup");
+    event.source = Some(source_name.clone());
+    event.repository = Some(source.repository.clone());
+    let outcome = notifier.around(
+        &event,
+        NOTIFY_WAIT,
+        || {
+            around_backup(source_name, source, || {
+                run_backup(g, a, Some(source)).map(|(code, id)| ((code, id), id))
+            })
         },
-        Err(e) => Event {
-            error: Some(format!("{e:#}")),
-            ..event(EventKind::Failure)
-        },
-    });
-    notifier.wait(NOTIFY_WAIT);
+        |(_, id)| id.map(|id| id.to_hex()),
+    );
     outcome.map(|(code, _)| code)
 }
 
 /// How long a backup run by hand waits for its notifications to go out.
-const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+pub(super) const NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A configured source names its repository; -r and the CAIRN_* variables
 /// still win, so a person can point a source at a test repository.

@@ -6,6 +6,7 @@ mod cache;
 mod cat;
 mod check;
 mod diff;
+mod drill;
 mod dump;
 mod find;
 mod forget;
@@ -141,6 +142,9 @@ enum Command {
     Key(key::KeyCommand),
     /// Run the scheduler and the REST API of a settings file
     Serve(serve::ServeArgs),
+    /// Run a restore drill of a settings file: recover the latest backup of
+    /// its source into scratch space and check it
+    Drill(drill::DrillArgs),
     /// List the local caches, or remove old ones
     Cache(cache::CacheArgs),
     /// Write shell completions and man pages
@@ -266,6 +270,7 @@ fn run_command(cli: &Cli) -> Result<i32> {
         cli.command,
         Command::Backup(_)
             | Command::Restore(_)
+            | Command::Drill(_)
             | Command::Check(_)
             | Command::Forget(_)
             | Command::Prune(_)
@@ -287,6 +292,7 @@ fn run_command(cli: &Cli) -> Result<i32> {
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Ls(a) => ls::run(g, a),
         Command::Restore(a) => restore::run(g, a),
+        Command::Drill(a) => drill::run(g, a),
         Command::Dump(a) => dump::run(g, a),
         Command::Diff(a) => diff::run(g, a),
         Command::Find(a) => find::run(g, a),

@@ -122,6 +122,7 @@ api_routes! {
         get "/sources" => list_sources,
         post "/sources/{name}/backup" => start_backup,
         post "/sources/{name}/restore" => start_service_restore,
+        post "/drills/{name}/run" => start_drill,
         get "/jobs" => list_jobs,
         get "/jobs/{id}" => get_job,
         post "/jobs/{id}/cancel" => cancel_job,
@@ -1022,6 +1023,32 @@ async fn start_service_restore(
     let mut spec = specs::repository_job(&source.repository, operation, description);
     spec.source = Some(name);
     start(&state, spec)
+}
+
+/// Runs a restore drill now.
+#[utoipa::path(post, path = "/drills/{name}/run", tag = "jobs",
+    params(("name" = String, Path, description = "Drill name")),
+    responses(
+        (status = 202, description = "Job started", body = Job),
+        (status = 404, description = "No such drill", body = ErrorBody)))]
+async fn start_drill(
+    State(state): AppState,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let drill =
+        state.settings.drills.get(&name).ok_or_else(|| {
+            ApiError::not_found(format!("no drill {name:?} in the settings file"))
+        })?;
+    let repository = state
+        .settings
+        .sources
+        .get(&drill.source)
+        .map(|s| s.repository.clone())
+        .ok_or_else(|| ApiError::internal(format!("no source {:?}", drill.source)))?;
+    start(
+        &state,
+        specs::drill(&name, drill, &repository, Trigger::Api),
+    )
 }
 
 fn start(

@@ -15,6 +15,7 @@ use super::repos::OpenRepositories;
 use super::store::JobStore;
 use crate::backup::progress::Progress;
 use crate::check::{check, CheckReport, ReadData};
+use crate::drill::{DrillReport, DrillRun, DrillSettings};
 use crate::id::Id;
 use crate::notify::{Event, EventKind, Notifier};
 use crate::ops::{ForgetReport, PruneReport, RestoreReport, SourceBackupReport, SourceRun};
@@ -24,7 +25,7 @@ use crate::restore::RestoreOptions;
 use crate::retention::forget::ForgetOptions;
 use crate::retention::prune::PruneOptions;
 use crate::service::{ServiceRestoreOptions, ServiceRestoreReport};
-use crate::settings::SourceSettings;
+use crate::settings::{Settings, SourceSettings};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -48,6 +49,7 @@ pub enum JobKind {
     Forget,
     Prune,
     Check,
+    Drill,
 }
 
 impl JobKind {
@@ -64,6 +66,7 @@ impl JobKind {
             JobKind::Forget => "forget",
             JobKind::Prune => "prune",
             JobKind::Check => "check",
+            JobKind::Drill => "drill",
         }
     }
 }
@@ -115,6 +118,9 @@ pub struct Job {
     pub repository: String,
     /// The configured source, for backups (and retention) of one.
     pub source: Option<String>,
+    /// The drill, for drills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<String>,
     pub trigger: Trigger,
     pub state: JobState,
     /// What the job does, in words (never a secret).
@@ -169,6 +175,11 @@ pub enum Operation {
     Check {
         read_data: ReadData,
     },
+    /// A restore drill: the latest backup of its source recovered into
+    /// scratch space and checked.
+    Drill {
+        drill: String,
+    },
     /// A data-service source's backup into a new database or file.
     ServiceRestore {
         source: String,
@@ -185,6 +196,7 @@ impl Operation {
             Operation::Forget { .. } => JobKind::Forget,
             Operation::Prune { .. } => JobKind::Prune,
             Operation::Check { .. } => JobKind::Check,
+            Operation::Drill { .. } => JobKind::Drill,
         }
     }
 
@@ -210,6 +222,7 @@ pub enum JobReport {
     Check(CheckReport),
     #[serde(rename = "service_restore")]
     ServiceRestore(ServiceRestoreReport),
+    Drill(DrillReport),
 }
 
 impl JobReport {
@@ -220,9 +233,10 @@ impl JobReport {
             JobReport::Backup(r) => r.backup.errors.clone(),
             JobReport::Restore(r) => r.outcome.errors.clone(),
             JobReport::Check(r) => r.errors.clone(),
-            JobReport::Forget { .. } | JobReport::Prune(_) | JobReport::ServiceRestore(_) => {
-                Vec::new()
-            }
+            JobReport::Forget { .. }
+            | JobReport::Prune(_)
+            | JobReport::ServiceRestore(_)
+            | JobReport::Drill(_) => Vec::new(),
         }
     }
 
@@ -276,6 +290,9 @@ pub struct Jobs {
     records: Mutex<Records>,
     repos: Arc<OpenRepositories>,
     sources: BTreeMap<String, SourceSettings>,
+    drills: BTreeMap<String, DrillSettings>,
+    /// Where drills make their scratch directories.
+    scratch_dir: std::path::PathBuf,
     /// Removed from every text a job record keeps (the API token, storage
     /// secrets).
     secrets: Vec<String>,
@@ -295,7 +312,8 @@ impl Jobs {
     pub fn open(
         store: JobStore,
         repos: Arc<OpenRepositories>,
-        sources: BTreeMap<String, SourceSettings>,
+        settings: &Settings,
+        scratch_dir: std::path::PathBuf,
         secrets: Vec<String>,
         notifier: Arc<Notifier>,
     ) -> Result<Jobs> {
@@ -312,7 +330,9 @@ impl Jobs {
                 running: HashMap::new(),
             }),
             repos,
-            sources,
+            sources: settings.sources.clone(),
+            drills: settings.drills.clone(),
+            scratch_dir,
             secrets,
             notifier,
         })
@@ -354,6 +374,10 @@ impl Jobs {
                 kind,
                 repository: spec.repository.clone(),
                 source: spec.source.clone(),
+                drill: match &spec.operation {
+                    Operation::Drill { drill } => Some(drill.clone()),
+                    _ => None,
+                },
                 trigger: spec.trigger,
                 state: JobState::Running,
                 description: spec.description.clone(),
@@ -575,6 +599,23 @@ impl Jobs {
                 JobReport::Prune(crate::ops::prune(&repo, options, *dry_run, |_| {})?)
             }
             Operation::Check { read_data } => JobReport::Check(check(&repo, *read_data)?),
+            Operation::Drill { drill } => {
+                let settings = self
+                    .drills
+                    .get(drill)
+                    .ok_or_else(|| anyhow::anyhow!("no drill {drill:?} in the settings file"))?;
+                let source = self.sources.get(&settings.source).ok_or_else(|| {
+                    anyhow::anyhow!("no source {:?} in the settings file", settings.source)
+                })?;
+                let drill_run = DrillRun {
+                    scratch_parent: &self.scratch_dir,
+                    cancel: run.cancel,
+                    progress: run.progress,
+                };
+                JobReport::Drill(crate::drill::drill(
+                    &repo, drill, settings, source, &drill_run,
+                )?)
+            }
             Operation::ServiceRestore {
                 source,
                 tree,

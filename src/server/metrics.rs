@@ -70,6 +70,24 @@ pub fn render(state: &ServerState, repos: &[(String, Option<RepositorySummary>)]
     );
     gauge(
         &mut out,
+        "cairn_drill_last_success_timestamp_seconds",
+        "When the last successful restore drill finished (Unix time).",
+        state
+            .settings
+            .drills
+            .keys()
+            .filter_map(|d| {
+                let last = jobs.iter().find(|j| {
+                    j.kind == JobKind::Drill
+                        && j.state == JobState::Succeeded
+                        && j.drill.as_deref() == Some(d.as_str())
+                })?;
+                Some((format!("{{drill=\"{}\"}}", escape(d)), finished_unix(last)?))
+            })
+            .collect(),
+    );
+    gauge(
+        &mut out,
         "cairn_source_stale",
         "1 if the source has had no successful backup for longer than its stale_after.",
         super::stale::stale_sources(state, &jobs)

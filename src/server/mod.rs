@@ -84,7 +84,8 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
     let jobs = Arc::new(Jobs::open(
         store,
         Arc::clone(&repos),
-        settings.sources.clone(),
+        &settings,
+        state_dir.join("drills"),
         secrets,
         Arc::clone(&notifier),
     )?);

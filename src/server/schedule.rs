@@ -1,7 +1,7 @@
-//! The scheduler: each source with a `schedule` gets a backup job at every
-//! time its cron expression names (local time). A source whose previous job
-//! still runs is skipped for that time, not started twice; the skip is
-//! logged and counted in /metrics.
+//! The scheduler: each source with a `schedule` gets a backup job, and each
+//! drill with one a drill job, at every time its cron expression names
+//! (local time). A source whose previous backup still runs is skipped for
+//! that time, not started twice; the skip is logged and counted in /metrics.
 
 use super::jobs::{StartError, Trigger};
 use super::ServerState;
@@ -10,26 +10,40 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+/// What a schedule starts.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Scheduled<'a> {
+    Backup(&'a str),
+    Drill(&'a str),
+}
+
 pub async fn run(state: Arc<ServerState>) {
-    let schedules: BTreeMap<&str, croner::Cron> = state
-        .settings
+    let settings = &state.settings;
+    let cron = |expr: &Option<String>| crate::settings::parse_schedule(expr.as_deref()?).ok();
+    let schedules: BTreeMap<Scheduled, croner::Cron> = settings
         .sources
         .iter()
-        .filter_map(|(name, s)| {
-            let cron = crate::settings::parse_schedule(s.schedule.as_deref()?).ok()?;
-            Some((name.as_str(), cron))
-        })
+        .filter_map(|(name, s)| Some((Scheduled::Backup(name), cron(&s.schedule)?)))
+        .chain(
+            settings
+                .drills
+                .iter()
+                .filter_map(|(name, d)| Some((Scheduled::Drill(name), cron(&d.schedule)?))),
+        )
         .collect();
     if schedules.is_empty() {
         return;
     }
-    let mut next: BTreeMap<&str, Zoned> = BTreeMap::new();
+    let mut next: BTreeMap<Scheduled, Zoned> = BTreeMap::new();
     loop {
         let now = Zoned::now();
-        for (name, cron) in &schedules {
-            let due = next.entry(name).or_insert_with(|| next_time(cron, &now));
+        for (what, cron) in &schedules {
+            let due = next.entry(*what).or_insert_with(|| next_time(cron, &now));
             if *due <= now {
-                fire(&state, name);
+                match what {
+                    Scheduled::Backup(name) => fire(&state, name),
+                    Scheduled::Drill(name) => fire_drill(&state, name),
+                }
                 *due = next_time(cron, &now);
             }
         }
@@ -67,6 +81,19 @@ fn fire(state: &Arc<ServerState>, name: &str) {
             }
         }
         Err(StartError::Other(e)) => log::error!("schedule: cannot start {name}: {e:#}"),
+    }
+}
+
+fn fire_drill(state: &Arc<ServerState>, name: &str) {
+    let Some(drill) = state.settings.drills.get(name) else {
+        return;
+    };
+    let Some(source) = state.settings.sources.get(&drill.source) else {
+        return;
+    };
+    let spec = super::specs::drill(name, drill, &source.repository, Trigger::Schedule);
+    if let Err(e) = state.jobs.start(spec) {
+        log::error!("schedule: cannot start drill {name}: {e:?}");
     }
 }
 

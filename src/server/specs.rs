@@ -2,6 +2,7 @@
 //! and its description (what the job record shows).
 
 use super::jobs::{JobSpec, Operation, Trigger, SCHEDULED_LOCK_WAIT};
+use crate::drill::DrillSettings;
 use crate::settings::SourceSettings;
 
 /// A backup of a configured source, then its retention (forget, prune).
@@ -34,5 +35,21 @@ pub fn repository_job(repository: &str, operation: Operation, description: Strin
         trigger: Trigger::Api,
         operation,
         description,
+    }
+}
+
+/// A restore drill, on its source's repository.
+pub fn drill(name: &str, drill: &DrillSettings, repository: &str, trigger: Trigger) -> JobSpec {
+    JobSpec {
+        repository: repository.to_string(),
+        source: Some(drill.source.clone()),
+        trigger,
+        operation: Operation::Drill {
+            drill: name.to_string(),
+        },
+        description: format!(
+            "drill {name:?}: recovery of the latest backup of source {:?}",
+            drill.source
+        ),
     }
 }

@@ -140,6 +140,36 @@ impl Service {
         }
     }
 
+    /// The databases (SQLite: file names) a snapshot holds a backup of;
+    /// for Redis the one RDB file.
+    pub fn databases_in(&self, repo: &Repository, tree: Id) -> Result<Vec<String>> {
+        let streams = ServiceStreams::load(repo, tree, self.kind)?;
+        Ok(match self.kind {
+            SourceType::Postgres => postgres::databases_in(&streams),
+            SourceType::Mysql => mysql::databases_in(&streams),
+            SourceType::Sqlite => sqlite::databases_in(&streams),
+            SourceType::Redis | SourceType::Files => Vec::new(),
+        })
+    }
+
+    /// Whether a restore of this service writes a database on the server
+    /// (PostgreSQL, MySQL) rather than a file.
+    pub fn restores_into_a_database(&self) -> bool {
+        matches!(self.kind, SourceType::Postgres | SourceType::Mysql)
+    }
+
+    /// Drops database `name` (a drill's scratch database).
+    pub fn drop_database(&self, name: &str) -> Result<()> {
+        match self.kind {
+            SourceType::Postgres => postgres::drop_database(self, name),
+            SourceType::Mysql => mysql::drop_database(self, name),
+            _ => Err(anyhow!(
+                "a {} source has no databases on a server",
+                self.directory()
+            )),
+        }
+    }
+
     /// The connection a restore uses: the one asked for, else the source's.
     fn connection_for<'a>(&'a self, opts: &'a ServiceRestoreOptions) -> Option<&'a str> {
         opts.connection.as_deref().or(self.connection.as_deref())

@@ -181,6 +181,20 @@ pub(super) fn restore(
     })
 }
 
+pub(super) fn databases_in(streams: &ServiceStreams) -> Vec<String> {
+    streams.names(DUMP, &[USERS])
+}
+
+pub(super) fn drop_database(service: &Service, name: &str) -> Result<()> {
+    let mut args = connection_args(service.connection.as_deref())?;
+    args.push("--batch".into());
+    let sql = format!("drop database if exists {};", identifier(name));
+    service
+        .tools
+        .query(&service.tools.argv("mysql", &args), &sql)
+        .map(drop)
+}
+
 /// `KEY=VALUE` words as `--KEY=VALUE` options.
 fn connection_args(connection: Option<&str>) -> Result<Vec<String>> {
     connection

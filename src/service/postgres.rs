@@ -142,6 +142,16 @@ pub(super) fn restore(
     })
 }
 
+pub(super) fn databases_in(streams: &ServiceStreams) -> Vec<String> {
+    streams.names(DUMP, &[GLOBALS])
+}
+
+pub(super) fn drop_database(service: &Service, name: &str) -> Result<()> {
+    psql(service, service.connection.as_deref(), &[("target", name)])
+        .query_sql("drop database if exists :\"target\" with (force);")
+        .map(drop)
+}
+
 /// Applies the snapshot's roles and tablespaces. Roles that exist already
 /// (the superuser, at least) are reported by psql and left as they are.
 fn restore_globals(

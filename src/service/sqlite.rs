@@ -59,6 +59,10 @@ pub(super) fn stream_file(db: &str) -> Result<String> {
     Ok(file_name_of(name, DUMP))
 }
 
+pub(super) fn databases_in(streams: &ServiceStreams) -> Vec<String> {
+    streams.names(DUMP, &[])
+}
+
 pub(super) fn restore(
     service: &Service,
     streams: &ServiceStreams,
