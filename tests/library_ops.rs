@@ -226,3 +226,63 @@ fn restore_reports_its_progress() {
         );
     }
 }
+
+/// A new machine's first walk over a snapshot (restore, ls, find): after
+/// `prefetch_trees` every tree is in the local cache, so the walk itself
+/// sends no request.
+#[test]
+fn prefetched_trees_leave_a_cold_walk_nothing_to_fetch() {
+    let storage = Storage::open("memory://").unwrap();
+    let opts = InitOptions {
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Default::default()
+    };
+    init(&storage, PASSWORD, &opts).unwrap();
+    let writer = OpenedRepository::open(storage.clone(), PASSWORD)
+        .unwrap()
+        .load_index(&CacheLocation::None)
+        .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..60 {
+        let dir = src.path().join(format!("d{}/e{}/f{i}", i % 5, i % 7));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x"), i.to_string()).unwrap();
+    }
+    let id = back_up(&writer, src.path());
+
+    // another host: its own, empty cache
+    let reader = OpenedRepository::open(storage.clone(), PASSWORD)
+        .unwrap()
+        .load_index(&CacheLocation::None)
+        .unwrap();
+    let (_, snap) = reader
+        .find_snapshot(&id.to_hex(), &SnapshotFilter::default())
+        .unwrap();
+    let before = storage.requests().get;
+    let done = reader.prefetch_trees(&[snap.tree]);
+    let fetched = storage.requests().get - before;
+    assert_eq!(done.failed, 0);
+    assert!(done.trees > 60, "{done:?}");
+    assert!(fetched > 0, "the cold cache had to fetch them");
+
+    fn walk(repo: &Repository, tree: cairn::id::Id) -> u64 {
+        let mut n = 1;
+        for node in repo.load_tree(&tree).unwrap().nodes {
+            if let cairn::tree::NodeKind::Dir { subtree } = node.kind {
+                n += walk(repo, subtree);
+            }
+        }
+        n
+    }
+    let before = storage.requests().get;
+    assert_eq!(walk(&reader, snap.tree), done.trees);
+    assert_eq!(
+        storage.requests().get,
+        before,
+        "the walk found every tree cached"
+    );
+}

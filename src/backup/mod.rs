@@ -259,6 +259,15 @@ pub fn backup(
                 ParentChoice::Auto => latest_snapshot_of(repo, &host, &paths)?,
             };
             let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
+            // A parent whose root is not in the local cache (a new host, a
+            // cleared cache) is loaded directory by directory as the walk
+            // meets it, a round trip each: fetch its trees alongside, many
+            // at a time. On the host that made it, its trees are cached.
+            if let Some(root) = parent_tree {
+                if repo.index.tree(&root)?.is_none() {
+                    scope.spawn(move || repo.prefetch_trees(&[root]));
+                }
+            }
             let tree = archiver.archive_root(&trie, parent_tree, stream_nodes)?;
             Ok(Snapshot {
                 tree,

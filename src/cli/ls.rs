@@ -33,6 +33,9 @@ pub fn run(g: &GlobalArgs, a: &LsArgs) -> Result<i32> {
     };
     match repo.resolve_path(snap.tree, &base)? {
         PathTarget::Dir { tree, node } => {
+            if out.recursive {
+                repo.prefetch_trees(&[tree]);
+            }
             if let Some(node) = node {
                 out.print(&node, &base);
             }

@@ -57,6 +57,8 @@ impl NamePatterns {
 #[derive(Default)]
 pub struct FindMemo {
     empty_trees: HashSet<Id>,
+    /// Trees already prefetched for an earlier snapshot of this search.
+    prefetched: HashSet<Id>,
 }
 
 impl Repository {
@@ -68,6 +70,7 @@ impl Repository {
         memo: &mut FindMemo,
     ) -> Result<Vec<EntryListing>> {
         let mut out = Vec::new();
+        self.prefetch_new_trees(&[root], &mut memo.prefetched);
         // whether a tree holds a match depends on where it lies only for
         // path patterns
         let reuse = !patterns.by_path_only();

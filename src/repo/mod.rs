@@ -10,6 +10,7 @@ pub mod find;
 pub mod keys;
 pub mod layout;
 pub mod lock;
+mod prefetch;
 mod rewrite_index;
 pub mod snapshots;
 pub mod stats;
@@ -594,12 +595,38 @@ impl Repository {
             .checked_sub(header_len)
             .ok_or_else(|| anyhow!("{path}: header longer than the pack"))?;
         let sealed = self.storage.read_range(&path, header_start..header_end)?;
+        self.open_pack_header(&path, &sealed, header_start)
+    }
+
+    /// The blobs a whole pack's bytes hold, from its own header.
+    pub fn pack_contents(&self, id: &Id, bytes: &[u8]) -> Result<Vec<PackedBlob>> {
+        let path = layout::pack(id);
+        let size = bytes.len() as u64;
+        if size < TRAILER_LEN as u64 {
+            return Err(anyhow!("{path}: too short to be a pack"));
+        }
+        let header_end = size - TRAILER_LEN as u64;
+        let header_len =
+            u64::from(parse_trailer(&bytes[header_end as usize..]).with_context(|| path.clone())?);
+        let header_start = header_end
+            .checked_sub(header_len)
+            .ok_or_else(|| anyhow!("{path}: header longer than the pack"))?;
+        let sealed = &bytes[header_start as usize..header_end as usize];
+        self.open_pack_header(&path, sealed, header_start)
+    }
+
+    fn open_pack_header(
+        &self,
+        path: &str,
+        sealed: &[u8],
+        header_start: u64,
+    ) -> Result<Vec<PackedBlob>> {
         let plain = self
             .keys
             .cipher()
-            .open("pack header", ad::PACK_HEADER, &sealed)
-            .with_context(|| path.clone())?;
-        Ok(decode_header(&plain, header_start).with_context(|| path.clone())?)
+            .open("pack header", ad::PACK_HEADER, sealed)
+            .with_context(|| path.to_string())?;
+        Ok(decode_header(&plain, header_start).with_context(|| path.to_string())?)
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {

@@ -30,6 +30,10 @@ use std::sync::Mutex;
 const COALESCE_GAP: u64 = 1 << 20;
 /// Upper bound of one merged read.
 const MAX_READ: u64 = 8 << 20;
+/// Packs restored at once from an object store, at least (from a local
+/// directory: one per core). One run on 2 cores, 20 ms one-way: 2 → 4.8 s
+/// and 100 MB, 4 → 4.1 s and 137 MB, 8 → 4.0 s and 200 MB.
+const REMOTE_PACKS_IN_FLIGHT: usize = 4;
 /// A pack of small blobs can feed thousands of files; keep at most this many
 /// open per pack worker, well inside the usual 1024 descriptor limit.
 const OPEN_FILES_PER_PACK: usize = 64;
@@ -102,15 +106,28 @@ pub fn restore_until(
     count_totals(&plan, &skipped, progress);
     let work = group_by_pack(repo, &plan, &skipped, &errors)?;
     out.packs_read = work.len() as u64;
-    out.bytes_written = work
-        .par_iter()
-        .map(|(pack, blobs)| {
-            if cancel.load(Relaxed) {
-                return 0;
-            }
-            restore_pack(repo, pack, blobs, &plan, &errors, progress)
+    // From an object store each read waits a round trip, which more packs
+    // in flight hide; from a local disk more only cost memory (each holds
+    // up to MAX_READ, and its decompressed blobs).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(if repo.storage.is_remote() {
+            REMOTE_PACKS_IN_FLIGHT.max(rayon::current_num_threads())
+        } else {
+            rayon::current_num_threads()
         })
-        .sum();
+        .thread_name(|i| format!("cairn-restore-{i}"))
+        .build()
+        .context("cannot start the restore's threads")?;
+    out.bytes_written = pool.install(|| {
+        work.par_iter()
+            .map(|(pack, blobs)| {
+                if cancel.load(Relaxed) {
+                    return 0;
+                }
+                restore_pack(repo, pack, blobs, &plan, &errors, progress)
+            })
+            .sum()
+    });
     progress.files_done.store(plan.files.len() as u64, Relaxed);
     if cancel.load(Relaxed) {
         return Err(anyhow!(

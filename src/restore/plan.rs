@@ -141,7 +141,15 @@ pub fn build(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Plan>
         .map(|s| format!("/{}", s.trim_matches('/')))
         .unwrap_or_default();
     match repo.resolve_path(root, &base)? {
-        PathTarget::Dir { tree, .. } => w.walk(tree, &base, &opts.target, None, false)?,
+        PathTarget::Dir { tree, .. } => {
+            // every tree below is walked unless includes narrow it: fetch
+            // them many at a time first (a cold cache would otherwise wait
+            // one round trip per directory)
+            if w.includes.is_none() {
+                repo.prefetch_trees(&[tree]);
+            }
+            w.walk(tree, &base, &opts.target, None, false)?
+        }
         PathTarget::Entry(node) => {
             w.plan.root_is_dir = false;
             let dest = opts.target.join(std::ffi::OsStr::from_bytes(&node.name));

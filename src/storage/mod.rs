@@ -174,7 +174,7 @@ impl Storage {
     /// For a remote location without a repository: tells a missing bucket
     /// (or container) apart from an empty one.
     pub fn probe_container(&self) -> Result<()> {
-        if self.local_root.is_some() || self.location == "memory://" {
+        if !self.is_remote() {
             return Ok(());
         }
         self.shared.requests.list.fetch_add(1, Relaxed);
@@ -207,6 +207,12 @@ impl Storage {
     /// For local repositories, the directory (init creates it).
     pub fn local_root(&self) -> Option<&std::path::Path> {
         self.local_root.as_deref()
+    }
+
+    /// Whether each request crosses a network (and so waits a round trip):
+    /// everything but a local directory and `memory://`.
+    pub fn is_remote(&self) -> bool {
+        self.local_root.is_none() && self.location != "memory://"
     }
 
     pub fn read(&self, path: &str) -> Result<Vec<u8>> {
