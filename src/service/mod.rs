@@ -283,6 +283,69 @@ impl<'a> ServiceStreams<'a> {
     }
 }
 
+/// A database server a restore creates a database on (PostgreSQL, MySQL):
+/// the steps differ, the rules ([`restore_into_database`]) do not.
+trait DatabaseServer {
+    fn exists(&self, name: &str) -> Result<bool>;
+    fn drop_database(&self, name: &str) -> Result<()>;
+    fn create(&self, name: &str) -> Result<()>;
+    /// Runs the service's restore tool into database `name`, its input
+    /// written by `feed`.
+    fn load(
+        &self,
+        name: &str,
+        feed: &mut dyn FnMut(&mut std::process::ChildStdin) -> Result<()>,
+    ) -> Result<()>;
+    /// What to add to the message of a load that failed with `error`.
+    fn hint(&self, _error: &str) -> &'static str {
+        ""
+    }
+}
+
+/// Restores `dump` into a new database `target`: one that exists is
+/// refused unless `opts.replace` (then dropped first); a load that fails
+/// drops the database again, so nothing half restored passes for a
+/// recovered one.
+fn restore_into_database(
+    server: &dyn DatabaseServer,
+    service: &Service,
+    streams: &ServiceStreams,
+    dump: &Node,
+    target: String,
+    opts: &ServiceRestoreOptions,
+) -> Result<ServiceRestoreReport> {
+    let replaced = server.exists(&target)?;
+    if replaced && !opts.replace {
+        return Err(anyhow!(
+            "database {target:?} exists: give --overwrite always to replace it, or another \
+             --target-database"
+        ));
+    }
+    if replaced {
+        server.drop_database(&target)?;
+    }
+    server.create(&target)?;
+    if let Err(e) = server.load(&target, &mut |stdin| streams.write(dump, stdin)) {
+        let what = match server.drop_database(&target) {
+            Ok(()) => format!("database {target:?} was dropped again"),
+            Err(d) => format!("database {target:?} is left half restored ({d:#})"),
+        };
+        let hint = server.hint(&format!("{e:#}"));
+        return Err(e.context(format!(
+            "restoring {} into {target:?} failed: {what}{hint}",
+            streams.path_of(dump)
+        )));
+    }
+    Ok(ServiceRestoreReport {
+        source_type: service.kind,
+        from: streams.path_of(dump),
+        into: target,
+        replaced,
+        globals: opts.globals,
+        bytes: dump.size,
+    })
+}
+
 /// Writes a restored file as a service reads it: into `target`'s directory
 /// under a temporary name, owner-only, then renamed over `target` once
 /// `fill` succeeded, so neither a half-written file nor a reader of the

@@ -10,7 +10,10 @@
 //! (`defaults-extra-file=…`) or `MYSQL_PWD`, not in the settings file.
 
 use super::client::file_name_of;
-use super::{command_stream, Service, ServiceRestoreOptions, ServiceRestoreReport, ServiceStreams};
+use super::{
+    command_stream, restore_into_database, DatabaseServer, Service, ServiceRestoreOptions,
+    ServiceRestoreReport, ServiceStreams,
+};
 use crate::backup::StreamSource;
 use anyhow::{anyhow, Context, Result};
 
@@ -118,19 +121,15 @@ pub(super) fn restore(
     }
     let (database, dump) = streams.database(opts.database.as_deref(), DUMP, &[USERS])?;
     let target = opts.target_database.clone().unwrap_or(database);
-    let connection = connection_args(service.connection_for(opts))?;
-    let mysql = |sql: &str| {
-        let mut args = connection.clone();
-        args.extend(["--batch", "--skip-column-names"].map(String::from));
-        service
-            .tools
-            .query(&service.tools.argv("mysql", &args), sql)
+    let server = Server {
+        service,
+        connection: connection_args(service.connection_for(opts))?,
     };
     if opts.globals {
         let users = streams
             .get(USERS)
             .ok_or_else(|| anyhow!("the snapshot holds no /mysql/{USERS}"))?;
-        let mut args = connection.clone();
+        let mut args = server.connection.clone();
         args.push("--force".into()); // users that exist are reported and kept
         service
             .tools
@@ -139,46 +138,53 @@ pub(super) fn restore(
             })
             .context("restoring the users and grants (--globals)")?;
     }
-    let exists = mysql(&format!(
-        "select count(*) from information_schema.schemata where schema_name = {};",
-        string_literal(&target)
-    ))?;
-    let replaced = exists.trim() != "0";
-    if replaced && !opts.replace {
-        return Err(anyhow!(
-            "database {target:?} exists: give --overwrite always to replace it, or another \
-             --target-database"
-        ));
+    restore_into_database(&server, service, streams, dump, target, opts)
+}
+
+struct Server<'a> {
+    service: &'a Service,
+    /// `--KEY=VALUE` options of every client call.
+    connection: Vec<String>,
+}
+
+impl Server<'_> {
+    fn sql(&self, sql: &str) -> Result<String> {
+        let mut args = self.connection.clone();
+        args.extend(["--batch", "--skip-column-names"].map(String::from));
+        let argv = self.service.tools.argv("mysql", &args);
+        self.service.tools.query(&argv, sql)
     }
-    let ident = identifier(&target);
-    if replaced {
-        mysql(&format!("drop database {ident};"))?;
+}
+
+impl DatabaseServer for Server<'_> {
+    fn exists(&self, name: &str) -> Result<bool> {
+        let n = self.sql(&format!(
+            "select count(*) from information_schema.schemata where schema_name = {};",
+            string_literal(name)
+        ))?;
+        Ok(n.trim() != "0")
     }
-    mysql(&format!("create database {ident};"))?;
-    let mut args = connection.clone();
-    args.push(format!("--database={target}"));
-    let argv = service.tools.argv("mysql", &args);
-    if let Err(e) = service
-        .tools
-        .feed(&argv, |stdin| streams.write(dump, stdin))
-    {
-        let what = match mysql(&format!("drop database {ident};")) {
-            Ok(_) => format!("database {target:?} was dropped again"),
-            Err(d) => format!("database {target:?} is left half restored ({d:#})"),
-        };
-        return Err(e.context(format!(
-            "restoring {} into {target:?} failed: {what}",
-            streams.path_of(dump)
-        )));
+
+    fn drop_database(&self, name: &str) -> Result<()> {
+        self.sql(&format!("drop database if exists {};", identifier(name)))
+            .map(drop)
     }
-    Ok(ServiceRestoreReport {
-        source_type: service.kind,
-        from: streams.path_of(dump),
-        into: target,
-        replaced,
-        globals: opts.globals,
-        bytes: dump.size,
-    })
+
+    fn create(&self, name: &str) -> Result<()> {
+        self.sql(&format!("create database {};", identifier(name)))
+            .map(drop)
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        feed: &mut dyn FnMut(&mut std::process::ChildStdin) -> Result<()>,
+    ) -> Result<()> {
+        let mut args = self.connection.clone();
+        args.push(format!("--database={name}"));
+        let argv = self.service.tools.argv("mysql", &args);
+        self.service.tools.feed(&argv, feed)
+    }
 }
 
 pub(super) fn databases_in(streams: &ServiceStreams) -> Vec<String> {
@@ -186,13 +192,11 @@ pub(super) fn databases_in(streams: &ServiceStreams) -> Vec<String> {
 }
 
 pub(super) fn drop_database(service: &Service, name: &str) -> Result<()> {
-    let mut args = connection_args(service.connection.as_deref())?;
-    args.push("--batch".into());
-    let sql = format!("drop database if exists {};", identifier(name));
-    service
-        .tools
-        .query(&service.tools.argv("mysql", &args), &sql)
-        .map(drop)
+    let server = Server {
+        service,
+        connection: connection_args(service.connection.as_deref())?,
+    };
+    server.drop_database(name)
 }
 
 /// `KEY=VALUE` words as `--KEY=VALUE` options.

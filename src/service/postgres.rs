@@ -10,7 +10,10 @@
 //! it per call.
 
 use super::client::file_name_of;
-use super::{command_stream, Service, ServiceRestoreOptions, ServiceRestoreReport, ServiceStreams};
+use super::{
+    command_stream, restore_into_database, DatabaseServer, Service, ServiceRestoreOptions,
+    ServiceRestoreReport, ServiceStreams,
+};
 use crate::backup::StreamSource;
 use anyhow::{anyhow, Context, Result};
 
@@ -85,61 +88,78 @@ pub(super) fn restore(
     let (database, dump) = streams.database(opts.database.as_deref(), DUMP, &[GLOBALS])?;
     let target = opts.target_database.clone().unwrap_or(database);
     let connection = service.connection_for(opts);
-    let admin = psql(service, connection, &[("target", &target)]);
     if opts.globals {
         restore_globals(service, streams, connection)?;
     }
-    let exists = admin.query_sql("select count(*) from pg_database where datname = :'target';")?;
-    let replaced = exists.trim() != "0";
-    if replaced && !opts.replace {
-        return Err(anyhow!(
-            "database {target:?} exists: give --overwrite always to replace it, or another \
-             --target-database"
-        ));
-    }
-    if replaced {
-        admin.query_sql("drop database :\"target\" with (force);")?;
-    }
-    admin.query_sql("create database :\"target\" template template0;")?;
-    let mut args = vec![
-        "--exit-on-error".to_string(),
-        "--no-password".to_string(),
-        "--dbname".to_string(),
-        conninfo(connection, &target),
-    ];
+    let server = Server {
+        service,
+        connection,
+        restore_args: restore_args(opts)?,
+        no_owner: opts.no_owner,
+    };
+    restore_into_database(&server, service, streams, dump, target, opts)
+}
+
+/// pg_restore's options besides the database: ownership, tables.
+fn restore_args(opts: &ServiceRestoreOptions) -> Result<Vec<String>> {
+    let mut args = vec!["--exit-on-error".to_string(), "--no-password".to_string()];
     if opts.no_owner {
         args.extend(["--no-owner".to_string(), "--no-acl".to_string()]);
     }
     args.extend(table_args(&opts.tables)?);
-    let argv = service.tools.argv("pg_restore", &args);
-    if let Err(e) = service
-        .tools
-        .feed(&argv, |stdin| streams.write(dump, stdin))
-    {
-        // a database half restored must not pass for a recovered one
-        let dropped = admin.query_sql("drop database :\"target\" with (force);");
-        let what = match dropped {
-            Ok(_) => format!("database {target:?} was dropped again"),
-            Err(d) => format!("database {target:?} is left half restored ({d:#})"),
-        };
-        let hint = if format!("{e:#}").contains("role") && !opts.no_owner {
+    Ok(args)
+}
+
+struct Server<'a> {
+    service: &'a Service,
+    connection: Option<&'a str>,
+    restore_args: Vec<String>,
+    no_owner: bool,
+}
+
+impl Server<'_> {
+    fn admin(&self, name: &str, sql: &str) -> Result<String> {
+        psql(self.service, self.connection, &[("target", name)]).query_sql(sql)
+    }
+}
+
+impl DatabaseServer for Server<'_> {
+    fn exists(&self, name: &str) -> Result<bool> {
+        let n = self.admin(
+            name,
+            "select count(*) from pg_database where datname = :'target';",
+        )?;
+        Ok(n.trim() != "0")
+    }
+
+    fn drop_database(&self, name: &str) -> Result<()> {
+        self.admin(name, "drop database if exists :\"target\" with (force);")
+            .map(drop)
+    }
+
+    fn create(&self, name: &str) -> Result<()> {
+        self.admin(name, "create database :\"target\" template template0;")
+            .map(drop)
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        feed: &mut dyn FnMut(&mut std::process::ChildStdin) -> Result<()>,
+    ) -> Result<()> {
+        let mut args = self.restore_args.clone();
+        args.extend(["--dbname".to_string(), conninfo(self.connection, name)]);
+        let argv = self.service.tools.argv("pg_restore", &args);
+        self.service.tools.feed(&argv, feed)
+    }
+
+    fn hint(&self, error: &str) -> &'static str {
+        if error.contains("role") && !self.no_owner {
             "; restore the roles first (--globals), or leave ownership out (--no-owner)"
         } else {
             ""
-        };
-        return Err(e.context(format!(
-            "restoring {} into {target:?} failed: {what}{hint}",
-            streams.path_of(dump)
-        )));
+        }
     }
-    Ok(ServiceRestoreReport {
-        source_type: service.kind,
-        from: streams.path_of(dump),
-        into: target,
-        replaced,
-        globals: opts.globals,
-        bytes: dump.size,
-    })
 }
 
 pub(super) fn databases_in(streams: &ServiceStreams) -> Vec<String> {
@@ -147,9 +167,13 @@ pub(super) fn databases_in(streams: &ServiceStreams) -> Vec<String> {
 }
 
 pub(super) fn drop_database(service: &Service, name: &str) -> Result<()> {
-    psql(service, service.connection.as_deref(), &[("target", name)])
-        .query_sql("drop database if exists :\"target\" with (force);")
-        .map(drop)
+    let server = Server {
+        service,
+        connection: service.connection.as_deref(),
+        restore_args: Vec::new(),
+        no_owner: false,
+    };
+    server.drop_database(name)
 }
 
 /// Applies the snapshot's roles and tablespaces. Roles that exist already
