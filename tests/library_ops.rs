@@ -25,17 +25,7 @@ const PASSWORD: &[u8] = b"library";
 /// A fresh in-memory repository, opened in two steps (key, then index) and
 /// holding the maintenance lock, so every operation may run.
 fn repository() -> Repository {
-    let storage = Storage::open("memory://").unwrap();
-    let opts = InitOptions {
-        kdf: KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..Default::default()
-    };
-    init(&storage, PASSWORD, &opts).unwrap();
-    let opened = OpenedRepository::open(storage, PASSWORD).unwrap();
+    let opened = OpenedRepository::open(new_storage(), PASSWORD).unwrap();
     let repo = opened.load_index(&CacheLocation::None).unwrap();
     repo.lock(
         LockKind::Exclusive,
@@ -46,6 +36,21 @@ fn repository() -> Repository {
     )
     .unwrap();
     repo
+}
+
+/// A new in-memory repository's storage (a cheap key derivation).
+fn new_storage() -> Storage {
+    let storage = Storage::open("memory://").unwrap();
+    let opts = InitOptions {
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Default::default()
+    };
+    init(&storage, PASSWORD, &opts).unwrap();
+    storage
 }
 
 fn back_up(repo: &Repository, dir: &std::path::Path) -> cairn::id::Id {
@@ -232,16 +237,7 @@ fn restore_reports_its_progress() {
 /// sends no request.
 #[test]
 fn prefetched_trees_leave_a_cold_walk_nothing_to_fetch() {
-    let storage = Storage::open("memory://").unwrap();
-    let opts = InitOptions {
-        kdf: KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..Default::default()
-    };
-    init(&storage, PASSWORD, &opts).unwrap();
+    let storage = new_storage();
     let writer = OpenedRepository::open(storage.clone(), PASSWORD)
         .unwrap()
         .load_index(&CacheLocation::None)
