@@ -148,6 +148,20 @@ impl Job {
     pub fn is_running(&self) -> bool {
         self.state == JobState::Running
     }
+
+    /// When it finished.
+    pub fn finished_at(&self) -> Option<jiff::Timestamp> {
+        self.finished.as_deref()?.parse().ok()
+    }
+}
+
+/// The last successful backup of `source` among `jobs` (newest first).
+pub fn last_successful_backup<'a>(jobs: &'a [Job], source: &str) -> Option<&'a Job> {
+    jobs.iter().find(|j| {
+        j.kind == JobKind::Backup
+            && j.state == JobState::Succeeded
+            && j.source.as_deref() == Some(source)
+    })
 }
 
 /// What a job runs, resolved and checked by whoever started it.

@@ -2,7 +2,7 @@
 //! the repositories' listings. Names follow Prometheus' conventions: the
 //! unit last (`_bytes`, `_seconds`), `_total` only on counters.
 
-use super::jobs::{Job, JobKind, JobState};
+use super::jobs::{last_successful_backup, Job, JobKind, JobState};
 use super::ServerState;
 use crate::repo::RepositorySummary;
 use std::collections::BTreeMap;
@@ -34,8 +34,7 @@ pub fn render(state: &ServerState, repos: &[(String, Option<RepositorySummary>)]
             .filter_map(|s| Some((format!("{{source=\"{}\"}}", escape(s)), value(s)?)))
             .collect()
     };
-    let last_success =
-        |s: &str| -> Option<&Job> { backups(&jobs, s).find(|j| j.state == JobState::Succeeded) };
+    let last_success = |s: &str| last_successful_backup(&jobs, s);
     gauge(
         &mut out,
         "cairn_backup_last_success_timestamp_seconds",
@@ -197,8 +196,7 @@ fn counter(out: &mut String, name: &str, help: &str, samples: Vec<(String, f64)>
 }
 
 fn finished_unix(job: &Job) -> Option<f64> {
-    let t: jiff::Timestamp = job.finished.as_deref()?.parse().ok()?;
-    Some(t.as_millisecond() as f64 / 1000.0)
+    Some(job.finished_at()?.as_millisecond() as f64 / 1000.0)
 }
 
 fn escape(label: &str) -> String {

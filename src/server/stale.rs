@@ -4,7 +4,7 @@
 //! succeeded since serve started (and has no success in the job history)
 //! counts from the start.
 
-use super::jobs::{Job, JobKind, JobState};
+use super::jobs::{last_successful_backup, Job};
 use super::ServerState;
 use crate::notify::{Event, EventKind};
 use std::collections::BTreeSet;
@@ -24,22 +24,14 @@ pub fn stale_sources(state: &ServerState, jobs: &[Job]) -> Vec<(String, bool)> {
         .iter()
         .filter_map(|(name, source)| {
             let limit = source.stale_after().ok().flatten()?;
-            let since = last_success(jobs, name).unwrap_or(state.started);
+            let since = last_successful_backup(jobs, name)
+                .and_then(Job::finished_at)
+                .unwrap_or(state.started);
             let age = now.duration_since(since);
             let stale = Duration::try_from(age).is_ok_and(|age| age > limit);
             Some((name.clone(), stale))
         })
         .collect()
-}
-
-fn last_success(jobs: &[Job], source: &str) -> Option<jiff::Timestamp> {
-    jobs.iter()
-        .find(|j| {
-            j.kind == JobKind::Backup
-                && j.state == JobState::Succeeded
-                && j.source.as_deref() == Some(source)
-        })
-        .and_then(|j| j.finished.as_deref()?.parse().ok())
 }
 
 /// Sends a `stale` notification when a source turns stale.

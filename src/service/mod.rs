@@ -170,6 +170,24 @@ impl Service {
         }
     }
 
+    /// The configured databases or, none configured, those `list` finds on
+    /// the server; an error when that is none ("the server has `lacking`").
+    fn databases_to_dump(
+        &self,
+        list: impl FnOnce() -> Result<Vec<String>>,
+        lacking: &str,
+    ) -> Result<Vec<String>> {
+        let databases = if self.databases.is_empty() {
+            list()?
+        } else {
+            self.databases.clone()
+        };
+        if databases.is_empty() {
+            return Err(anyhow!("the server has {lacking}: nothing to back up"));
+        }
+        Ok(databases)
+    }
+
     /// The connection a restore uses: the one asked for, else the source's.
     fn connection_for<'a>(&'a self, opts: &'a ServiceRestoreOptions) -> Option<&'a str> {
         opts.connection.as_deref().or(self.connection.as_deref())

@@ -24,16 +24,8 @@ const SYSTEM_DATABASES: &[&str] = &["information_schema", "performance_schema", 
 
 pub(super) fn dump_streams(service: &Service) -> Result<Vec<StreamSource>> {
     let connection = connection_args(service.connection.as_deref())?;
-    let databases = if service.databases.is_empty() {
-        list_databases(service, &connection)?
-    } else {
-        service.databases.clone()
-    };
-    if databases.is_empty() {
-        return Err(anyhow!(
-            "the server has no user database: nothing to back up"
-        ));
-    }
+    let databases =
+        service.databases_to_dump(|| list_databases(service, &connection), "no user database")?;
     let tools = &service.tools;
     let mut streams = Vec::new();
     if is_mariadb(service)? {

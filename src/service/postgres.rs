@@ -24,16 +24,10 @@ const MAINTENANCE_DB: &str = "postgres";
 
 pub(super) fn dump_streams(service: &Service) -> Result<Vec<StreamSource>> {
     let connection = service.connection.as_deref();
-    let databases = if service.databases.is_empty() {
-        list_databases(service)?
-    } else {
-        service.databases.clone()
-    };
-    if databases.is_empty() {
-        return Err(anyhow!(
-            "the server has no database that accepts connections: nothing to back up"
-        ));
-    }
+    let databases = service.databases_to_dump(
+        || list_databases(service),
+        "no database that accepts connections",
+    )?;
     let tools = &service.tools;
     let mut streams = vec![command_stream(
         service,
