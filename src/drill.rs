@@ -118,11 +118,7 @@ fn drill_files(
     let target = scratch.path.join("files");
     let opts = RestoreOptions {
         target: target.clone(),
-        subpath: None,
-        selection: Default::default(),
-        dry_run: false,
-        overwrite: Default::default(),
-        delete: false,
+        ..Default::default()
     };
     let restored = crate::ops::restore(repo, snapshot, &opts, true, (run.cancel, run.progress))?;
     let errors = &restored.outcome.errors;

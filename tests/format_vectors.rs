@@ -349,3 +349,153 @@ fn spec_vectors_match_the_code() {
         master_keys()
     );
 }
+
+/// Where the fuzz targets' seed corpus lives: one directory per target.
+const FUZZ_CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus");
+
+/// Valid encodings the fuzzers start from, so mutations reach past the
+/// first length check: (fuzz target, seed name, bytes). Most are the spec's
+/// vectors; the pack and the sealed blob are sealed with the fixed keys
+/// their targets decrypt with (fuzz/fuzz_targets/{pack,sealed_blob}.rs).
+fn fuzz_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let vectors = vectors();
+    let field = |vector: &str, field: &str| {
+        let v = vectors.iter().find(|v| v.name == vector).unwrap();
+        hex::decode(&v.fields.iter().find(|f| f.0 == field).unwrap().1).unwrap()
+    };
+    let mut seeds = vec![
+        ("config", "config".to_string(), field("config", "plaintext")),
+        (
+            "key_file",
+            "key-file".to_string(),
+            field("key-file", "key_file"),
+        ),
+        ("tree", "tree".to_string(), field("tree", "plaintext")),
+        (
+            "snapshot",
+            "snapshot".to_string(),
+            field("snapshot", "plaintext"),
+        ),
+        (
+            "index_file",
+            "v1".to_string(),
+            field("index-file", "plaintext"),
+        ),
+        (
+            "index_file",
+            "v2-new".to_string(),
+            field("index-file-v2", "plaintext_new"),
+        ),
+        (
+            "index_file",
+            "v2-carried".to_string(),
+            field("index-file-v2", "plaintext_carried"),
+        ),
+    ];
+    let lock = cairn::lock_record::LockRecord {
+        exclusive: false,
+        hostname: "host".into(),
+        username: "alice".into(),
+        pid: 4242,
+        command: "backup".into(),
+        created_ns: 1_700_000_000_000_000_000,
+        refreshed_ns: 1_700_000_300_000_000_000,
+    };
+    seeds.push(("lock", "shared".to_string(), lock.encode()));
+
+    // the pack target's header key
+    let pack_cipher = Cipher::new(&[[7; 32], [9; 32]]);
+    for (name, kind, blobs) in [
+        (
+            "data-one-blob",
+            BlobKind::Data,
+            vec![b"hello, cairn".to_vec()],
+        ),
+        (
+            "tree-three-blobs",
+            BlobKind::Tree,
+            vec![b"a".to_vec(), vec![0u8; 300], field("tree", "plaintext")],
+        ),
+    ] {
+        let mut builder = PackBuilder::new(kind);
+        for (i, blob) in blobs.iter().enumerate() {
+            let id = Id([i as u8; 32]);
+            builder.push(EncodedBlob {
+                kind,
+                id,
+                sealed: pack_cipher.seal_with_nonce(
+                    [i as u8; 16],
+                    &blob_ad(kind.code(), &id),
+                    blob,
+                ),
+                raw_length: blob.len() as u32,
+                compression: Compression::None,
+            });
+        }
+        let header = encode_header(builder.blobs());
+        let pack = builder.finish_with_sealed_header(pack_cipher.seal_with_nonce(
+            [0xc0; 16],
+            ad::PACK_HEADER,
+            &header,
+        ));
+        seeds.push(("pack", name.to_string(), pack.bytes));
+    }
+
+    // the sealed_blob target's keys and blob id
+    let blob_keys = MasterKeys {
+        encryption: [[1; 32], [2; 32]],
+        id_key: [3; 32],
+        chunker_seed: 4,
+    };
+    let blob_id = Id([5; 32]);
+    let plain = b"hello, cairn hello, cairn hello, cairn".to_vec();
+    seeds.push((
+        "sealed_blob",
+        "plain".to_string(),
+        blob_keys.cipher().seal_with_nonce(
+            [0xb0; 16],
+            &blob_ad(BlobKind::Data.code(), &blob_id),
+            &plain,
+        ),
+    ));
+    let zstd = zstd::bulk::compress(&plain, 3).unwrap();
+    seeds.push((
+        "sealed_blob",
+        "zstd".to_string(),
+        blob_keys.cipher().seal_with_nonce(
+            [0xb1; 16],
+            &blob_ad(BlobKind::Data.code(), &blob_id),
+            &zstd,
+        ),
+    ));
+    seeds
+}
+
+/// The checked-in seed corpus is exactly what the encoders produce now:
+/// a format change that leaves it stale would have the fuzzers start from
+/// bytes the decoders reject at once. `CAIRN_WRITE_FUZZ_SEEDS=1` rewrites it.
+#[test]
+fn fuzz_seed_corpus_is_current() {
+    let write = std::env::var_os("CAIRN_WRITE_FUZZ_SEEDS").is_some();
+    for (target, name, bytes) in fuzz_seeds() {
+        let path = std::path::Path::new(FUZZ_CORPUS)
+            .join(target)
+            .join(format!("seed-{name}"));
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+            continue;
+        }
+        let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (CAIRN_WRITE_FUZZ_SEEDS=1 writes it)",
+                path.display()
+            )
+        });
+        assert!(
+            on_disk == bytes,
+            "{} is stale: CAIRN_WRITE_FUZZ_SEEDS=1 rewrites it",
+            path.display()
+        );
+    }
+}

@@ -48,52 +48,6 @@ impl StalledBackup {
     }
 }
 
-/// Waits until `pid` is stopped (by SIGSTOP or a stop point).
-fn wait_stopped(pid: nix::unistd::Pid) {
-    let start = Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .chars()
-            .next();
-        if state == Some('T') {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "process {pid} never stopped"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Spawns `cmd ARGS` to stop itself at the named point (`CAIRN_STOP_AT`)
-/// and waits until it has.
-fn stopped_at(
-    mut cmd: std::process::Command,
-    point: &str,
-    args: &[&str],
-) -> (Child, nix::unistd::Pid) {
-    let child = cmd
-        .env("CAIRN_STOP_AT", point)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    wait_stopped(pid);
-    (child, pid)
-}
-
-fn signal(pid: nix::unistd::Pid, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(pid, sig).unwrap();
-}
-
 /// Backs up `data` as the stream `/s.bin`; it must succeed.
 fn back_up_stream(env: &Env, data: &[u8]) {
     let out = env

@@ -117,3 +117,133 @@ fn dot_dot_and_slash_entries_are_refused() {
         assert_eq!(ls.status.code(), Some(1));
     }
 }
+
+/// The state of a file outside the target that a redirected restore would
+/// change: (mode, uid, mtime seconds).
+fn outside_state(path: &std::path::Path) -> (u32, u32, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap();
+    (m.mode(), m.uid(), m.mtime())
+}
+
+/// A restored directory replaced by a link to elsewhere before metadata is
+/// applied, as a snapshot's link `A -> /etc` replaces its directory `a` on a
+/// case-folding file system: ownership, modes and times must not follow the
+/// link, whatever kind of entry lies behind it.
+#[test]
+fn metadata_never_follows_a_link_that_replaced_a_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("a/sub")).unwrap();
+    std::fs::write(src.join("a/passwd"), b"restored").unwrap();
+    std::fs::set_permissions(src.join("a/passwd"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(src.join("a/sub"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("a/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("passwd", src.join("a/link")).unwrap();
+    set_mtime(&src.join("a/passwd"), 1_000_000_000, 0);
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    // what the link will point to: same names, other modes and times
+    let victim = env.path("etc");
+    std::fs::create_dir_all(victim.join("sub")).unwrap();
+    std::fs::write(victim.join("passwd"), b"root:x:0:0").unwrap();
+    std::fs::write(victim.join("fifo"), b"not a fifo").unwrap();
+    for (name, mode) in [("passwd", 0o600), ("fifo", 0o600), ("sub", 0o700)] {
+        std::fs::set_permissions(victim.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+        set_mtime(&victim.join(name), 500_000_000, 0);
+    }
+    let names = ["passwd", "fifo", "sub", "link"];
+    let before: Vec<_> = names
+        .iter()
+        .filter(|n| victim.join(n).exists())
+        .map(|n| outside_state(&victim.join(n)))
+        .collect();
+
+    let target = env.path("target");
+    let (mut child, pid) = stopped_at(
+        env.process(),
+        "restore-metadata:1",
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    // the restore has written the content and stands before the metadata
+    let restored_a = target.join(src.strip_prefix("/").unwrap()).join("a");
+    assert_eq!(
+        std::fs::read(restored_a.join("passwd")).unwrap(),
+        b"restored"
+    );
+    std::fs::rename(&restored_a, env.path("moved-away")).unwrap();
+    std::os::unix::fs::symlink(&victim, &restored_a).unwrap();
+    signal(pid, nix::sys::signal::Signal::SIGCONT);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+
+    let after: Vec<_> = names
+        .iter()
+        .filter(|n| victim.join(n).exists())
+        .map(|n| outside_state(&victim.join(n)))
+        .collect();
+    assert_eq!(
+        before, after,
+        "metadata followed the link out of the target:\n{err}"
+    );
+    assert!(
+        !victim.join("link").exists(),
+        "a link was created outside the target"
+    );
+    assert_eq!(std::fs::read(victim.join("passwd")).unwrap(), b"root:x:0:0");
+    assert!(
+        !status.success(),
+        "the redirected entries went unreported:\n{err}"
+    );
+    assert!(err.contains("passwd"), "{err}");
+}
+
+/// On a case-folding directory (ext4 `+F`) the snapshot itself can make the
+/// swap above: a link `A -> outside` and a directory `a` with `passwd`.
+#[test]
+fn a_case_folding_target_cannot_redirect_metadata() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let target = env.path("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let folds = std::process::Command::new("chattr")
+        .arg("+F")
+        .arg(&target)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !folds {
+        eprintln!(
+            "skipped: {} cannot be made case-folding here (needs ext4 or tmpfs with \
+             casefold support and chattr); the link swap itself is tested by \
+             metadata_never_follows_a_link_that_replaced_a_directory",
+            target.display()
+        );
+        return;
+    }
+    env.init();
+    let src = env.path("src");
+    let victim = env.path("outside");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(src.join("a/passwd"), b"x").unwrap();
+    std::fs::set_permissions(src.join("a/passwd"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::os::unix::fs::symlink(&victim, src.join("A")).unwrap();
+    std::fs::write(victim.join("passwd"), b"root:x:0:0").unwrap();
+    std::fs::set_permissions(
+        victim.join("passwd"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let before = outside_state(&victim.join("passwd"));
+    env.restore_into(&target, &["latest"]);
+    assert_eq!(before, outside_state(&victim.join("passwd")));
+    assert_eq!(std::fs::read(victim.join("passwd")).unwrap(), b"root:x:0:0");
+}

@@ -162,3 +162,96 @@ fn delete_removes_what_the_snapshot_lacks_and_nothing_outside() {
     ]);
     assert!(c.target.join("extra.txt").exists());
 }
+
+/// A root restore of someone else's snapshot can leave out what grants
+/// privileges: `--no-owner` (and with it setuid/setgid), `--no-special`,
+/// `--no-xattrs`, `--xattr-include`.
+#[test]
+fn privileged_metadata_can_be_left_out() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    if !is_root() {
+        eprintln!("skipped: restoring ownership and device nodes needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let prog = src.join("prog");
+    std::fs::write(&prog, b"#!/bin/sh\n").unwrap();
+    std::os::unix::fs::chown(&prog, Some(4321), Some(4321)).unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o6755)).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let tagged = src.join("tagged");
+    std::fs::write(&tagged, b"x").unwrap();
+    let xattrs_work = xattr::set(&tagged, "user.keep", b"1").is_ok()
+        && xattr::set(&tagged, "user.drop", b"2").is_ok();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let rel = src.strip_prefix("/").unwrap();
+    let restore = |name: &str, args: &[&str]| {
+        let target = env.path(name);
+        let mut all = vec!["latest"];
+        all.extend_from_slice(args);
+        let (code, err) = env.restore_into(&target, &all);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        target.join(rel)
+    };
+    let xattr_names = |p: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = xattr::list(p)
+            .unwrap()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("user."))
+            .collect();
+        v.sort();
+        v
+    };
+
+    let full = restore("full", &[]);
+    let m = std::fs::metadata(full.join("prog")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (4321, 4321, 0o6755));
+    assert!(std::fs::symlink_metadata(full.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    if xattrs_work {
+        assert_eq!(
+            xattr_names(&full.join("tagged")),
+            ["user.drop", "user.keep"]
+        );
+    }
+
+    let plain = restore("plain", &["--no-owner", "--no-special", "--no-xattrs"]);
+    let m = std::fs::metadata(plain.join("prog")).unwrap();
+    // owned by whoever restored, so neither setuid nor setgid survives
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o755));
+    assert!(
+        !plain.join("fifo").exists(),
+        "--no-special created the fifo"
+    );
+    assert_eq!(std::fs::read(plain.join("tagged")).unwrap(), b"x");
+    if xattrs_work {
+        assert!(xattr_names(&plain.join("tagged")).is_empty());
+        let some = restore("some", &["--xattr-include", "user.k*"]);
+        assert_eq!(xattr_names(&some.join("tagged")), ["user.keep"]);
+    } else {
+        eprintln!("xattr part skipped: {} takes no user xattrs", src.display());
+    }
+    let out = env
+        .cairn()
+        .args([
+            "restore",
+            "latest",
+            "--target",
+            "/nonexistent-x",
+            "--no-xattrs",
+            "--xattr-include",
+            "user.*",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap refuses the pair");
+}

@@ -3,7 +3,7 @@ use super::render::{bytes, message};
 use super::{FilterArgs, GlobalArgs};
 use anyhow::{anyhow, Result};
 use cairn::backup::progress::Progress;
-use cairn::restore::{Overwrite, RestoreOptions, Selection};
+use cairn::restore::{MetadataChoices, Overwrite, RestoreOptions, Selection, XattrChoice};
 use cairn::service::ServiceRestoreOptions;
 use cairn::settings::Settings;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,22 @@ pub struct RestoreArgs {
     /// (never outside the target; not with --include/--exclude)
     #[arg(long, conflicts_with_all = ["includes", "excludes"])]
     delete: bool,
+    /// Leave ownership alone: entries belong to whoever restores (a root
+    /// restore otherwise gives them the snapshot's owners; setuid and setgid
+    /// bits are kept only with the owner). With --source postgres: leave
+    /// ownership and privileges out of the database.
+    #[arg(long)]
+    no_owner: bool,
+    /// Do not create device nodes and fifos
+    #[arg(long)]
+    no_special: bool,
+    /// Restore no extended attributes
+    #[arg(long)]
+    no_xattrs: bool,
+    /// Restore only the extended attributes whose name matches, e.g.
+    /// 'user.*' (repeatable)
+    #[arg(long, value_name = "PATTERN", conflicts_with = "no_xattrs")]
+    xattr_include: Vec<String>,
     #[command(flatten)]
     filter: FilterArgs,
     #[command(flatten)]
@@ -79,10 +95,6 @@ struct ServiceArgs {
     /// Restore the roles (postgres) or users and grants (mariadb) first
     #[arg(long, requires = "source")]
     globals: bool,
-    /// Leave ownership and privileges out (postgres; a server without the
-    /// source's roles)
-    #[arg(long, requires = "source")]
-    no_owner: bool,
 }
 
 pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
@@ -116,6 +128,11 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
         dry_run: a.dry_run,
         overwrite: a.overwrite,
         delete: a.delete,
+        metadata: MetadataChoices {
+            owner: !a.no_owner,
+            special: !a.no_special,
+            xattrs: XattrChoice::chosen(a.no_xattrs, &a.xattr_include)?,
+        },
     };
     let never = AtomicBool::new(false);
     let progress = Progress::default();
@@ -187,7 +204,7 @@ fn run_service(g: &GlobalArgs, a: &RestoreArgs, config: &Path, name: &str) -> Re
         connection: s.connection.clone(),
         replace: a.overwrite == Overwrite::Always,
         globals: s.globals,
-        no_owner: s.no_owner,
+        no_owner: a.no_owner,
     };
     let report = service.restore(&repo, snap.tree, &opts)?;
     if g.json {

@@ -1,14 +1,32 @@
-//! The last restore steps: hard links, symlinks and special files, then
-//! metadata (ownership, mode, xattrs, times) with directories deepest first.
+//! The last restore steps: hard links and special files, the metadata
+//! (ownership, xattrs, mode, times) of files and special files, then
+//! symbolic links, then directories' metadata, deepest first.
+//!
+//! Everything here goes through descriptors of directories opened one
+//! component at a time without following links ([`Beneath`]), and files are
+//! changed through their own descriptors, opened `O_NOFOLLOW`. Symbolic
+//! links are made only after every file's metadata is set: on a
+//! case-folding file system a snapshot's link `A -> /etc` replaces its
+//! directory `a`, and a path-based `chown a/passwd` would then change
+//! `/etc/passwd`. Through descriptors, such a path fails instead (and is
+//! reported), and nothing outside the target is touched.
 
 use super::plan::{Overwrite, Plan};
 use crate::tree::{Node, NodeKind};
-use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
+use anyhow::{anyhow, Result};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid};
+use std::collections::HashSet;
 use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// Owner-only modes every restored directory and file has until the restore
 /// has finished writing: an interrupted or failed restore leaves nothing
@@ -61,38 +79,225 @@ pub fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Makes hard links and special entries, then applies metadata, deepest
-/// directories last. Files in `left_alone` (kept by `--overwrite`) and, with
-/// `--overwrite never`, any existing link or special entry are not touched.
-pub fn finish(plan: &Plan, left_alone: &[bool], errors: &mut Vec<String>) {
+/// Which metadata a restore applies beyond modes and times (`--no-owner`,
+/// `--no-special`, `--no-xattrs`, `--xattr-include`): a root restore of
+/// someone else's snapshot need not create device nodes or take its owners.
+#[derive(Debug, Clone)]
+pub struct MetadataChoices {
+    /// Give entries the snapshot's owner and group (only as root).
+    pub owner: bool,
+    /// Create fifos and device nodes.
+    pub special: bool,
+    pub xattrs: XattrChoice,
+}
+
+impl Default for MetadataChoices {
+    fn default() -> Self {
+        MetadataChoices {
+            owner: true,
+            special: true,
+            xattrs: XattrChoice::All,
+        }
+    }
+}
+
+/// Which extended attributes are restored.
+#[derive(Debug, Clone, Default)]
+pub enum XattrChoice {
+    #[default]
+    All,
+    Nothing,
+    /// Those whose name matches one of these globs (e.g. `user.*`).
+    Matching(globset::GlobSet),
+}
+
+impl XattrChoice {
+    /// From `--no-xattrs` and `--xattr-include PATTERN...` (globs over
+    /// whole names, e.g. `user.*`).
+    pub fn chosen(none: bool, include: &[String]) -> Result<XattrChoice> {
+        match (none, include.is_empty()) {
+            (false, true) => Ok(XattrChoice::All),
+            (true, true) => Ok(XattrChoice::Nothing),
+            (true, false) => Err(anyhow!(
+                "--no-xattrs and --xattr-include contradict each other: give one"
+            )),
+            (false, false) => XattrChoice::matching(include),
+        }
+    }
+
+    fn matching(patterns: &[String]) -> Result<XattrChoice> {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in patterns {
+            set.add(
+                globset::Glob::new(p)
+                    .map_err(|e| anyhow!("--xattr-include {p:?} is not a valid pattern: {e}"))?,
+            );
+        }
+        Ok(XattrChoice::Matching(set.build()?))
+    }
+
+    fn allows(&self, name: &[u8]) -> bool {
+        match self {
+            XattrChoice::All => true,
+            XattrChoice::Nothing => false,
+            XattrChoice::Matching(set) => set.is_match(Path::new(OsStr::from_bytes(name))),
+        }
+    }
+}
+
+/// Directories below the restore target, opened one component at a time
+/// with `O_NOFOLLOW`: no symbolic link, the snapshot's own or one already in
+/// the target, can lead an operation outside. The last directory opened is
+/// kept, since entries come in tree order and neighbours share it; only two
+/// descriptors are open at a time whatever the depth.
+struct Beneath {
+    root: PathBuf,
+    root_fd: Arc<OwnedFd>,
+    last: Option<(PathBuf, Arc<OwnedFd>)>,
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+impl Beneath {
+    fn new(root: &Path) -> std::io::Result<Beneath> {
+        // The target itself is the user's choice, a link to it included.
+        let fd = nix::fcntl::open(
+            root,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Beneath {
+            root: root.to_path_buf(),
+            root_fd: Arc::new(fd),
+            last: None,
+        })
+    }
+
+    /// The directory holding `path` (below the target) and its last name.
+    fn parent_of<'p>(&mut self, path: &'p Path) -> std::io::Result<(Arc<OwnedFd>, &'p OsStr)> {
+        let invalid = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a path below the restore target",
+            )
+        };
+        let rel = path.strip_prefix(&self.root).map_err(|_| invalid())?;
+        let name = rel.file_name().ok_or_else(invalid)?;
+        let dir = rel.parent().unwrap_or(Path::new(""));
+        // descend from the directory opened last when `dir` is below it
+        let (mut fd, rest) = match &self.last {
+            Some((last, fd)) if last == dir => return Ok((fd.clone(), name)),
+            Some((last, fd)) if !last.as_os_str().is_empty() && dir.starts_with(last) => {
+                (fd.clone(), dir.strip_prefix(last).map_err(|_| invalid())?)
+            }
+            _ => (self.root_fd.clone(), dir),
+        };
+        for c in rest.components() {
+            let Component::Normal(c) = c else {
+                return Err(invalid());
+            };
+            fd = Arc::new(nix::fcntl::openat(&*fd, c, DIR_FLAGS, Mode::empty())?);
+        }
+        self.last = Some((dir.to_path_buf(), fd.clone()));
+        Ok((fd, name))
+    }
+}
+
+/// Whether something exists at `name` in `dir` (a link is not followed).
+fn exists_at(dir: &OwnedFd, name: &OsStr) -> bool {
+    nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
+}
+
+/// `name` in `dir` as a path other calls can take: the kernel resolves
+/// `/proc/self/fd/N` to the directory itself, so only `name` is looked up.
+fn path_at(dir: &OwnedFd, name: &OsStr) -> PathBuf {
+    Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+}
+
+/// Removes whatever is at `name` in `dir`; a link is removed as a link.
+fn remove_at(dir: &OwnedFd, name: &OsStr) -> std::io::Result<()> {
+    match nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            std::fs::remove_dir_all(path_at(dir, name))
+        }
+        Ok(_) => nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(Into::into),
+    }
+}
+
+/// Makes hard links and special entries, then applies metadata, symbolic
+/// links and directories last (see the module's comment for why). Files in
+/// `left_alone` (kept by `--overwrite`) and, with `--overwrite never`, any
+/// existing link or special entry are not touched.
+pub fn finish(
+    plan: &Plan,
+    left_alone: &[bool],
+    choices: &MetadataChoices,
+    errors: &mut Vec<String>,
+) {
+    crate::crash_point::crash_point("restore-metadata");
+    let mut beneath = match Beneath::new(&plan.target) {
+        Ok(b) => b,
+        Err(e) => {
+            errors.push(format!(
+                "{}: cannot open the restore target to set metadata: {e}",
+                plan.target.display()
+            ));
+            return;
+        }
+    };
+    let apply = Apply {
+        chown: choices.owner && nix::unistd::geteuid().is_root(),
+        choices,
+    };
+    let never = plan.overwrite == Overwrite::Never;
     let mut report = |path: &Path, what: &str, e: &dyn std::fmt::Display| {
         errors.push(format!("{}: {what}: {e}", path.display()));
     };
-    let keep =
-        |path: &Path| plan.overwrite == Overwrite::Never && std::fs::symlink_metadata(path).is_ok();
-    let mut untouched = std::collections::HashSet::new();
+    let mut untouched: HashSet<&Path> = HashSet::new();
+
     for f in &plan.files {
-        if let Some(first) = &f.link_to {
-            let path = plan.file_path(f);
-            if keep(&path) {
-                untouched.insert(path);
-                continue;
+        let Some(first) = &f.link_to else { continue };
+        let path = plan.file_path(f);
+        let result = beneath.parent_of(&path).and_then(|(dir, name)| {
+            if never && exists_at(&dir, name) {
+                return Ok(());
             }
-            if let Err(e) = remove_any(&path).and_then(|_| std::fs::hard_link(first, &path)) {
-                report(&path, "cannot create hard link", &e);
-            }
+            let (first_dir, first_name) = beneath.parent_of(first)?;
+            remove_at(&dir, name)?;
+            nix::unistd::linkat(&*first_dir, first_name, &*dir, name, AtFlags::empty())
+                .map_err(Into::into)
+        });
+        if let Err(e) = result {
+            report(&path, "cannot create hard link", &e);
         }
     }
-    for (path, node) in &plan.others {
-        if keep(path) {
-            untouched.insert(path.clone());
-            continue;
-        }
-        if let Err(e) = remove_any(path).and_then(|_| create_special(path, node)) {
+
+    let (links, specials): (Vec<_>, Vec<_>) = plan
+        .others
+        .iter()
+        .filter(|(_, n)| !matches!(n.kind, NodeKind::Socket))
+        .partition(|(_, n)| matches!(n.kind, NodeKind::Symlink { .. }));
+    let specials: Vec<_> = specials.into_iter().filter(|_| choices.special).collect();
+    for (path, node) in &specials {
+        let result = beneath.parent_of(path).and_then(|(dir, name)| {
+            if never && exists_at(&dir, name) {
+                untouched.insert(path);
+                return Ok(());
+            }
+            remove_at(&dir, name)?;
+            create_special_at(&dir, name, node)
+        });
+        if let Err(e) = result {
             report(path, "cannot create", &e);
         }
     }
-    let is_root = nix::unistd::geteuid().is_root();
+
     for (f, _) in plan
         .files
         .iter()
@@ -100,61 +305,161 @@ pub fn finish(plan: &Plan, left_alone: &[bool], errors: &mut Vec<String>) {
         .filter(|(f, alone)| f.link_to.is_none() && !**alone)
     {
         let path = plan.file_path(f);
-        if let Err(e) = apply(&path, &f.node, is_root) {
+        let result = beneath
+            .parent_of(&path)
+            .and_then(|(dir, name)| apply.to_file_at(&dir, name, &f.node));
+        if let Err(e) = result {
             report(&path, "cannot set metadata", &e);
         }
     }
-    for (path, node) in plan.others.iter().filter(|(p, _)| !untouched.contains(p)) {
-        if let Err(e) = apply(path, node, is_root) {
+    for (path, node) in specials
+        .iter()
+        .filter(|(p, _)| !untouched.contains(p.as_path()))
+    {
+        let result = beneath
+            .parent_of(path)
+            .and_then(|(dir, name)| apply.by_name(&dir, name, node, false));
+        if let Err(e) = result {
             report(path, "cannot set metadata", &e);
         }
     }
+
+    for (path, node) in &links {
+        let NodeKind::Symlink { target } = &node.kind else {
+            continue;
+        };
+        let result = beneath.parent_of(path).and_then(|(dir, name)| {
+            if never && exists_at(&dir, name) {
+                return Ok(());
+            }
+            remove_at(&dir, name)?;
+            nix::unistd::symlinkat(OsStr::from_bytes(target), &*dir, name)?;
+            apply.by_name(&dir, name, node, true)
+        });
+        if let Err(e) = result {
+            report(path, "cannot create symbolic link", &e);
+        }
+    }
+
     for (path, node) in plan.dirs.iter().rev() {
-        if let Err(e) = apply(path, node, is_root) {
+        let result = beneath.parent_of(path).and_then(|(dir, name)| {
+            let fd = nix::fcntl::openat(&*dir, name, DIR_FLAGS, Mode::empty())?;
+            apply.to_open(&File::from(fd), node)
+        });
+        if let Err(e) = result {
             report(path, "cannot set metadata", &e);
         }
     }
 }
 
-fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
+fn create_special_at(dir: &OwnedFd, name: &OsStr, node: &Node) -> std::io::Result<()> {
     let mode = Mode::from_bits_truncate(node.mode as libc::mode_t);
     let (kind, rdev) = match &node.kind {
-        NodeKind::Symlink { target } => {
-            return std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
-        }
-        NodeKind::Fifo => return nix::unistd::mkfifo(path, mode).map_err(std::io::Error::from),
+        NodeKind::Fifo => return nix::unistd::mkfifoat(dir, name, mode).map_err(Into::into),
         NodeKind::BlockDevice { rdev } => (SFlag::S_IFBLK, *rdev),
         NodeKind::CharDevice { rdev } => (SFlag::S_IFCHR, *rdev),
-        // A socket cannot be re-created meaningfully; restic skips them too.
-        NodeKind::Socket => return Ok(()),
-        NodeKind::File { .. } | NodeKind::Dir { .. } => return Ok(()),
+        _ => return Ok(()),
     };
-    nix::sys::stat::mknod(path, kind, mode, rdev as libc::dev_t).map_err(std::io::Error::from)
+    nix::sys::stat::mknodat(dir, name, kind, mode, rdev as libc::dev_t).map_err(Into::into)
 }
 
-fn apply(path: &Path, node: &Node, is_root: bool) -> std::io::Result<()> {
-    if matches!(node.kind, NodeKind::Socket) {
-        return Ok(());
+/// Applies a node's metadata to what a restore made of it.
+struct Apply<'a> {
+    /// Ownership is restored (root, and not `--no-owner`).
+    chown: bool,
+    choices: &'a MetadataChoices,
+}
+
+impl Apply<'_> {
+    /// A regular file, through its own descriptor. One its owner cannot
+    /// read (kept by `--overwrite if-changed`, mode 0200) is changed by
+    /// name in its (link-free) directory instead.
+    fn to_file_at(&self, dir: &OwnedFd, name: &OsStr, node: &Node) -> std::io::Result<()> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => self.to_open(&File::from(fd), node),
+            Err(Errno::EACCES) => self.by_name(dir, name, node, false),
+            Err(e) => Err(e.into()),
+        }
     }
-    let symlink = matches!(node.kind, NodeKind::Symlink { .. });
-    if is_root {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+
+    /// A file or directory open as `file`.
+    fn to_open(&self, file: &File, node: &Node) -> std::io::Result<()> {
+        use xattr::FileExt;
+        if self.chown {
+            nix::unistd::fchown(
+                file,
+                Some(Uid::from_raw(node.uid)),
+                Some(Gid::from_raw(node.gid)),
+            )?;
+        }
+        for x in node
+            .xattrs
+            .iter()
+            .filter(|x| self.choices.xattrs.allows(&x.name))
+        {
+            // Best effort: the target file system may not support them.
+            let _ = file.set_xattr(OsStr::from_bytes(&x.name), &x.value);
+        }
+        // after chown, which clears setuid and setgid
+        let now = file.metadata()?;
+        nix::sys::stat::fchmod(file, restored_mode(node, now.uid(), now.gid()))?;
+        let t = times(node);
+        nix::sys::stat::futimens(file, &t, &t).map_err(Into::into)
     }
-    for x in &node.xattrs {
-        // Best effort: the target file system may not support them.
-        let _ = xattr::set(path, OsStr::from_bytes(&x.name), &x.value);
+
+    /// An entry by its name in `dir`: special files, symbolic links (which
+    /// have no mode of their own) and unreadable files.
+    fn by_name(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        node: &Node,
+        symlink: bool,
+    ) -> std::io::Result<()> {
+        let nofollow = AtFlags::AT_SYMLINK_NOFOLLOW;
+        if self.chown {
+            let (uid, gid) = (Uid::from_raw(node.uid), Gid::from_raw(node.gid));
+            nix::unistd::fchownat(dir, name, Some(uid), Some(gid), nofollow)?;
+        }
+        for x in node
+            .xattrs
+            .iter()
+            .filter(|x| self.choices.xattrs.allows(&x.name))
+        {
+            // (lsetxattr: a link itself, never what it points to)
+            let _ = xattr::set(path_at(dir, name), OsStr::from_bytes(&x.name), &x.value);
+        }
+        if !symlink {
+            let now = nix::sys::stat::fstatat(dir, name, nofollow)?;
+            if now.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                return Err(std::io::Error::other("a symbolic link took its place"));
+            }
+            let mode = restored_mode(node, now.st_uid, now.st_gid);
+            nix::sys::stat::fchmodat(dir, name, mode, FchmodatFlags::FollowSymlink)?;
+        }
+        let t = times(node);
+        nix::sys::stat::utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .map_err(Into::into)
     }
-    if !symlink {
-        // after chown: chown clears setuid/setgid bits
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))?;
+}
+
+/// The snapshot's mode, except that a setuid (setgid) bit is kept only
+/// when the entry has the snapshot's owner (group): restored with another
+/// owner, such a program would run with the rights of whoever restored it.
+/// A directory keeps setgid, which only passes its group on to new entries.
+fn restored_mode(node: &Node, uid: u32, gid: u32) -> Mode {
+    let mut mode = node.mode & 0o7777;
+    if uid != node.uid {
+        mode &= !libc::S_ISUID;
     }
-    let ts = |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &ts(node.mtime_ns),
-        &ts(node.mtime_ns),
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(std::io::Error::from)
+    if gid != node.gid && !matches!(node.kind, NodeKind::Dir { .. }) {
+        mode &= !libc::S_ISGID;
+    }
+    Mode::from_bits_truncate(mode as libc::mode_t)
+}
+
+fn times(node: &Node) -> TimeSpec {
+    let ns = node.mtime_ns;
+    TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
 }

@@ -8,6 +8,7 @@ pub mod dump;
 mod meta;
 mod plan;
 
+pub use meta::{MetadataChoices, XattrChoice};
 pub use plan::{Overwrite, RestoreOptions, Selection};
 
 use crate::backup::progress::Progress;
@@ -143,7 +144,7 @@ pub fn restore_until(
         out.deleted = delete_extraneous(&plan, &mut out.errors);
     }
     let left_alone: Vec<bool> = fates.iter().map(|f| *f == Fate::LeftAlone).collect();
-    meta::finish(&plan, &left_alone, &mut out.errors);
+    meta::finish(&plan, &left_alone, &opts.metadata, &mut out.errors);
     Ok(out)
 }
 

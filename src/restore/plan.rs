@@ -22,6 +22,8 @@ pub struct RestoreOptions {
     pub overwrite: Overwrite,
     /// Remove what the restored directories hold that the snapshot does not.
     pub delete: bool,
+    /// Ownership, special files and xattrs: which of them are restored.
+    pub metadata: super::MetadataChoices,
 }
 
 /// `--overwrite`: what a restore does to a file that already exists.

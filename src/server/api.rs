@@ -13,7 +13,7 @@ use crate::id::Id;
 use crate::repo::browse::EntryListing;
 use crate::repo::snapshots::{SnapshotFilter, SnapshotListing, SnapshotLookupError};
 use crate::repo::{OpenedRepository, PathLookupError};
-use crate::restore::{Overwrite, RestoreOptions, Selection};
+use crate::restore::{MetadataChoices, Overwrite, RestoreOptions, Selection, XattrChoice};
 use crate::retention::forget::{ForgetOptions, GroupBy};
 use crate::retention::prune::PruneOptions;
 use crate::service::ServiceRestoreOptions;
@@ -565,6 +565,19 @@ pub struct RestoreRequest {
     /// (not with include or exclude).
     #[serde(default)]
     delete: bool,
+    /// Leave ownership alone (setuid and setgid bits are then dropped).
+    #[serde(default)]
+    no_owner: bool,
+    /// Do not create device nodes and fifos.
+    #[serde(default)]
+    no_special: bool,
+    /// Restore no extended attributes.
+    #[serde(default)]
+    no_xattrs: bool,
+    /// Restore only the extended attributes whose name matches one of these
+    /// globs (e.g. `user.*`).
+    #[serde(default)]
+    xattr_include: Vec<String>,
 }
 
 /// Starts a restore job.
@@ -596,6 +609,8 @@ async fn start_restore(
             "delete cannot be combined with include or exclude",
         ));
     }
+    let xattrs = XattrChoice::chosen(r.no_xattrs, &r.xattr_include)
+        .map_err(|e| ApiError::bad_request(format!("xattr_include: {e}")))?;
     let description = format!(
         "restore of snapshot {} to {}",
         snapshot.short_id,
@@ -614,6 +629,11 @@ async fn start_restore(
             dry_run: false,
             overwrite,
             delete: r.delete,
+            metadata: MetadataChoices {
+                owner: !r.no_owner,
+                special: !r.no_special,
+                xattrs,
+            },
         },
         verify: r.verify,
     };

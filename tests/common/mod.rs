@@ -724,3 +724,49 @@ fn read_request(mut stream: std::net::TcpStream) -> Option<Received> {
         at: std::time::Instant::now(),
     })
 }
+
+/// Waits until `pid` is stopped (by SIGSTOP or a stop point).
+pub fn wait_stopped(pid: nix::unistd::Pid) {
+    let start = std::time::Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
+        if state == Some('T') {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "process {pid} never stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Spawns `cmd ARGS` to stop itself at the named point (`CAIRN_STOP_AT`)
+/// and waits until it has.
+pub fn stopped_at(
+    mut cmd: std::process::Command,
+    point: &str,
+    args: &[&str],
+) -> (std::process::Child, nix::unistd::Pid) {
+    let child = cmd
+        .env("CAIRN_STOP_AT", point)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    wait_stopped(pid);
+    (child, pid)
+}
+
+pub fn signal(pid: nix::unistd::Pid, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
