@@ -329,7 +329,7 @@ fn read_whole_pack(
 ) -> Result<(), PackFault> {
     let bytes = repo
         .storage
-        .read(&layout::pack(id))
+        .read(&layout::pack(id), layout::max_size::PACK)
         .map_err(|e| (format!("{e:#}"), listed.to_vec()))?;
     let mut problems = Vec::new();
     if Id::of_stored_bytes(&bytes) != *id {

@@ -33,12 +33,18 @@ pub fn run(g: &GlobalArgs, a: &CatArgs) -> Result<i32> {
         }
         "index" => serde_json::to_value(repo.read_index_file(&id()?)?)?,
         "key" => {
-            let k = KeyFile::decode(&repo.storage.read(&layout::key(&id()?))?)?;
+            let k = KeyFile::decode(
+                &repo
+                    .storage
+                    .read(&layout::key(&id()?), layout::max_size::KEY)?,
+            )?;
             serde_json::json!({"kdf": k.kdf, "created_ns": k.created_ns, "hostname": k.hostname, "username": k.username})
         }
         "tree" => serde_json::to_value(repo.load_tree(&id()?)?)?,
         "pack" => {
-            let bytes = repo.storage.read(&layout::pack(&id()?))?;
+            let bytes = repo
+                .storage
+                .read(&layout::pack(&id()?), layout::max_size::PACK)?;
             serde_json::to_value(cairn::pack::read_pack_header(&repo.keys.cipher(), &bytes)?)?
         }
         "blob" => {

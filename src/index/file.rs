@@ -102,6 +102,8 @@ impl IndexFile {
         for pack in index.packs.iter().chain(condemned) {
             let mut end = 0u64;
             for b in &pack.blobs {
+                b.check_lengths()
+                    .map_err(|detail| FormatError::Malformed { what: WHAT, detail })?;
                 end = end.max(b.offset.saturating_add(u64::from(b.length)));
             }
             if end > pack.size {

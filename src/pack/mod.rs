@@ -29,6 +29,25 @@ pub struct PackedBlob {
     pub compression: Compression,
 }
 
+impl PackedBlob {
+    /// The lengths a writer can produce: plaintext at most
+    /// [`MAX_BLOB_SIZE`], and stored bytes at most the plaintext plus the
+    /// seal (compression is kept only when it shrinks). A reader allocates
+    /// what these say, so a pack header or index file claiming more is
+    /// refused rather than believed.
+    pub fn check_lengths(&self) -> Result<(), String> {
+        let seal = crate::crypto::SEAL_OVERHEAD as u64;
+        let (stored, raw) = (u64::from(self.length), u64::from(self.raw_length));
+        if self.raw_length > MAX_BLOB_SIZE || stored < seal || stored > raw + seal {
+            return Err(format!(
+                "blob {} has impossible lengths ({stored} bytes stored for {raw})",
+                self.id.short()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Collects encoded blobs into one pack.
 pub struct PackBuilder {
     kind: BlobKind,
@@ -155,8 +174,8 @@ pub fn decode_header(plain: &[u8], blob_area_len: u64) -> FormatResult<Vec<Packe
                 b.offset
             ));
         }
-        if b.raw_length > MAX_BLOB_SIZE || (b.length as usize) < crate::crypto::SEAL_OVERHEAD {
-            return bad(format!("blob {} has impossible lengths", b.id.short()));
+        if let Err(detail) = b.check_lengths() {
+            return bad(detail);
         }
         expected_offset = b.offset + u64::from(b.length);
     }
@@ -230,5 +249,37 @@ mod tests {
         let mut cut = pack.bytes.clone();
         cut.truncate(cut.len() - 3);
         assert!(read_pack_header(&keys.cipher(), &cut).is_err());
+    }
+
+    /// What a writer can produce passes; a stored length beyond the
+    /// plaintext plus the seal (which a reader would allocate) does not.
+    #[test]
+    fn blob_lengths_beyond_what_a_writer_makes_are_refused() {
+        let blob = |length: u32, raw_length: u32| PackedBlob {
+            kind: BlobKind::Tree,
+            id: Id([1; 32]),
+            offset: 0,
+            length,
+            raw_length,
+            compression: Compression::Zstd,
+        };
+        let seal = crate::crypto::SEAL_OVERHEAD as u32;
+        for (length, raw) in [(seal, 0), (seal + 10, 10), (seal + 3, 1000)] {
+            assert!(
+                blob(length, raw).check_lengths().is_ok(),
+                "{length} for {raw}"
+            );
+        }
+        for (length, raw) in [
+            (seal - 1, 0),
+            (seal + 11, 10),
+            (u32::MAX, 100),
+            (seal, MAX_BLOB_SIZE + 1),
+        ] {
+            assert!(
+                blob(length, raw).check_lengths().is_err(),
+                "{length} for {raw}"
+            );
+        }
     }
 }

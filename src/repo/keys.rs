@@ -66,10 +66,10 @@ impl OpenedRepository {
             let Some(id) = layout::id_of(&obj.path) else {
                 continue;
             };
-            if obj.size > super::MAX_KEY_FILE_BYTES {
+            if obj.size > layout::max_size::KEY {
                 continue;
             }
-            let bytes = match self.storage.read(&obj.path) {
+            let bytes = match self.storage.read(&obj.path, layout::max_size::KEY) {
                 Ok(b) => b,
                 Err(e) if crate::storage::is_not_found(&e) => continue,
                 Err(e) => return Err(e),

@@ -203,10 +203,6 @@ pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Co
     Ok(config)
 }
 
-/// A key file is a few hundred bytes; anything far larger is not one, and
-/// is not read (hostile storage must not choose what we allocate).
-const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
-
 /// Finds the key file the password opens. A file under `keys/` that is not
 /// a key file (damaged, foreign, hostile parameters) is skipped with a
 /// warning naming it: one junk file must not lock everyone out.
@@ -216,14 +212,15 @@ pub fn unlock(storage: &Storage, password: &[u8]) -> Result<(Id, MasterKeys)> {
         let Some(id) = layout::id_of(&obj.path) else {
             continue;
         };
-        if obj.size > MAX_KEY_FILE_BYTES {
+        // (a key file is a few hundred bytes: a far larger one is not read)
+        if obj.size > layout::max_size::KEY {
             eprintln!(
                 "warning: {} is {} bytes, too large for a key file: skipped",
                 obj.path, obj.size
             );
             continue;
         }
-        let bytes = match storage.read(&obj.path) {
+        let bytes = match storage.read(&obj.path, layout::max_size::KEY) {
             Ok(b) => b,
             Err(e) if crate::storage::is_not_found(&e) => continue, // removed meanwhile
             Err(e) => return Err(e),
@@ -260,7 +257,7 @@ impl OpenedRepository {
             return Err(Fail::RepoNotFound(storage.location().to_string()).into());
         }
         let (key_id, keys) = unlock(&storage, password)?;
-        let sealed = storage.read(layout::CONFIG)?;
+        let sealed = storage.read(layout::CONFIG, layout::max_size::CONFIG)?;
         let plain = keys
             .cipher()
             .open("config", ad::CONFIG, &sealed)
@@ -331,8 +328,9 @@ impl OpenedRepository {
         id: &Id,
         what: &'static str,
         ad: &[u8],
+        max_size: u64,
     ) -> Result<Vec<u8>> {
-        let sealed = self.storage.read(path)?;
+        let sealed = self.storage.read(path, max_size)?;
         if Id::of_stored_bytes(&sealed) != *id {
             return Err(anyhow!(
                 "{path}: content does not match its name: the {what} is damaged"
@@ -536,7 +534,8 @@ impl Repository {
 
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
         let path = layout::index(id);
-        let plain = self.read_object(&path, id, "index file", ad::INDEX)?;
+        let plain =
+            self.read_object(&path, id, "index file", ad::INDEX, layout::max_size::INDEX)?;
         IndexFile::decode(&plain).with_context(|| path)
     }
 

@@ -165,7 +165,9 @@ impl Repository {
     /// Fetches tree pack `pack` whole and puts every tree it holds in the
     /// cache (each checked against its id as it is opened).
     fn cache_tree_pack(&self, pack: &Id) -> Result<()> {
-        let bytes = self.storage.read(&super::layout::pack(pack))?;
+        let bytes = self
+            .storage
+            .read(&super::layout::pack(pack), super::layout::max_size::PACK)?;
         for b in self.pack_contents(pack, &bytes)? {
             if b.kind != BlobKind::Tree {
                 continue;

@@ -153,7 +153,13 @@ impl OpenedRepository {
             return Ok(s.clone());
         }
         let path = layout::snapshot(id);
-        let plain = self.read_object(&path, id, "snapshot", ad::SNAPSHOT)?;
+        let plain = self.read_object(
+            &path,
+            id,
+            "snapshot",
+            ad::SNAPSHOT,
+            layout::max_size::SNAPSHOT,
+        )?;
         let snapshot = Snapshot::decode(&plain).with_context(|| path)?;
         self.known_snapshots().insert(*id, snapshot.clone());
         Ok(snapshot)

@@ -47,6 +47,43 @@ impl Read for ContentReader<'_> {
     }
 }
 
+/// A file's content for a tar entry whose header already says its size.
+/// Content that runs longer than that is refused: its extra bytes would be
+/// read as further entries of the archive (a hostile tree could inject any
+/// file). Content that runs short is refused too, as a truncated entry.
+struct ExactLength<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactLength<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(
+                    "the stored content is longer than the size its entry records: \
+                     the snapshot is damaged or hostile, so the archive stops here",
+                )),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::other(format!(
+                "the stored content ends {} bytes short of the size its entry records: \
+                 the snapshot is damaged",
+                self.left
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 pub fn dump_file(repo: &Repository, content: &[Id], out: &mut impl Write) -> Result<()> {
     std::io::copy(&mut ContentReader::new(repo, content), out)?;
     out.flush()?;
@@ -74,7 +111,11 @@ fn add_tree<W: Write>(
         match &node.kind {
             NodeKind::File { content } => {
                 h.set_size(node.size);
-                tar.append_data(&mut h, &path, ContentReader::new(repo, content))
+                let content = ExactLength {
+                    inner: ContentReader::new(repo, content),
+                    left: node.size,
+                };
+                tar.append_data(&mut h, &path, content)
                     .with_context(|| format!("adding {} to the tar stream", path.display()))?;
             }
             NodeKind::Dir { subtree } => {

@@ -615,7 +615,7 @@ fn repack(repo: &Repository, packs: &[Repack]) -> Result<Vec<IndexedPack>> {
 
 fn read_claimed(repo: &Repository, r: &Repack) -> Result<Vec<EncodedBlob>> {
     let path = layout::pack(&r.id);
-    let bytes = repo.storage.read(&path)?;
+    let bytes = repo.storage.read(&path, layout::max_size::PACK)?;
     if bytes.len() as u64 != r.size {
         return Err(anyhow!(
             "{path}: {} bytes, the index says {}; prune stops before deleting anything",

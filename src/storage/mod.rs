@@ -215,16 +215,36 @@ impl Storage {
         self.local_root.is_none() && self.location != "memory://"
     }
 
-    pub fn read(&self, path: &str) -> Result<Vec<u8>> {
+    /// Reads a whole object of at most `max_size` bytes (one request). A
+    /// larger one is refused as soon as that many bytes have arrived: objects
+    /// come from storage others can write, and none may decide how much
+    /// memory a command takes (the limits per kind: `repo::layout::max_size`).
+    pub fn read(&self, path: &str, max_size: u64) -> Result<Vec<u8>> {
+        use futures_util::TryStreamExt;
         self.shared.requests.get.fetch_add(1, Relaxed);
-        let buf = self
+        let read = async {
+            let mut stream = self.op.reader(path).await?.into_stream(..).await?;
+            let mut out = Vec::new();
+            while let Some(buf) = stream.try_next().await? {
+                if (out.len() + buf.len()) as u64 > max_size {
+                    return Ok(None);
+                }
+                buf.into_iter().for_each(|b| out.extend_from_slice(&b));
+            }
+            Ok(Some(out))
+        };
+        let out = self
             .runtime
-            .block_on(self.op.read(path))
-            .map_err(|e| self.describe(e, "reading", path))?;
+            .block_on(read)
+            .map_err(|e| self.describe(e, "reading", path))?
+            .ok_or_else(|| StorageError::TooLarge {
+                path: path.to_string(),
+                max_size,
+            })?;
         if let Some(limit) = &self.shared.download_limit {
-            limit.pace(buf.len() as u64);
+            limit.pace(out.len() as u64);
         }
-        Ok(buf.to_vec())
+        Ok(out)
     }
 
     pub fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
@@ -372,6 +392,13 @@ pub enum StorageError {
          with delete rights"
     )]
     DeleteDenied { path: String },
+    /// Larger than any object of its kind can be: its bytes are not read.
+    #[error(
+        "reading {path}: larger than {max_size} bytes, more than any object of its kind can \
+         be: the repository is damaged or was written by something else (`cairn check` \
+         lists what is wrong)"
+    )]
+    TooLarge { path: String, max_size: u64 },
     #[error("{doing} {path}: {message}")]
     Other {
         doing: String,
@@ -478,6 +505,14 @@ async fn remote_operator(mut remote: Remote, secrets: &mut Vec<String>) -> Resul
             redact(&e.to_string(), secrets)
         )
     })
+}
+
+/// Whether `err` is a read refused for the object's size (see [`Storage::read`]).
+pub fn is_too_large(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<StorageError>(),
+        Some(StorageError::TooLarge { .. })
+    )
 }
 
 pub fn is_not_found(err: &anyhow::Error) -> bool {
