@@ -39,24 +39,8 @@ fn plant(env: &Env, evil: &[u8]) {
 /// Writes a snapshot whose root tree holds one file, `name`, whose stored
 /// content is `data` while its node claims `size` bytes.
 fn plant_file(env: &Env, name: &[u8], data: &[u8], size: u64) {
-    let storage = Storage::open(env.repo.to_str().unwrap()).unwrap();
-    let repo = Repository::open(
-        storage,
-        PASSWORD.as_bytes(),
-        &CacheLocation::Dir(env.cache.clone()),
-    )
-    .unwrap();
-    repo.lock(
-        LockKind::Shared,
-        &LockOptions {
-            retry: std::time::Duration::ZERO,
-            command: "test".into(),
-        },
-    )
-    .unwrap();
-    let mut enc = BlobEncoder::new(repo.keys.clone(), 0);
-    let data = data.to_vec();
-    let data_id = repo.keys.blob_id(&data);
+    let keys = open_repo(env).keys.clone();
+    let data_id = keys.blob_id(data);
     let mut file = node(
         name,
         NodeKind::File {
@@ -66,14 +50,42 @@ fn plant_file(env: &Env, name: &[u8], data: &[u8], size: u64) {
     file.size = size;
     // encode() does not validate: the decoder must
     let tree = Tree { nodes: vec![file] }.encode();
-    let tree_id = repo.keys.blob_id(&tree);
+    plant_snapshot(env, vec![data.to_vec()], vec![tree]);
+}
+
+fn open_repo(env: &Env) -> Repository {
+    let storage = Storage::open(env.repo.to_str().unwrap()).unwrap();
+    Repository::open(
+        storage,
+        PASSWORD.as_bytes(),
+        &CacheLocation::Dir(env.cache.clone()),
+    )
+    .unwrap()
+}
+
+/// Writes data blobs and encoded trees in a pack each, and a snapshot of
+/// the last tree. Returns the snapshot's tree id.
+fn plant_snapshot(env: &Env, data: Vec<Vec<u8>>, trees: Vec<Vec<u8>>) -> cairn::Id {
+    let repo = open_repo(env);
+    repo.lock(
+        LockKind::Shared,
+        &LockOptions {
+            retry: std::time::Duration::ZERO,
+            command: "test".into(),
+        },
+    )
+    .unwrap();
+    let mut enc = BlobEncoder::new(repo.keys.clone(), 0);
+    let root = repo.keys.blob_id(trees.last().unwrap());
     let mut packs = Vec::new();
-    for (kind, id, bytes) in [
-        (BlobKind::Data, data_id, data),
-        (BlobKind::Tree, tree_id, tree),
-    ] {
+    for (kind, blobs) in [(BlobKind::Data, data), (BlobKind::Tree, trees)] {
+        if blobs.is_empty() {
+            continue;
+        }
         let mut b = PackBuilder::new(kind);
-        b.push(enc.encode(kind, id, &bytes));
+        for bytes in blobs {
+            b.push(enc.encode(kind, repo.keys.blob_id(&bytes), &bytes));
+        }
         let p = b.finish(&repo.keys.cipher());
         repo.storage
             .write(&layout::pack(&p.id), p.bytes.clone())
@@ -90,11 +102,19 @@ fn plant_file(env: &Env, name: &[u8], data: &[u8], size: u64) {
     })
     .unwrap();
     repo.save_snapshot(&Snapshot {
-        tree: tree_id,
+        tree: root,
         paths: vec!["/x".into()],
+        time_ns: 1_700_000_000_000_000_000 + trees_planted(),
         ..Default::default()
     })
     .unwrap();
+    root
+}
+
+/// A distinct time for each snapshot planted, so `latest` is the last one.
+fn trees_planted() -> i64 {
+    static N: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    N.fetch_add(1_000_000_000, std::sync::atomic::Ordering::Relaxed)
 }
 
 #[test]
@@ -374,4 +394,97 @@ fn oversized_objects_fail_cleanly_under_a_memory_limit() {
             "{what}: the error names no object: {err}"
         );
     }
+}
+
+/// A snapshot whose directories `d` nest `depth` levels, the last holding
+/// the file `f`. Returns its short id.
+fn plant_deep(env: &Env, depth: usize) -> String {
+    let keys = open_repo(env).keys.clone();
+    let content = b"deep".to_vec();
+    let mut file = node(
+        b"f",
+        NodeKind::File {
+            content: vec![keys.blob_id(&content)],
+        },
+    );
+    file.size = 4;
+    let mut trees = vec![Tree { nodes: vec![file] }.encode()];
+    for _ in 0..depth {
+        let below = keys.blob_id(trees.last().unwrap());
+        trees.push(
+            Tree {
+                nodes: vec![node(b"d", NodeKind::Dir { subtree: below })],
+            }
+            .encode(),
+        );
+    }
+    plant_snapshot(env, vec![content], trees);
+    env.snapshot_ids().pop().unwrap()
+}
+
+/// Directories nested as deep as a backup can make them are walked by
+/// every command; one level more (only a hostile repository has it) is
+/// refused with an error that says so, never a stack overflow.
+#[test]
+fn tree_depth_is_bounded_in_every_walk() {
+    let max = cairn::tree::MAX_DEPTH;
+    let env = Env::new();
+    env.init();
+    let empty = plant_snapshot(&env, vec![], vec![Tree::default().encode()]);
+    assert_ne!(empty, cairn::Id([0; 32]));
+    let base = env.snapshot_ids().pop().unwrap();
+    let deep = plant_deep(&env, max);
+    let too_deep = plant_deep(&env, max + 1);
+    let target = env.path("t");
+    let tgt = target.to_str().unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["ls", "-R", "SNAP"],
+        vec!["find", "f", "--snapshot", "SNAP"],
+        vec!["diff", &base, "SNAP"],
+        vec!["stats", "SNAP"],
+        vec!["stats", "--mode", "raw-data", "SNAP"],
+        vec!["dump", "SNAP", "/"],
+        vec!["restore", "SNAP", "--target", tgt],
+    ];
+    for args in &commands {
+        let run = |snap: &str| {
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| if *a == "SNAP" { snap } else { a })
+                .collect();
+            let out = env.cairn().args(&args).output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                out.stdout.len(),
+            )
+        };
+        let (code, err, printed) = run(&deep);
+        if args[0] == "restore" {
+            // 2048 levels of `d/` exceed the kernel's 4096-byte path limit
+            // below any target: what cannot be made is reported, no crash
+            let tail: String = err
+                .chars()
+                .skip(err.chars().count().saturating_sub(300))
+                .collect();
+            assert!(
+                code == Some(0) || (code == Some(1) && err.contains("File name too long")),
+                "{args:?}: {code:?} …{tail}"
+            );
+        } else {
+            assert_eq!(code, Some(0), "{args:?} at {max} levels: {err}");
+            assert!(printed > 0, "{args:?} printed nothing");
+        }
+        let (code, err, _) = run(&too_deep);
+        assert_eq!(code, Some(1), "{args:?} at {} levels: {err}", max + 1);
+        assert!(
+            err.contains("nest more than 2048 levels"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = env.cairn().args(["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("nest more than 2048 levels"), "{err}");
+    assert_eq!(err.matches("nest more than").count(), 1, "{err}");
 }

@@ -274,13 +274,15 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         repo,
         blobs: &blobs,
         damaged: &damaged,
-        seen: HashSet::new(),
+        seen: HashMap::new(),
         errors: Vec::new(),
     };
     report.snapshots = snapshot_ids.len();
     for sid in snapshot_ids {
         match repo.load_snapshot(&sid) {
-            Ok(s) => walker.walk(&sid, s.tree, ""),
+            Ok(s) => {
+                walker.walk(&sid, s.tree, "");
+            }
             // removed by a `forget` running meanwhile
             Err(e) if crate::storage::is_not_found(&e) => report.snapshots -= 1,
             Err(e) => walker
@@ -384,12 +386,15 @@ struct TreeWalker<'a> {
     repo: &'a Repository,
     blobs: &'a HashMap<(BlobKind, Id), IndexedBlob>,
     damaged: &'a HashSet<Id>,
-    seen: HashSet<Id>,
+    /// Trees walked, with how many directory levels they hold below them.
+    seen: HashMap<Id, usize>,
     errors: Vec<String>,
 }
 
 impl TreeWalker<'_> {
-    fn walk(&mut self, snapshot: &Id, tree_id: Id, dir: &str) {
+    /// Checks the tree `tree_id` at `dir`; how many directory levels it
+    /// holds below it.
+    fn walk(&mut self, snapshot: &Id, tree_id: Id, dir: &str) -> usize {
         let where_ = |path: &str| {
             format!(
                 "snapshot {}, {}",
@@ -403,7 +408,7 @@ impl TreeWalker<'_> {
                 where_(dir),
                 tree_id.short()
             ));
-            return;
+            return 0;
         }
         if self.damaged.contains(&tree_id) {
             self.errors.push(format!(
@@ -411,25 +416,38 @@ impl TreeWalker<'_> {
                 where_(dir),
                 tree_id.short()
             ));
-            return;
+            return 0;
         }
         // A tree reached again (shared by snapshots) was checked already;
         // its files are reported under the first snapshot that reached it.
-        if !self.seen.insert(tree_id) {
-            return;
+        // Only its depth here is new: restores walk it from this place too.
+        let depth = crate::tree::depth_of(dir);
+        if let Some(&below) = self.seen.get(&tree_id) {
+            if let Err(e) = crate::repo::check_level(depth + below, dir) {
+                self.errors.push(format!("{}: {e:#}", where_(dir)));
+            }
+            return below;
         }
+        if let Err(e) = crate::repo::check_level(depth, dir) {
+            self.errors.push(format!("{}: {e:#}", where_(dir)));
+            return 0;
+        }
+        self.seen.insert(tree_id, 0);
         let tree: Tree = match self.load(&tree_id) {
             Ok(t) => t,
             Err(e) => {
                 self.errors
                     .push(format!("{}: tree {}: {e:#}", where_(dir), tree_id.short()));
-                return;
+                return 0;
             }
         };
+        let mut below = 0;
         for node in tree.nodes {
             let path = format!("{dir}/{}", node.name_lossy());
             match node.kind {
-                NodeKind::Dir { subtree } => self.walk(snapshot, subtree, &path),
+                NodeKind::Dir { subtree } => {
+                    below = below.max(1 + self.walk(snapshot, subtree, &path));
+                }
                 NodeKind::File { content } => {
                     let missing = content
                         .iter()
@@ -455,6 +473,8 @@ impl TreeWalker<'_> {
                 _ => {}
             }
         }
+        self.seen.insert(tree_id, below);
+        below
     }
 
     /// Reads a tree from its pack as indexed (not from the cache).

@@ -54,6 +54,7 @@ struct Lister<'a> {
 
 impl Lister<'_> {
     fn list(&mut self, tree: Id, dir: &str) -> Result<()> {
+        cairn::repo::check_depth(dir)?;
         for node in self.repo.load_tree(&tree)?.nodes {
             let path = format!("{dir}/{}", node.name_lossy());
             self.print(&node, &path);

@@ -105,6 +105,7 @@ impl<F: FnMut(&str, Change)> Differ<'_, F> {
         if from == to {
             return Ok(());
         }
+        super::check_depth(dir)?;
         let (a, b) = (self.repo.load_tree(&from)?, self.repo.load_tree(&to)?);
         let (mut i, mut j) = (0, 0);
         while i < a.nodes.len() || j < b.nodes.len() {
@@ -140,6 +141,7 @@ impl<F: FnMut(&str, Change)> Differ<'_, F> {
             _ => self.stats.removed.count(node),
         }
         if let NodeKind::Dir { subtree } = &node.kind {
+            super::check_depth(&path)?;
             (self.report)(&format!("{path}/"), change);
             for child in self.repo.load_tree(subtree)?.nodes {
                 self.one_side(&child, &path, change)?;

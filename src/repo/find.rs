@@ -90,6 +90,7 @@ impl Repository {
         if memo.as_ref().is_some_and(|m| m.empty_trees.contains(&tree)) {
             return Ok(false);
         }
+        super::check_depth(dir)?;
         let mut any = false;
         for node in self.load_tree(&tree)?.nodes {
             let path = format!("{dir}/{}", node.name_lossy());

@@ -661,6 +661,26 @@ pub enum PathTarget {
     Entry(crate::tree::Node),
 }
 
+/// Refuses a walk into `dir` (a snapshot path) deeper than
+/// [`crate::tree::MAX_DEPTH`] levels, with an error that says why.
+pub fn check_depth(dir: &str) -> Result<()> {
+    check_level(crate::tree::depth_of(dir), dir)
+}
+
+/// [`check_depth`] for a walk that counts its `depth` itself; `dir` names
+/// where it is in the error.
+pub fn check_level(depth: usize, dir: &str) -> Result<()> {
+    if depth > crate::tree::MAX_DEPTH {
+        let shown: String = dir.chars().take(60).collect();
+        return Err(anyhow!(
+            "{shown}…: directories nest more than {} levels deep, more than any backup can \
+             make: the snapshot is damaged or hostile (`cairn check` reports it)",
+            crate::tree::MAX_DEPTH
+        ));
+    }
+    Ok(())
+}
+
 impl Repository {
     /// Follows `path` (absolute, `/`-separated) from a snapshot's root tree.
     pub fn resolve_path(&self, root: Id, path: &str) -> Result<PathTarget> {

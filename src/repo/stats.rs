@@ -81,11 +81,11 @@ impl Repository {
         for root in roots {
             match mode {
                 StatsMode::RestoreSize => {
-                    let (files, bytes) = self.restore_totals(*root, &mut c)?;
+                    let (files, bytes) = self.restore_totals(*root, 0, &mut c)?;
                     c.stats.total_file_count += files;
                     c.stats.total_size += bytes;
                 }
-                _ => self.count_unique(*root, mode, &mut c)?,
+                _ => self.count_unique(*root, 0, mode, &mut c)?,
             }
         }
         if let Some(raw) = c.stats.total_uncompressed_size {
@@ -96,10 +96,13 @@ impl Repository {
         Ok(c.stats)
     }
 
-    fn restore_totals(&self, tree: Id, c: &mut Counter) -> Result<(u64, u64)> {
+    /// Files and bytes below `tree`, `depth` levels down; each tree is
+    /// counted once however often it recurs.
+    fn restore_totals(&self, tree: Id, depth: usize, c: &mut Counter) -> Result<(u64, u64)> {
         if let Some(t) = c.tree_totals.get(&tree) {
             return Ok(*t);
         }
+        super::check_level(depth, &format!("tree {}", tree.short()))?;
         let mut totals = (0, 0);
         for node in self.load_tree(&tree)?.nodes {
             match node.kind {
@@ -108,7 +111,7 @@ impl Repository {
                     totals.1 += node.size;
                 }
                 NodeKind::Dir { subtree } => {
-                    let (files, bytes) = self.restore_totals(subtree, c)?;
+                    let (files, bytes) = self.restore_totals(subtree, depth + 1, c)?;
                     totals.0 += files;
                     totals.1 += bytes;
                 }
@@ -119,16 +122,17 @@ impl Repository {
         Ok(totals)
     }
 
-    fn count_unique(&self, tree: Id, mode: StatsMode, c: &mut Counter) -> Result<()> {
+    fn count_unique(&self, tree: Id, depth: usize, mode: StatsMode, c: &mut Counter) -> Result<()> {
         if !c.seen_trees.insert(tree) {
             return Ok(());
         }
+        super::check_level(depth, &format!("tree {}", tree.short()))?;
         if mode == StatsMode::RawData {
             self.count_blob(BlobKind::Tree, &tree, c)?;
         }
         for node in self.load_tree(&tree)?.nodes {
             match &node.kind {
-                NodeKind::Dir { subtree } => self.count_unique(*subtree, mode, c)?,
+                NodeKind::Dir { subtree } => self.count_unique(*subtree, depth + 1, mode, c)?,
                 NodeKind::File { content } => {
                     let list: Vec<u8> = content.iter().flat_map(|b| b.0).collect();
                     let content_id = Id::of_stored_bytes(&list);

@@ -200,6 +200,7 @@ impl Walker<'_> {
         dir: Option<usize>,
         selected: bool,
     ) -> Result<()> {
+        crate::repo::check_depth(abs_dir)?;
         let tree = self.repo.load_tree(&tree)?;
         for node in tree.nodes {
             let abs = format!("{abs_dir}/{}", node.name_lossy());

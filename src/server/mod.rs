@@ -111,6 +111,9 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // as much stack as the CLI's main thread: the walks over trees
+        // recurse once per directory level (down to tree::MAX_DEPTH)
+        .thread_stack_size(8 << 20)
         .enable_all()
         .build()?;
     let result = runtime.block_on(run(Arc::clone(&state), &listen, &state_dir));

@@ -100,6 +100,18 @@ pub fn is_valid_name(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
+/// How deep a snapshot's directories may nest. A backup reads directories
+/// by absolute path, which the kernel limits to 4096 bytes, so no backup
+/// nests deeper than 2048 levels. A deeper tree comes from a damaged or
+/// hostile repository, and the walks over trees (which recurse) refuse it
+/// rather than exhaust their stack.
+pub const MAX_DEPTH: usize = 2048;
+
+/// The nesting depth of a snapshot path (`/a/b` is 2): names hold no `/`.
+pub fn depth_of(path: &str) -> usize {
+    path.bytes().filter(|&b| b == b'/').count()
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub nodes: Vec<Node>,
