@@ -282,3 +282,21 @@ fn prefetched_trees_leave_a_cold_walk_nothing_to_fetch() {
         "the walk found every tree cached"
     );
 }
+
+/// A cached tree that no longer hashes to its id (a damaged cache, or one
+/// someone else wrote) is not believed: the tree comes from the repository.
+#[test]
+fn a_tampered_cached_tree_is_not_used() {
+    let repo = repository();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("real"), b"real").unwrap();
+    let id = back_up(&repo, dir.path());
+    let (_, snap) = repo.find_snapshot(&id.to_hex(), &Default::default()).unwrap();
+    let genuine = repo.load_tree(&snap.tree).unwrap();
+    let mut forged = genuine.clone();
+    forged.nodes[0].name = b"forged".to_vec();
+    repo.index.put_tree(&snap.tree, &forged.encode()).unwrap();
+    assert_eq!(repo.load_tree(&snap.tree).unwrap(), genuine);
+    // and the cache holds the genuine tree again
+    assert_eq!(repo.index.tree(&snap.tree).unwrap().unwrap(), genuine.encode());
+}

@@ -629,9 +629,14 @@ impl Repository {
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        // The cache holds plaintext outside the repository's protection: a
+        // cached tree is used only while it still hashes to its id (one
+        // keyed BLAKE3 of a few KiB), else it is fetched and cached anew.
         if let Some(plain) = self.index.tree(id)? {
-            if let Ok(tree) = Tree::decode(&plain) {
-                return Ok(tree);
+            if self.keys.blob_id(&plain) == *id {
+                if let Ok(tree) = Tree::decode(&plain) {
+                    return Ok(tree);
+                }
             }
         }
         let plain = self.read_blob(BlobKind::Tree, id)?;
