@@ -52,7 +52,7 @@ impl DiffCounts {
         match node.kind {
             NodeKind::File { .. } => {
                 self.files += 1;
-                self.bytes += node.size;
+                self.bytes = self.bytes.saturating_add(node.size);
             }
             NodeKind::Dir { .. } => self.dirs += 1,
             _ => self.others += 1,

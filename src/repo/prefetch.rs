@@ -22,8 +22,13 @@ use anyhow::Result;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex};
 
-/// Workers, and so whole tree packs (at most 8 MiB each) in memory at once.
+/// Workers, and so whole tree packs in memory at once.
 const WORKERS: usize = 8;
+/// The largest pack fetched whole. Tree packs are closed near 8 MiB; a
+/// larger one (a huge directory's tree, or a hostile repository) is left to
+/// the walk's own reads of single trees, so prefetching holds at most
+/// `WORKERS` times this.
+const WHOLE_PACK_MAX: u64 = 64 << 20;
 
 /// What a prefetch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +172,7 @@ impl Repository {
     fn cache_tree_pack(&self, pack: &Id) -> Result<()> {
         let bytes = self
             .storage
-            .read(&super::layout::pack(pack), super::layout::max_size::PACK)?;
+            .read(&super::layout::pack(pack), WHOLE_PACK_MAX)?;
         for b in self.pack_contents(pack, &bytes)? {
             if b.kind != BlobKind::Tree {
                 continue;

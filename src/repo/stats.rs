@@ -82,8 +82,8 @@ impl Repository {
             match mode {
                 StatsMode::RestoreSize => {
                     let (files, bytes) = self.restore_totals(*root, 0, &mut c)?;
-                    c.stats.total_file_count += files;
-                    c.stats.total_size += bytes;
+                    c.stats.total_file_count = c.stats.total_file_count.saturating_add(files);
+                    c.stats.total_size = c.stats.total_size.saturating_add(bytes);
                 }
                 _ => self.count_unique(*root, 0, mode, &mut c)?,
             }
@@ -97,23 +97,24 @@ impl Repository {
     }
 
     /// Files and bytes below `tree`, `depth` levels down; each tree is
-    /// counted once however often it recurs.
+    /// counted once however often it recurs. Sums saturate: sizes come from
+    /// stored trees, and shared subtrees multiply them.
     fn restore_totals(&self, tree: Id, depth: usize, c: &mut Counter) -> Result<(u64, u64)> {
         if let Some(t) = c.tree_totals.get(&tree) {
             return Ok(*t);
         }
         super::check_level(depth, &format!("tree {}", tree.short()))?;
-        let mut totals = (0, 0);
+        let mut totals = (0u64, 0u64);
         for node in self.load_tree(&tree)?.nodes {
             match node.kind {
                 NodeKind::File { .. } => {
                     totals.0 += 1;
-                    totals.1 += node.size;
+                    totals.1 = totals.1.saturating_add(node.size);
                 }
                 NodeKind::Dir { subtree } => {
                     let (files, bytes) = self.restore_totals(subtree, depth + 1, c)?;
-                    totals.0 += files;
-                    totals.1 += bytes;
+                    totals.0 = totals.0.saturating_add(files);
+                    totals.1 = totals.1.saturating_add(bytes);
                 }
                 _ => {}
             }
@@ -139,7 +140,7 @@ impl Repository {
                     if c.seen_contents.insert(content_id) {
                         c.stats.total_file_count += 1;
                         if mode == StatsMode::FilesByContents {
-                            c.stats.total_size += node.size;
+                            c.stats.total_size = c.stats.total_size.saturating_add(node.size);
                         }
                         if mode != StatsMode::FilesByContents {
                             for blob in content {

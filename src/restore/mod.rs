@@ -89,7 +89,10 @@ pub fn restore_until(
     };
     if opts.dry_run {
         out.files_restored = plan.files.len() as u64;
-        out.bytes_written = plan.files.iter().map(|f| f.node.size).sum();
+        out.bytes_written = plan
+            .files
+            .iter()
+            .fold(0, |n, f| n.saturating_add(f.node.size));
         return Ok(out);
     }
     // (created private, like every directory the restore makes)
@@ -151,7 +154,10 @@ pub fn restore_until(
 /// The totals a progress display shows; files with nothing to write count
 /// as done at once.
 fn count_totals(plan: &Plan, skipped: &[bool], progress: &Progress) {
-    let total: u64 = plan.files.iter().map(|f| f.node.size).sum();
+    let total = plan
+        .files
+        .iter()
+        .fold(0u64, |n, f| n.saturating_add(f.node.size));
     progress.total_files.store(plan.files.len() as u64, Relaxed);
     progress.total_bytes.store(total, Relaxed);
     for (f, _) in plan.files.iter().zip(skipped).filter(|(_, s)| **s) {
