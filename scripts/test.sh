@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the build
 # needs, builds the `ci` profile once, runs every test (unit, format vectors,
-# decoder torture, end-to-end against the real binary), builds the fuzz targets.
+# decoder torture, end-to-end against the real binary), builds the fuzz targets
+# and replays their corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/build-env.sh
@@ -65,4 +66,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 # cargo-fuzz passes sanitizer flags that stable rustc accepts only with RUSTC_BOOTSTRAP
 (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -O --target-dir "$CARGO_TARGET_DIR/fuzz")
+# Each target replays its checked-in corpus (seeds plus what the long runs of
+# scripts/fuzz.sh kept): an input that once passed must still pass.
+echo "== fuzz corpus replay"
+for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+  "$CARGO_TARGET_DIR/fuzz/x86_64-unknown-linux-gnu/release/$target" -runs=0 -rss_limit_mb=1024 \
+    "fuzz/corpus/$target" 2>&1 | tail -1
+done
 echo "== all tests passed"

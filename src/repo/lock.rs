@@ -72,6 +72,21 @@ impl FoundLock {
         }
     }
 
+    /// What whoever meets this lock in their way can do about it.
+    pub fn what_to_do(&self) -> &'static str {
+        match &self.record {
+            Ok(_) => {
+                "Wait for it to finish or use --retry-lock DURATION; if that process is gone, \
+                 `cairn unlock` removes stale locks"
+            }
+            // an unreadable lock has no age or holder to judge it stale by
+            Err(_) => {
+                "A lock that cannot be read never counts as stale: once no cairn process uses \
+                 this repository, `cairn unlock --remove-all` removes it"
+            }
+        }
+    }
+
     pub fn describe(&self) -> String {
         match &self.record {
             Ok(r) => format!(
@@ -230,12 +245,7 @@ impl RepoLock {
             };
             let now = Instant::now();
             if now >= deadline {
-                return Err(Fail::Locked(format!(
-                    "{}. Wait for it to finish or use --retry-lock DURATION; if that process is \
-                     gone, `cairn unlock` removes stale locks",
-                    blocker.describe()
-                ))
-                .into());
+                return Err(Fail::Locked(format!("{}. {}", blocker.describe(), blocker.what_to_do())).into());
             }
             if !announced {
                 eprintln!(
