@@ -125,3 +125,39 @@ fn an_interrupted_restore_leaves_nothing_readable_by_others() {
         assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
     }
 }
+
+/// Ctrl-C in the middle of a restore (after the first pack): what was
+/// written stays owner-only, as after `kill -9`.
+#[test]
+fn a_restore_stopped_by_ctrl_c_leaves_nothing_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("home");
+    std::fs::create_dir_all(src.join(".ssh")).unwrap();
+    std::fs::write(src.join(".ssh/id"), b"secret key").unwrap();
+    noise_files(&src.join("public"), 6, 5_000_000, 3);
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let target = env.path("out");
+    let (child, pid) = stopped_at(
+        env.process(),
+        "restore-pack-written:1",
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    signal(pid, nix::sys::signal::Signal::SIGINT);
+    signal(pid, nix::sys::signal::Signal::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the restore ran to its end");
+    let mut seen = 0;
+    let mut stack = vec![target.clone()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o077, 0, "{} is open to others", p.display());
+        seen += 1;
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(seen > 4, "the restore wrote nothing before Ctrl-C");
+}
