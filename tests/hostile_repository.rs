@@ -2,11 +2,8 @@
 //! `/` must be refused, and nothing may be written outside the target.
 
 mod common;
-use cairn::filter::{BlobEncoder, BlobKind};
-use cairn::index::file::{IndexFile, IndexedPack};
-use cairn::pack::PackBuilder;
 use cairn::repo::lock::{LockKind, LockOptions};
-use cairn::repo::{layout, CacheLocation, Repository};
+use cairn::repo::{CacheLocation, Repository};
 use cairn::storage::Storage;
 use cairn::tree::snapshot::Snapshot;
 use cairn::tree::{Node, NodeKind, Tree};
@@ -75,32 +72,8 @@ fn plant_snapshot(env: &Env, data: Vec<Vec<u8>>, trees: Vec<Vec<u8>>) -> cairn::
         },
     )
     .unwrap();
-    let mut enc = BlobEncoder::new(repo.keys.clone(), 0);
     let root = repo.keys.blob_id(trees.last().unwrap());
-    let mut packs = Vec::new();
-    for (kind, blobs) in [(BlobKind::Data, data), (BlobKind::Tree, trees)] {
-        if blobs.is_empty() {
-            continue;
-        }
-        let mut b = PackBuilder::new(kind);
-        for bytes in blobs {
-            b.push(enc.encode(kind, repo.keys.blob_id(&bytes), &bytes));
-        }
-        let p = b.finish(&repo.keys.cipher());
-        repo.storage
-            .write(&layout::pack(&p.id), p.bytes.clone())
-            .unwrap();
-        packs.push(IndexedPack {
-            id: p.id,
-            size: p.bytes.len() as u64,
-            blobs: p.blobs,
-        });
-    }
-    repo.save_index_file(&IndexFile {
-        packs,
-        ..Default::default()
-    })
-    .unwrap();
+    plant_blobs(&repo, data, trees);
     repo.save_snapshot(&Snapshot {
         tree: root,
         paths: vec!["/x".into()],
@@ -335,8 +308,16 @@ fn oversized_objects_fail_cleanly_under_a_memory_limit() {
     // (object, command, what the error says); "packs" are all of them, read
     // whole when a cold cache fetches tree packs
     let cases: [(&str, &[&str], &[&str]); 5] = [
-        (&format!("snapshots/{fake}"), &["snapshots"], &["larger than"]),
-        (&format!("index/{fake}"), &["ls", "latest"], &["larger than"]),
+        (
+            &format!("snapshots/{fake}"),
+            &["snapshots"],
+            &["larger than"],
+        ),
+        (
+            &format!("index/{fake}"),
+            &["ls", "latest"],
+            &["larger than"],
+        ),
         (
             &format!("locks/{fake}"),
             &["tag", "--add", "t", "latest"],

@@ -99,24 +99,8 @@ fn an_interrupted_restore_leaves_nothing_readable_by_others() {
             "{point}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut seen = 0;
-        let mut stack = vec![target.clone()];
-        while let Some(p) = stack.pop() {
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            assert_eq!(
-                m.permissions().mode() & 0o077,
-                0,
-                "{point}: {} is open to others ({:o})",
-                p.display(),
-                m.permissions().mode()
-            );
-            seen += 1;
-            if m.is_dir() {
-                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-            }
-        }
         assert!(
-            seen > 4,
+            owner_only_entries(&target) > 4,
             "{point}: the restore wrote nothing before it was killed"
         );
         // run again to the end: every restored entry gets its real mode
@@ -149,15 +133,31 @@ fn a_restore_stopped_by_ctrl_c_leaves_nothing_readable_by_others() {
     signal(pid, nix::sys::signal::Signal::SIGCONT);
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "the restore ran to its end");
+    assert!(
+        owner_only_entries(&target) > 4,
+        "the restore wrote nothing before Ctrl-C"
+    );
+}
+
+/// Asserts that nothing under `dir` (itself included) is open to group or
+/// others; how many entries there are.
+fn owner_only_entries(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
     let mut seen = 0;
-    let mut stack = vec![target.clone()];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(p) = stack.pop() {
         let m = std::fs::symlink_metadata(&p).unwrap();
-        assert_eq!(m.permissions().mode() & 0o077, 0, "{} is open to others", p.display());
+        let mode = m.permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is open to others ({mode:o})",
+            p.display()
+        );
         seen += 1;
         if m.is_dir() {
             stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
         }
     }
-    assert!(seen > 4, "the restore wrote nothing before Ctrl-C");
+    seen
 }

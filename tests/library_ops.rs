@@ -328,9 +328,6 @@ impl Rng {
 /// writer would choose, wrong sizes, missing blobs, extreme times and
 /// modes), planted as a snapshot; its root tree id.
 fn plant_random_trees(repo: &Repository, rng: &mut Rng) -> cairn::id::Id {
-    use cairn::filter::{BlobEncoder, BlobKind};
-    use cairn::index::file::{IndexFile, IndexedPack};
-    use cairn::pack::PackBuilder;
     use cairn::tree::{Node, NodeKind, Tree, Xattr};
     let names: [&[u8]; 12] = [
         b"a",
@@ -415,28 +412,7 @@ fn plant_random_trees(repo: &Repository, rng: &mut Rng) -> cairn::id::Id {
         tree_ids.push(repo.keys.blob_id(&bytes));
         trees.push(bytes);
     }
-    let mut enc = BlobEncoder::new(repo.keys.clone(), 3);
-    let mut packs = Vec::new();
-    for (kind, blobs) in [(BlobKind::Data, data), (BlobKind::Tree, trees)] {
-        let mut b = PackBuilder::new(kind);
-        for bytes in blobs {
-            b.push(enc.encode(kind, repo.keys.blob_id(&bytes), &bytes));
-        }
-        let p = b.finish(&repo.keys.cipher());
-        repo.storage
-            .write(&cairn::repo::layout::pack(&p.id), p.bytes.clone())
-            .unwrap();
-        packs.push(IndexedPack {
-            id: p.id,
-            size: p.bytes.len() as u64,
-            blobs: p.blobs,
-        });
-    }
-    repo.save_index_file(&IndexFile {
-        packs,
-        ..Default::default()
-    })
-    .unwrap();
+    common::plant_blobs(repo, data, trees);
     let root = *tree_ids.last().unwrap();
     repo.save_snapshot(&cairn::tree::snapshot::Snapshot {
         tree: root,

@@ -245,7 +245,12 @@ impl RepoLock {
             };
             let now = Instant::now();
             if now >= deadline {
-                return Err(Fail::Locked(format!("{}. {}", blocker.describe(), blocker.what_to_do())).into());
+                return Err(Fail::Locked(format!(
+                    "{}. {}",
+                    blocker.describe(),
+                    blocker.what_to_do()
+                ))
+                .into());
             }
             if !announced {
                 eprintln!(
