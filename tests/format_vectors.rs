@@ -449,25 +449,14 @@ fn fuzz_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     };
     let blob_id = Id([5; 32]);
     let plain = b"hello, cairn hello, cairn hello, cairn".to_vec();
-    seeds.push((
-        "sealed_blob",
-        "plain".to_string(),
-        blob_keys.cipher().seal_with_nonce(
-            [0xb0; 16],
-            &blob_ad(BlobKind::Data.code(), &blob_id),
-            &plain,
-        ),
-    ));
     let zstd = zstd::bulk::compress(&plain, 3).unwrap();
-    seeds.push((
-        "sealed_blob",
-        "zstd".to_string(),
-        blob_keys.cipher().seal_with_nonce(
-            [0xb1; 16],
-            &blob_ad(BlobKind::Data.code(), &blob_id),
-            &zstd,
-        ),
-    ));
+    for (name, nonce, payload) in [("plain", 0xb0, plain), ("zstd", 0xb1, zstd)] {
+        let ad = blob_ad(BlobKind::Data.code(), &blob_id);
+        let sealed = blob_keys
+            .cipher()
+            .seal_with_nonce([nonce; 16], &ad, &payload);
+        seeds.push(("sealed_blob", name.to_string(), sealed));
+    }
     seeds
 }
 

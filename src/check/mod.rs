@@ -423,12 +423,12 @@ impl TreeWalker<'_> {
         // Only its depth here is new: restores walk it from this place too.
         let depth = crate::tree::depth_of(dir);
         if let Some(&below) = self.seen.get(&tree_id) {
-            if let Err(e) = crate::repo::check_level(depth + below, dir) {
+            if let Err(e) = crate::repo::check_level(depth + below, || dir.to_string()) {
                 self.errors.push(format!("{}: {e:#}", where_(dir)));
             }
             return below;
         }
-        if let Err(e) = crate::repo::check_level(depth, dir) {
+        if let Err(e) = crate::repo::check_level(depth, || dir.to_string()) {
             self.errors.push(format!("{}: {e:#}", where_(dir)));
             return 0;
         }

@@ -669,14 +669,14 @@ pub enum PathTarget {
 /// Refuses a walk into `dir` (a snapshot path) deeper than
 /// [`crate::tree::MAX_DEPTH`] levels, with an error that says why.
 pub fn check_depth(dir: &str) -> Result<()> {
-    check_level(crate::tree::depth_of(dir), dir)
+    check_level(crate::tree::depth_of(dir), || dir.to_string())
 }
 
-/// [`check_depth`] for a walk that counts its `depth` itself; `dir` names
-/// where it is in the error.
-pub fn check_level(depth: usize, dir: &str) -> Result<()> {
+/// [`check_depth`] for a walk that counts its `depth` itself; `place`
+/// names where it is, built only for the error (walks call this per tree).
+pub fn check_level(depth: usize, place: impl FnOnce() -> String) -> Result<()> {
     if depth > crate::tree::MAX_DEPTH {
-        let shown: String = dir.chars().take(60).collect();
+        let shown: String = place().chars().take(60).collect();
         return Err(anyhow!(
             "{shown}…: directories nest more than {} levels deep, more than any backup can \
              make: the snapshot is damaged or hostile (`cairn check` reports it)",

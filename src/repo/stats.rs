@@ -103,7 +103,7 @@ impl Repository {
         if let Some(t) = c.tree_totals.get(&tree) {
             return Ok(*t);
         }
-        super::check_level(depth, &format!("tree {}", tree.short()))?;
+        super::check_level(depth, || format!("tree {}", tree.short()))?;
         let mut totals = (0u64, 0u64);
         for node in self.load_tree(&tree)?.nodes {
             match node.kind {
@@ -127,7 +127,7 @@ impl Repository {
         if !c.seen_trees.insert(tree) {
             return Ok(());
         }
-        super::check_level(depth, &format!("tree {}", tree.short()))?;
+        super::check_level(depth, || format!("tree {}", tree.short()))?;
         if mode == StatsMode::RawData {
             self.count_blob(BlobKind::Tree, &tree, c)?;
         }

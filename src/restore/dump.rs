@@ -109,7 +109,7 @@ fn add_tree<W: Write>(
         .components()
         .filter(|c| matches!(c, std::path::Component::Normal(_)))
         .count();
-    crate::repo::check_level(depth, &dir.to_string_lossy())?;
+    crate::repo::check_level(depth, || dir.to_string_lossy().into_owned())?;
     for node in repo.load_tree(&tree)?.nodes {
         let path: PathBuf = dir.join(std::ffi::OsStr::from_bytes(&node.name));
         let mut h = header_for(&node);
