@@ -54,7 +54,7 @@ cargo test --profile "$CAIRN_PROFILE" --all-targets
 for backend in s3 swift; do
   echo "== end-to-end suites on $backend"
   CAIRN_TEST_BACKEND=$backend cargo test --profile "$CAIRN_PROFILE" \
-    --test backup_restore --test forget --test prune --test gc
+    --test backup_restore --test forget --test prune --test gc --test copy
 done
 
 echo "== REST API against its OpenAPI document (scripts/api-check.sh, schemathesis)"

@@ -24,6 +24,8 @@ pub mod check;
 #[cfg(feature = "full")]
 pub mod child_env;
 #[cfg(feature = "full")]
+pub mod copy;
+#[cfg(feature = "full")]
 pub mod crash_point;
 #[cfg(feature = "full")]
 pub mod drill;

@@ -520,7 +520,7 @@ fn run(
 /// process that stood still between the two (stopped, suspended) for longer
 /// than a prune's grace could otherwise have committed a snapshot whose data
 /// a prune deleted meanwhile (format-spec §15).
-fn commit(
+pub(crate) fn commit(
     repo: &Repository,
     snapshot: &Snapshot,
     window: crate::repo::CommitWindow,

@@ -15,7 +15,6 @@ use cairn::storage::RequestTally;
 use cairn::Id;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct BackupArgs {
@@ -178,7 +177,7 @@ fn run_backup(
         cairn::source::pipe::enlarge(std::io::stdin());
     }
     let repo = g.open()?;
-    let interrupted = install_interrupt_flag()?;
+    let interrupted = super::interrupt_flag()?;
     let progress = Progress::default();
     let stop_display = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
@@ -272,17 +271,6 @@ fn backup_options(a: &BackupArgs, source: Option<&SourceSettings>) -> Result<Bac
     opts.snapshot.dry_run = a.dry_run;
     opts.snapshot.compression_level = a.compression;
     Ok(opts)
-}
-
-/// Ctrl-C / SIGTERM set a flag the backup checks; a second Ctrl-C exits at once.
-fn install_interrupt_flag() -> Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))?;
-        signal_hook::flag::register(sig, Arc::clone(&flag))?;
-    }
-    Ok(flag)
 }
 
 fn render(g: &GlobalArgs, o: &BackupOutcome, requests: RequestTally) {

@@ -5,6 +5,7 @@ mod backup;
 mod cache;
 mod cat;
 mod check;
+mod copy;
 mod diff;
 mod drill;
 mod dump;
@@ -34,6 +35,8 @@ use cairn::repo::{CacheLocation, OpenedRepository, Repository};
 use cairn::storage::{Storage, StorageOptions};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -130,6 +133,9 @@ enum Command {
     Prune(prune::PruneCommand),
     /// How much data snapshots hold
     Stats(stats::StatsArgs),
+    /// Copy snapshots from another repository (--from-repo), with only the
+    /// data this one lacks
+    Copy(copy::CopyArgs),
     /// Add, remove or set the tags of snapshots
     Tag(tag::TagArgs),
     /// Remove stale locks (or, with --remove-all, every lock)
@@ -235,6 +241,58 @@ impl GlobalArgs {
     }
 }
 
+/// Ctrl-C / SIGTERM set a flag the backup checks; a second Ctrl-C exits at once.
+pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))?;
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+/// The source repository of `copy` and `init --copy-chunker-params`
+/// (restic's names).
+#[derive(Args, Clone, Default)]
+pub struct FromRepoArgs {
+    /// The source repository (a path or URL, as for --repo)
+    #[arg(long = "from-repo", env = "CAIRN_FROM_REPOSITORY", value_name = "URL")]
+    from_repo: Option<String>,
+    /// Read the source repository's password from this file (first line);
+    /// else CAIRN_FROM_PASSWORD, else a prompt
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE")]
+    from_password_file: Option<PathBuf>,
+    /// Run this command and use its output as the source repository's password
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_COMMAND")]
+    from_password_command: Option<String>,
+    /// A storage setting of the source repository, KEY=VALUE (repeatable);
+    /// default: the settings given by -o
+    #[arg(long = "from-option", value_parser = parse_storage_option, value_name = "KEY=VALUE")]
+    from_options: Vec<(String, String)>,
+}
+
+impl FromRepoArgs {
+    pub fn is_given(&self) -> bool {
+        self.from_repo.is_some()
+    }
+
+    /// The source repository, its key unlocked, the index not loaded.
+    pub fn open_without_index(&self, g: &GlobalArgs) -> Result<OpenedRepository> {
+        let url = self.from_repo.as_deref().ok_or_else(|| {
+            anyhow!("no source repository given: use --from-repo or set CAIRN_FROM_REPOSITORY")
+        })?;
+        let mut storage = g.storage_options()?;
+        if !self.from_options.is_empty() {
+            storage.options = self.from_options.clone();
+        }
+        let storage = cairn::repo::access::open_storage(url, &storage)?;
+        let password = password::read_source(self)?;
+        OpenedRepository::open(storage, password.as_bytes())
+            .map_err(|e| e.context(format!("opening the source repository {url}")))
+    }
+}
+
 /// Runs the command line; the exit code. A failure is told on stderr: as
 /// `error: …`, or with --json as one JSON object (`message_type`
 /// "exit_error", `code`, `message`), as restic does.
@@ -280,6 +338,7 @@ fn run_command(cli: &Cli) -> Result<i32> {
             | Command::Unlock(_)
             | Command::Key(_)
             | Command::Tag(_)
+            | Command::Copy(_)
     ) {
         // SAFETY: changing a signal disposition to "ignore".
         unsafe {
@@ -302,6 +361,7 @@ fn run_command(cli: &Cli) -> Result<i32> {
         Command::Prune(a) => prune::run(g, a),
         Command::Unlock(a) => unlock::run(g, a),
         Command::Tag(a) => tag::run(g, a),
+        Command::Copy(a) => copy::run(g, a),
         Command::Stats(a) => stats::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Key(a) => key::run(g, a),

@@ -23,3 +23,25 @@ pub fn read(g: &GlobalArgs, confirm: bool) -> Result<String> {
         "no password given: set CAIRN_PASSWORD, or use --password-file / --password-command"
     ))
 }
+
+/// The password of a copy's source repository: --from-password-file,
+/// --from-password-command, CAIRN_FROM_PASSWORD, else a prompt on a terminal.
+pub fn read_source(from: &super::FromRepoArgs) -> Result<String> {
+    let chosen = PasswordSource::chosen_or_env(
+        from.from_password_file.as_deref(),
+        from.from_password_command.as_deref(),
+        "CAIRN_FROM_PASSWORD",
+    );
+    if let Some(source) = chosen {
+        return source.read();
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password(
+            "enter password for the source repository: ",
+        )?);
+    }
+    Err(anyhow!(
+        "no password for the source repository given: set CAIRN_FROM_PASSWORD, or use \
+         --from-password-file / --from-password-command"
+    ))
+}

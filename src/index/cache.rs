@@ -28,13 +28,16 @@ const CF_CONDEMNED: &str = "condemned_blobs";
 const CF_VERIFIED: &str = "verified_trees";
 /// Schema, epoch, and condemned packs (`p` ‖ pack id → since ‖ grace).
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 6] = [
+/// `copy`'s record of which blob a source repository's blob became here.
+const CF_COPIED: &str = "copied_ids";
+const ALL_CFS: [&str; 7] = [
     CF_BLOBS,
     CF_INDEX_FILES,
     CF_TREES,
     CF_CONDEMNED,
     CF_VERIFIED,
     CF_META,
+    CF_COPIED,
 ];
 
 const META_SCHEMA: &[u8] = b"schema";
@@ -234,7 +237,9 @@ impl IndexCache {
             })
             .collect::<Vec<_>>();
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
-            if e.kind() == rocksdb::ErrorKind::IOError && e.as_ref().contains("lock file") {
+            // (another process, or this one: copy opens two repositories)
+            let held = ["lock file", "lock hold by current process"];
+            if e.kind() == rocksdb::ErrorKind::IOError && held.iter().any(|h| e.as_ref().contains(h)) {
                 CacheOpenError::Busy(dir.display().to_string())
             } else {
                 CacheOpenError::Other(anyhow!(
@@ -495,6 +500,16 @@ impl IndexCache {
 
     pub fn put_tree(&self, id: &Id, plain: &[u8]) -> Result<()> {
         self.db.put_cf(self.cf(CF_TREES), id.0, plain)?;
+        Ok(())
+    }
+
+    /// What `copy` recorded under `key` (its format is copy's business).
+    pub fn copied(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_COPIED), key)?)
+    }
+
+    pub fn put_copied(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db.put_cf(self.cf(CF_COPIED), key, value)?;
         Ok(())
     }
 }

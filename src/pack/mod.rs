@@ -48,6 +48,34 @@ impl PackedBlob {
     }
 }
 
+/// Two blob reads of one pack are merged when the gap between them is at
+/// most this (reading a little waste beats another request).
+pub const COALESCE_GAP: u64 = 1 << 20;
+/// Upper bound of one merged read.
+pub const MAX_READ: u64 = 8 << 20;
+
+/// Splits wanted blobs of one pack (sorted by offset) into runs, each read
+/// from storage at once: what restore and copy read.
+pub fn read_runs<T>(sorted: &[T], blob: impl Fn(&T) -> &PackedBlob) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let mut begin = 0;
+    for i in 1..=sorted.len() {
+        let split = i == sorted.len() || {
+            let prev = blob(&sorted[i - 1]);
+            let prev_end = prev.offset + u64::from(prev.length);
+            let next = blob(&sorted[i]);
+            let first = blob(&sorted[begin]);
+            next.offset.saturating_sub(prev_end) > COALESCE_GAP
+                || (next.offset + u64::from(next.length)).saturating_sub(first.offset) > MAX_READ
+        };
+        if split {
+            runs.push(&sorted[begin..i]);
+            begin = i;
+        }
+    }
+    runs
+}
+
 /// Collects encoded blobs into one pack.
 pub struct PackBuilder {
     kind: BlobKind,

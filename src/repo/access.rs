@@ -26,15 +26,23 @@ impl PasswordSource {
     /// The source given, by precedence: a file, a command, then
     /// `CAIRN_PASSWORD`; None when there is none.
     pub fn chosen(file: Option<&Path>, command: Option<&str>) -> Option<PasswordSource> {
+        Self::chosen_or_env(file, command, "CAIRN_PASSWORD")
+    }
+
+    /// As [`Self::chosen`], with the value itself in variable `env`
+    /// (`CAIRN_FROM_PASSWORD` for a copy's source).
+    pub fn chosen_or_env(
+        file: Option<&Path>,
+        command: Option<&str>,
+        env: &str,
+    ) -> Option<PasswordSource> {
         if let Some(path) = file {
             return Some(PasswordSource::File(path.to_path_buf()));
         }
         if let Some(cmd) = command {
             return Some(PasswordSource::Command(cmd.to_string()));
         }
-        std::env::var("CAIRN_PASSWORD")
-            .ok()
-            .map(PasswordSource::Value)
+        std::env::var(env).ok().map(PasswordSource::Value)
     }
 
     pub fn read(&self) -> Result<String> {

@@ -129,6 +129,11 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     pub compression_level: i32,
     pub kdf: KdfParams,
+    /// Name blobs and cut chunks as this repository does (`init --from-repo
+    /// --copy-chunker-params`; give its chunker too): copies between the
+    /// two then carry blob ids over and deduplicate. Encryption keys stay
+    /// the new repository's own.
+    pub ids_of: Option<MasterKeys>,
 }
 
 impl Default for InitOptions {
@@ -137,6 +142,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::default(),
             compression_level: crate::config::DEFAULT_COMPRESSION_LEVEL,
             kdf: KdfParams::default(),
+            ids_of: None,
         }
     }
 }
@@ -188,7 +194,11 @@ pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Co
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     }
     opts.chunker.validate()?;
-    let keys = MasterKeys::generate();
+    let mut keys = MasterKeys::generate();
+    if let Some(source) = &opts.ids_of {
+        keys.id_key = source.id_key;
+        keys.chunker_seed = source.chunker_seed;
+    }
     keys::store_key(storage, &keys, password, opts.kdf)?;
     let config = Config {
         version: REPO_VERSION,
@@ -410,6 +420,22 @@ impl Repository {
         self.storage.modified_ns(&layout::lock(&lock.id()))
     }
 
+    /// Packs read at once by restore and copy. From an object store each
+    /// read waits a round trip, which more reads in flight hide; from a
+    /// local disk more only cost memory (each holds up to
+    /// [`crate::pack::MAX_READ`] and its decoded blobs), so one per core.
+    /// One run on 2 cores, 20 ms one-way: 2 → 4.8 s and 100 MB, 4 → 4.1 s
+    /// and 137 MB, 8 → 4.0 s and 200 MB.
+    pub fn pack_readers(&self) -> usize {
+        const REMOTE_PACKS_IN_FLIGHT: usize = 4;
+        let cores = rayon::current_num_threads();
+        if self.storage.is_remote() {
+            REMOTE_PACKS_IN_FLIGHT.max(cores)
+        } else {
+            cores
+        }
+    }
+
     pub fn chunker(&self) -> Chunker {
         Chunker::new(self.config.chunker, self.keys.chunker_seed).expect("validated at open")
     }
@@ -629,20 +655,24 @@ impl Repository {
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        // The cache holds plaintext outside the repository's protection: a
-        // cached tree is used only while it still hashes to its id (one
-        // keyed BLAKE3 of a few KiB), else it is fetched and cached anew.
+        let plain = self.tree_plaintext(id)?;
+        Ok(Tree::decode(&plain).with_context(|| format!("tree {}", id.short()))?)
+    }
+
+    /// A tree's encoded bytes, from the local cache or else from storage
+    /// (and then cached). The cache holds plaintext outside the
+    /// repository's protection: a cached tree is used only while it still
+    /// hashes to its id (one keyed BLAKE3 of a few KiB), else it is
+    /// fetched and cached anew.
+    pub fn tree_plaintext(&self, id: &Id) -> Result<Vec<u8>> {
         if let Some(plain) = self.index.tree(id)? {
             if self.keys.blob_id(&plain) == *id {
-                if let Ok(tree) = Tree::decode(&plain) {
-                    return Ok(tree);
-                }
+                return Ok(plain);
             }
         }
         let plain = self.read_blob(BlobKind::Tree, id)?;
-        let tree = Tree::decode(&plain).with_context(|| format!("tree {}", id.short()))?;
         self.index.put_tree(id, &plain)?;
-        Ok(tree)
+        Ok(plain)
     }
 }
 

@@ -26,15 +26,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 
-/// Two blob reads of one pack are merged when the gap between them is at
-/// most this (reading a little waste beats another request).
-const COALESCE_GAP: u64 = 1 << 20;
-/// Upper bound of one merged read.
-const MAX_READ: u64 = 8 << 20;
-/// Packs restored at once from an object store, at least (from a local
-/// directory: one per core). One run on 2 cores, 20 ms one-way: 2 → 4.8 s
-/// and 100 MB, 4 → 4.1 s and 137 MB, 8 → 4.0 s and 200 MB.
-const REMOTE_PACKS_IN_FLIGHT: usize = 4;
 /// A pack of small blobs can feed thousands of files; keep at most this many
 /// open per pack worker, well inside the usual 1024 descriptor limit.
 const OPEN_FILES_PER_PACK: usize = 64;
@@ -110,15 +101,8 @@ pub fn restore_until(
     count_totals(&plan, &skipped, progress);
     let work = group_by_pack(repo, &plan, &skipped, &errors)?;
     out.packs_read = work.len() as u64;
-    // From an object store each read waits a round trip, which more packs
-    // in flight hide; from a local disk more only cost memory (each holds
-    // up to MAX_READ, and its decompressed blobs).
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(if repo.storage.is_remote() {
-            REMOTE_PACKS_IN_FLIGHT.max(rayon::current_num_threads())
-        } else {
-            rayon::current_num_threads()
-        })
+        .num_threads(repo.pack_readers())
         .thread_name(|i| format!("cairn-restore-{i}"))
         .build()
         .context("cannot start the restore's threads")?;
@@ -371,7 +355,7 @@ fn restore_pack(
             .expect("errors lock")
             .push(format!("{what}; affected files: {}", names.join(", ")));
     };
-    for group in coalesce(blobs) {
+    for group in crate::pack::read_runs(blobs, |w| &w.blob) {
         let start = group[0].blob.offset;
         let last = group.last().expect("non-empty group");
         let end = last.blob.offset + u64::from(last.blob.length);
@@ -462,26 +446,6 @@ fn write_skipping_zeros(file: &File, data: &[u8], offset: u64) -> std::io::Resul
         file.write_all_at(&data[s..], offset + s as u64)?;
     }
     Ok(())
-}
-
-/// Splits a pack's wanted blobs (sorted by offset) into runs read at once.
-fn coalesce(blobs: &[PackWork]) -> Vec<&[PackWork]> {
-    let mut groups = Vec::new();
-    let mut begin = 0;
-    for i in 1..=blobs.len() {
-        let split = i == blobs.len() || {
-            let prev = &blobs[i - 1].blob;
-            let prev_end = prev.offset + u64::from(prev.length);
-            let next = &blobs[i].blob;
-            next.offset.saturating_sub(prev_end) > COALESCE_GAP
-                || next.offset + u64::from(next.length) - blobs[begin].blob.offset > MAX_READ
-        };
-        if split {
-            groups.push(&blobs[begin..i]);
-            begin = i;
-        }
-    }
-    groups
 }
 
 /// Reads every restored file back and compares it with the snapshot;
