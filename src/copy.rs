@@ -24,7 +24,7 @@
 use crate::backup::progress::Progress;
 use crate::backup::saver::{self, BlobSaver, InFlight, PendingIndex, SaverStats};
 use crate::fail::Fail;
-use crate::filter::{decode_blob, BlobKind};
+use crate::filter::{open_blob, BlobKind, Payload};
 use crate::id::Id;
 use crate::pack::PackedBlob;
 use crate::repo::snapshots::SnapshotFilter;
@@ -36,6 +36,40 @@ use crossbeam_channel::{bounded, unbounded};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
+
+/// `[copies.NAME]` of the settings file: snapshots copied from one of its
+/// repositories to another, by `serve` on a schedule or through the API.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopySettings {
+    /// The repository copied from (a name under `[repositories]`).
+    pub from: String,
+    /// The repository copied to.
+    pub to: String,
+    /// A cron expression (as a source's `schedule`), under `serve`.
+    pub schedule: Option<String>,
+    /// Only snapshots of these hosts, with these tags, of these paths
+    /// (as `--host`, `--tag`, `--path`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+impl CopySettings {
+    pub fn options(&self) -> CopyOptions {
+        CopyOptions {
+            snapshots: Vec::new(),
+            filter: SnapshotFilter {
+                hosts: self.hosts.clone(),
+                tags: self.tags.clone(),
+                paths: self.paths.clone(),
+            },
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -412,6 +446,8 @@ impl Copier<'_> {
             return Ok(());
         }
         let src = self.src;
+        // (with ids not shared, readers name each blob anew as they read it)
+        let dst_keys = (!self.ids_shared).then_some(&self.dst.keys);
         let readers = src.pack_readers().min(wanted.len());
         let (job_tx, job_rx) = unbounded::<(Id, Vec<Wanted>)>();
         for job in wanted {
@@ -420,7 +456,7 @@ impl Copier<'_> {
         drop(job_tx);
         // A run's blobs at a time; a few runs queued keep the readers busy
         // while memory stays at a few MAX_READs.
-        let (blob_tx, blob_rx) = bounded::<Result<Vec<(Id, Vec<u8>)>>>(readers);
+        let (blob_tx, blob_rx) = bounded::<Result<Vec<ReadBlob>>>(readers);
         std::thread::scope(|scope| {
             for _ in 0..readers {
                 let (jobs, blobs) = (job_rx.clone(), blob_tx.clone());
@@ -430,7 +466,7 @@ impl Copier<'_> {
                             if interrupted.load(Relaxed) {
                                 return;
                             }
-                            if blobs.send(read_run(src, &pack, run)).is_err() {
+                            if blobs.send(read_run(src, dst_keys, &pack, run)).is_err() {
                                 return; // the consumer failed and said why
                             }
                         }
@@ -440,9 +476,9 @@ impl Copier<'_> {
             drop(blob_tx);
             let stored = (|| {
                 for run in &blob_rx {
-                    for (src_id, plain) in run? {
-                        progress.bytes_read(plain.len() as u64);
-                        self.store_data(src_id, plain, saver, in_flight)?;
+                    for blob in run? {
+                        progress.bytes_read(u64::from(blob.payload.raw_length()));
+                        self.store_data(blob, saver, in_flight)?;
                     }
                 }
                 Ok(())
@@ -455,26 +491,22 @@ impl Copier<'_> {
 
     fn store_data(
         &mut self,
-        src_id: Id,
-        plain: Vec<u8>,
+        blob: ReadBlob,
         saver: &BlobSaver<'_>,
         in_flight: &InFlight,
     ) -> Result<()> {
-        let id = if self.ids_shared {
-            src_id
-        } else {
-            let id = self.dst.keys.blob_id(&plain);
-            self.data.insert(src_id, id);
-            self.map.put(&src_id, &id)?;
-            id
-        };
+        let id = blob.dst_id;
+        if !self.ids_shared {
+            self.data.insert(blob.src_id, id);
+            self.map.put(&blob.src_id, &id)?;
+        }
         if in_flight.contains(BlobKind::Data, &id)
             || self.dst.index.contains(BlobKind::Data, &id)?
         {
             return Ok(());
         }
         in_flight.insert(BlobKind::Data, id);
-        saver.save(BlobKind::Data, id, plain)
+        saver.save_payload(BlobKind::Data, id, blob.payload)
     }
 
     /// Stores the tree `id` of the source and everything below it not yet
@@ -537,8 +569,25 @@ impl Copier<'_> {
     }
 }
 
-/// Reads one run of blobs from a source pack and decodes each.
-fn read_run(src: &Repository, pack: &Id, run: &[Wanted]) -> Result<Vec<(Id, Vec<u8>)>> {
+/// A data blob read from the source, verified, as its seal held it.
+struct ReadBlob {
+    src_id: Id,
+    /// Its id at the destination.
+    dst_id: Id,
+    /// Sealed again as it is: a copy compresses nothing a second time
+    /// (a blob the source stored raw is compressed at the destination's
+    /// level).
+    payload: Payload,
+}
+
+/// Reads one run of blobs from a source pack and verifies each; with
+/// `dst_keys`, names each under them.
+fn read_run(
+    src: &Repository,
+    dst_keys: Option<&crate::crypto::MasterKeys>,
+    pack: &Id,
+    run: &[Wanted],
+) -> Result<Vec<ReadBlob>> {
     let path = layout::pack(pack);
     let start = run[0].blob.offset;
     let last = &run[run.len() - 1].blob;
@@ -549,21 +598,24 @@ fn read_run(src: &Repository, pack: &Id, run: &[Wanted]) -> Result<Vec<(Id, Vec<
             let b = &w.blob;
             let at = (b.offset - start) as usize;
             let sealed = bytes.get(at..at + b.length as usize).ok_or_else(|| {
-                anyhow!(
-                    "{path}: shorter than the index says (blob {})",
-                    b.id.short()
-                )
+                anyhow!("{path}: shorter than the index says (blob {})", b.id.short())
             })?;
-            let plain = decode_blob(
+            let name = |plain: &[u8]| dst_keys.map_or(b.id, |k| k.blob_id(plain));
+            let (payload, dst_id) = open_blob(
                 &src.keys,
                 BlobKind::Data,
                 &b.id,
                 b.raw_length,
                 b.compression,
                 sealed,
+                name,
             )
             .with_context(|| format!("data blob {} in pack {path}", b.id.short()))?;
-            Ok((b.id, plain))
+            Ok(ReadBlob {
+                src_id: b.id,
+                dst_id,
+                payload,
+            })
         })
         .collect()
 }

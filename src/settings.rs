@@ -26,6 +26,9 @@ pub struct Settings {
     /// `[drills.NAME]`: scheduled recoveries of a source's latest backup.
     #[serde(default)]
     pub drills: BTreeMap<String, crate::drill::DrillSettings>,
+    /// `[copies.NAME]`: snapshots copied from one repository to another.
+    #[serde(default)]
+    pub copies: BTreeMap<String, crate::copy::CopySettings>,
     /// `[[notifications]]`: where job and staleness events are sent.
     #[serde(default)]
     pub notifications: Vec<crate::notify::NotificationSettings>,
@@ -305,6 +308,20 @@ impl Settings {
             }
             if drill.verify.as_ref().is_some_and(Vec::is_empty) {
                 return Err(at.error("`verify` is an empty command"));
+            }
+        }
+        for (name, copy) in &self.copies {
+            let at = Located::new(text, "copies", name);
+            for repo in [&copy.from, &copy.to] {
+                if !self.repositories.contains_key(repo) {
+                    return Err(at.error(&format!("repository {repo:?} is not defined")));
+                }
+            }
+            if copy.from == copy.to {
+                return Err(at.error("`from` and `to` name the same repository"));
+            }
+            if let Some(expr) = &copy.schedule {
+                parse_schedule(expr).map_err(|e| at.error(&e.to_string()))?;
             }
         }
         for (name, repo) in &self.repositories {

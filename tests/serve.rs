@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{noise, Env, PASSWORD};
+use common::{assert_same_tree, assert_success, noise, Env, PASSWORD};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -913,4 +913,79 @@ fn jobs_and_stale_sources_are_notified() {
         "{}",
         failed.body
     );
+}
+
+#[test]
+fn a_configured_copy_runs_through_the_api_and_on_its_schedule() {
+    let env = Env::new();
+    env.init();
+    let config = settings(&env, false);
+    let offsite = env.path("offsite");
+    env.cairn()
+        .env("CAIRN_REPOSITORY", &offsite)
+        .arg("init")
+        .assert()
+        .success();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[repositories.offsite]\nurl = {:?}\npassword_file = {:?}\n\
+         [copies.nightly]\nfrom = \"main\"\nto = \"offsite\"\n\
+         [copies.ticking]\nfrom = \"main\"\nto = \"offsite\"\nschedule = \"*/2 * * * * *\"\n\
+         paths = [\"/nothing-backs-this-up\"]\n",
+        offsite.to_str().unwrap(),
+        env.path("password").to_str().unwrap()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&env, &config);
+    let backup = server.start_job("/sources/files/backup", json!(null));
+    assert_eq!(backup["state"], "succeeded", "{backup}");
+
+    let job = server.start_job("/copies/nightly/run", json!(null));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["kind"], "copy");
+    assert_eq!(job["copy"], "nightly");
+    assert_eq!(job["repository"], "offsite");
+    assert_eq!(job["report"]["kind"], "copy", "{job}");
+    assert_eq!(job["report"]["copied"].as_array().unwrap().len(), 1, "{job}");
+    let (status, copies) = server.get("/repositories/offsite/snapshots");
+    assert_eq!(status, 200, "{copies}");
+    assert_eq!(copies.as_array().unwrap().len(), 1);
+    assert_eq!(copies[0]["paths"], snapshots(&server)[0]["paths"]);
+    // what the copy holds restores byte for byte
+    let target = env.path("restores/from-offsite");
+    let out = env
+        .cairn()
+        .env("CAIRN_REPOSITORY", &offsite)
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let data = env.path("data");
+    assert_same_tree(&data, &target.join(data.strip_prefix("/").unwrap()));
+
+    // again: nothing to do
+    let again = server.start_job("/copies/nightly/run", json!(null));
+    assert_eq!(again["report"]["copied"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["report"]["already_present"].as_array().unwrap().len(), 1);
+    let metrics = server.metrics();
+    assert!(
+        metrics.contains("cairn_copy_last_success_timestamp_seconds{copy=\"nightly\"}"),
+        "{metrics}"
+    );
+    // the scheduled one fires by itself (its filter selects nothing)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, jobs) = server.get("/jobs");
+        let ticked = jobs.as_array().unwrap().iter().any(|j| {
+            j["copy"] == "ticking" && j["trigger"] == "schedule" && j["state"] == "succeeded"
+        });
+        if ticked {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the scheduled copy never ran: {jobs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, e) = server.post("/copies/nowhere/run", json!(null));
+    assert_eq!(status, 404, "{e}");
 }

@@ -12,7 +12,7 @@
 //! (measured: 10% of the CPU of a first backup of the bench's tree).
 
 use crate::crash_point::crash_point;
-use crate::filter::{BlobEncoder, BlobKind, EncodedBlob};
+use crate::filter::{BlobEncoder, BlobKind, EncodedBlob, Payload};
 use crate::id::Id;
 use crate::index::file::{IndexFile, IndexedPack};
 use crate::pack::{FinishedPack, PackBuilder, TARGET_PACK_SIZE};
@@ -97,7 +97,7 @@ impl InFlight {
 struct RawBlob {
     kind: BlobKind,
     id: Id,
-    data: Vec<u8>,
+    data: Payload,
 }
 
 /// Blobs queued by `save` and not sent yet.
@@ -148,7 +148,7 @@ impl<'scope> BlobSaver<'scope> {
                 for batch in rx {
                     let encoded = batch
                         .iter()
-                        .map(|b| encoder.encode(b.kind, b.id, &b.data))
+                        .map(|b| encoder.encode_payload(b.kind, b.id, &b.data))
                         .collect();
                     drop(batch); // the raw bytes, before waiting to send
                     tx.send(encoded).map_err(|_| stopped())?;
@@ -173,11 +173,18 @@ impl<'scope> BlobSaver<'scope> {
     /// Queues a blob the repository does not have yet. Blocks when the
     /// pipeline is full (that is the back-pressure that bounds memory).
     pub fn save(&self, kind: BlobKind, id: Id, data: Vec<u8>) -> Result<()> {
+        self.save_payload(kind, id, Payload::Plain(data))
+    }
+
+    /// As [`Self::save`]; a zstd frame is sealed as it is (copy).
+    pub fn save_payload(&self, kind: BlobKind, id: Id, data: Payload) -> Result<()> {
         self.stats.blobs.fetch_add(1, Relaxed);
-        self.stats.raw_bytes.fetch_add(data.len() as u64, Relaxed);
+        self.stats
+            .raw_bytes
+            .fetch_add(u64::from(data.raw_length()), Relaxed);
         let full = {
             let mut batch = self.batch.borrow_mut();
-            batch.bytes += data.len();
+            batch.bytes += data.held();
             batch.blobs.push(RawBlob { kind, id, data });
             batch.bytes >= BATCH_BYTES
         };

@@ -49,6 +49,32 @@ pub struct EncodedBlob {
     pub compression: Compression,
 }
 
+/// A blob's content as its seal holds it: what `copy` seals again under
+/// another repository's keys without compressing it a second time.
+pub enum Payload {
+    /// Plaintext (stored raw, or not stored yet).
+    Plain(Vec<u8>),
+    /// One zstd frame of `raw_length` bytes of plaintext.
+    Zstd { frame: Vec<u8>, raw_length: u32 },
+}
+
+impl Payload {
+    pub fn raw_length(&self) -> u32 {
+        match self {
+            Payload::Plain(data) => data.len() as u32,
+            Payload::Zstd { raw_length, .. } => *raw_length,
+        }
+    }
+
+    /// Bytes held in memory.
+    pub fn held(&self) -> usize {
+        match self {
+            Payload::Plain(data) => data.len(),
+            Payload::Zstd { frame, .. } => frame.len(),
+        }
+    }
+}
+
 /// Encodes blobs; one per worker thread (it keeps a zstd context and the
 /// expanded cipher keys).
 pub struct BlobEncoder {
@@ -105,6 +131,95 @@ impl BlobEncoder {
     }
 }
 
+impl BlobEncoder {
+    /// Seals a payload: plaintext is compressed as by [`Self::encode`], a
+    /// zstd frame is sealed as it is.
+    pub fn encode_payload(&mut self, kind: BlobKind, id: Id, payload: &Payload) -> EncodedBlob {
+        let (frame, raw_length) = match payload {
+            Payload::Plain(data) => return self.encode(kind, id, data),
+            Payload::Zstd { frame, raw_length } => (frame, *raw_length),
+        };
+        let mut out = Vec::with_capacity(SEAL_OVERHEAD + frame.len());
+        out.resize(SEAL_OVERHEAD, 0);
+        out.extend_from_slice(frame);
+        self.cipher
+            .seal_in_place(&blob_ad(kind.code(), &id), &mut out);
+        EncodedBlob {
+            kind,
+            id,
+            sealed: out,
+            raw_length,
+            compression: Compression::Zstd,
+        }
+    }
+}
+
+/// Opens and verifies one stored blob as [`decode_blob`] does, but hands
+/// back its payload as stored, and what `with_plain` made of the
+/// plaintext (a copy names the blob under its destination's key there).
+pub fn open_blob<T>(
+    keys: &MasterKeys,
+    kind: BlobKind,
+    id: &Id,
+    raw_length: u32,
+    compression: Compression,
+    sealed: &[u8],
+    with_plain: impl FnOnce(&[u8]) -> T,
+) -> FormatResult<(Payload, T)> {
+    check_raw_length(raw_length)?;
+    let payload = keys
+        .cipher()
+        .open("blob", &blob_ad(kind.code(), id), sealed)?;
+    match compression {
+        Compression::None => {
+            verify_plain(keys, id, raw_length, &payload)?;
+            let made = with_plain(&payload);
+            Ok((Payload::Plain(payload), made))
+        }
+        Compression::Zstd => {
+            let data = zstd::bulk::decompress(&payload, raw_length as usize)
+                .map_err(|e| FormatError::Decompress(e.to_string()))?;
+            verify_plain(keys, id, raw_length, &data)?;
+            let made = with_plain(&data);
+            Ok((
+                Payload::Zstd {
+                    frame: payload,
+                    raw_length,
+                },
+                made,
+            ))
+        }
+    }
+}
+
+fn check_raw_length(raw_length: u32) -> FormatResult<()> {
+    if raw_length > MAX_BLOB_SIZE {
+        return Err(FormatError::Malformed {
+            what: "blob",
+            detail: format!("length {raw_length} exceeds the limit {MAX_BLOB_SIZE}"),
+        });
+    }
+    Ok(())
+}
+
+/// The plaintext has the length the index gives and hashes to its id.
+fn verify_plain(keys: &MasterKeys, id: &Id, raw_length: u32, data: &[u8]) -> FormatResult<()> {
+    if data.len() != raw_length as usize {
+        return Err(FormatError::Malformed {
+            what: "blob",
+            detail: format!("{} bytes, index says {raw_length}", data.len()),
+        });
+    }
+    let actual = keys.blob_id(data);
+    if actual != *id {
+        return Err(FormatError::IdMismatch {
+            expected: id.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    Ok(())
+}
+
 /// Opens, decompresses and verifies one stored blob.
 pub fn decode_blob(
     keys: &MasterKeys,
@@ -114,12 +229,7 @@ pub fn decode_blob(
     compression: Compression,
     sealed: &[u8],
 ) -> FormatResult<Vec<u8>> {
-    if raw_length > MAX_BLOB_SIZE {
-        return Err(FormatError::Malformed {
-            what: "blob",
-            detail: format!("length {raw_length} exceeds the limit {MAX_BLOB_SIZE}"),
-        });
-    }
+    check_raw_length(raw_length)?;
     let payload = keys
         .cipher()
         .open("blob", &blob_ad(kind.code(), id), sealed)?;
@@ -128,25 +238,63 @@ pub fn decode_blob(
         Compression::Zstd => zstd::bulk::decompress(&payload, raw_length as usize)
             .map_err(|e| FormatError::Decompress(e.to_string()))?,
     };
-    if data.len() != raw_length as usize {
-        return Err(FormatError::Malformed {
-            what: "blob",
-            detail: format!("{} bytes, index says {raw_length}", data.len()),
-        });
-    }
-    let actual = keys.blob_id(&data);
-    if actual != *id {
-        return Err(FormatError::IdMismatch {
-            expected: id.to_hex(),
-            actual: actual.to_hex(),
-        });
-    }
+    verify_plain(keys, id, raw_length, &data)?;
     Ok(data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_sealed_again_under_other_keys_opens_there_unchanged() {
+        let (from, to) = (MasterKeys::generate(), MasterKeys::generate());
+        let mut source = BlobEncoder::new(from.clone(), 3);
+        let mut dest = BlobEncoder::new(to.clone(), 3);
+        for data in [
+            vec![7u8; 100_000],
+            crate::crypto::random_bytes::<1000>().to_vec(),
+        ] {
+            let id = from.blob_id(&data);
+            let stored = source.encode(BlobKind::Data, id, &data);
+            let (payload, new_id) = open_blob(
+                &from,
+                BlobKind::Data,
+                &id,
+                stored.raw_length,
+                stored.compression,
+                &stored.sealed,
+                |plain| to.blob_id(plain),
+            )
+            .unwrap();
+            assert_eq!(payload.raw_length() as usize, data.len());
+            let again = dest.encode_payload(BlobKind::Data, new_id, &payload);
+            // the zstd frame travels as it is
+            assert_eq!(again.compression, stored.compression);
+            assert_eq!(again.sealed.len(), stored.sealed.len());
+            let back = decode_blob(
+                &to,
+                BlobKind::Data,
+                &new_id,
+                again.raw_length,
+                again.compression,
+                &again.sealed,
+            )
+            .unwrap();
+            assert_eq!(back, data);
+            // nor does it open under another id
+            assert!(open_blob(
+                &from,
+                BlobKind::Data,
+                &new_id,
+                stored.raw_length,
+                stored.compression,
+                &stored.sealed,
+                |_| ()
+            )
+            .is_err());
+        }
+    }
 
     #[test]
     fn roundtrip_compressible_and_incompressible() {

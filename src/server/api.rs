@@ -123,6 +123,7 @@ api_routes! {
         post "/sources/{name}/backup" => start_backup,
         post "/sources/{name}/restore" => start_service_restore,
         post "/drills/{name}/run" => start_drill,
+        post "/copies/{name}/run" => start_copy,
         get "/jobs" => list_jobs,
         get "/jobs/{id}" => get_job,
         post "/jobs/{id}/cancel" => cancel_job,
@@ -1069,6 +1070,25 @@ async fn start_drill(
         &state,
         specs::drill(&name, drill, &repository, Trigger::Api),
     )
+}
+
+/// Runs a copy of the settings file (`[copies.NAME]`) now.
+#[utoipa::path(post, path = "/copies/{name}/run", tag = "jobs",
+    params(("name" = String, Path, description = "Copy name")),
+    responses(
+        (status = 202, description = "Job started", body = Job),
+        (status = 404, description = "No such copy", body = ErrorBody),
+        (status = 409, description = "This copy is already running", body = ErrorBody)))]
+async fn start_copy(
+    State(state): AppState,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let copy = state
+        .settings
+        .copies
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no copy {name:?} in the settings file")))?;
+    start(&state, specs::copy(&name, copy, Trigger::Api))
 }
 
 fn start(

@@ -15,6 +15,7 @@ use super::repos::OpenRepositories;
 use super::store::JobStore;
 use crate::backup::progress::Progress;
 use crate::check::{check, CheckReport, ReadData};
+use crate::copy::{CopyReport, CopySettings};
 use crate::drill::{DrillReport, DrillRun, DrillSettings};
 use crate::id::Id;
 use crate::notify::{Event, EventKind, Notifier};
@@ -50,6 +51,7 @@ pub enum JobKind {
     Prune,
     Check,
     Drill,
+    Copy,
 }
 
 impl JobKind {
@@ -67,6 +69,7 @@ impl JobKind {
             JobKind::Prune => "prune",
             JobKind::Check => "check",
             JobKind::Drill => "drill",
+            JobKind::Copy => "copy",
         }
     }
 }
@@ -121,6 +124,9 @@ pub struct Job {
     /// The drill, for drills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<String>,
+    /// The copy (`[copies.NAME]`), for copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
     pub trigger: Trigger,
     pub state: JobState,
     /// What the job does, in words (never a secret).
@@ -194,6 +200,11 @@ pub enum Operation {
     Drill {
         drill: String,
     },
+    /// Snapshots copied from another repository of the settings file into
+    /// the job's repository (`[copies.NAME]`).
+    Copy {
+        copy: String,
+    },
     /// A data-service source's backup into a new database or file.
     ServiceRestore {
         source: String,
@@ -211,6 +222,7 @@ impl Operation {
             Operation::Prune { .. } => JobKind::Prune,
             Operation::Check { .. } => JobKind::Check,
             Operation::Drill { .. } => JobKind::Drill,
+            Operation::Copy { .. } => JobKind::Copy,
         }
     }
 
@@ -218,7 +230,10 @@ impl Operation {
     /// the service's own tool, which cairn does not stop halfway (the
     /// database it was filling would be left half restored).
     fn cancellable(&self) -> bool {
-        matches!(self, Operation::Backup { .. } | Operation::Restore { .. })
+        matches!(
+            self,
+            Operation::Backup { .. } | Operation::Restore { .. } | Operation::Copy { .. }
+        )
     }
 }
 
@@ -237,6 +252,7 @@ pub enum JobReport {
     #[serde(rename = "service_restore")]
     ServiceRestore(ServiceRestoreReport),
     Drill(DrillReport),
+    Copy(CopyReport),
 }
 
 impl JobReport {
@@ -250,7 +266,8 @@ impl JobReport {
             JobReport::Forget { .. }
             | JobReport::Prune(_)
             | JobReport::ServiceRestore(_)
-            | JobReport::Drill(_) => Vec::new(),
+            | JobReport::Drill(_)
+            | JobReport::Copy(_) => Vec::new(),
         }
     }
 
@@ -305,6 +322,7 @@ pub struct Jobs {
     repos: Arc<OpenRepositories>,
     sources: BTreeMap<String, SourceSettings>,
     drills: BTreeMap<String, DrillSettings>,
+    copies: BTreeMap<String, CopySettings>,
     /// Where drills make their scratch directories.
     scratch_dir: std::path::PathBuf,
     /// Removed from every text a job record keeps (the API token, storage
@@ -346,6 +364,7 @@ impl Jobs {
             repos,
             sources: settings.sources.clone(),
             drills: settings.drills.clone(),
+            copies: settings.copies.clone(),
             scratch_dir,
             secrets,
             notifier,
@@ -390,6 +409,10 @@ impl Jobs {
                 source: spec.source.clone(),
                 drill: match &spec.operation {
                     Operation::Drill { drill } => Some(drill.clone()),
+                    _ => None,
+                },
+                copy: match &spec.operation {
+                    Operation::Copy { copy } => Some(copy.clone()),
                     _ => None,
                 },
                 trigger: spec.trigger,
@@ -630,6 +653,20 @@ impl Jobs {
                     &repo, drill, settings, source, &drill_run,
                 )?)
             }
+            Operation::Copy { copy } => {
+                let settings = self
+                    .copies
+                    .get(copy)
+                    .ok_or_else(|| anyhow::anyhow!("no copy {copy:?} in the settings file"))?;
+                let from = self.repos.with_index(&settings.from)?;
+                JobReport::Copy(crate::copy::copy(
+                    &from,
+                    &repo,
+                    &settings.options(),
+                    run.cancel,
+                    run.progress,
+                )?)
+            }
             Operation::ServiceRestore {
                 source,
                 tree,
@@ -674,7 +711,7 @@ fn job_event(job: &Job, event: EventKind) -> Event {
 fn with_progress(records: &Records, job: &Job) -> Job {
     let mut job = job.clone();
     if let Some(running) = records.running.get(&job.id) {
-        if matches!(job.kind, JobKind::Backup | JobKind::Restore) {
+        if matches!(job.kind, JobKind::Backup | JobKind::Restore | JobKind::Copy) {
             let v = running.progress.view();
             job.progress = Some(JobProgress {
                 percent_done: v.fraction().unwrap_or(0.0),
@@ -697,6 +734,11 @@ fn conflict(records: &Records, kind: JobKind, spec: &JobSpec) -> Option<String> 
                 spec.source.as_deref().unwrap_or(""),
                 job.id
             ));
+        }
+        if let (Operation::Copy { copy }, Some(running)) = (&spec.operation, &job.copy) {
+            if copy == running {
+                return Some(format!("copy {copy:?} is already running (job {})", job.id));
+            }
         }
         let both_maintenance = kind.is_maintenance() && job.kind.is_maintenance();
         if spec.trigger == Trigger::Api && job.repository == spec.repository && both_maintenance {

@@ -87,6 +87,24 @@ pub fn render(state: &ServerState, repos: &[(String, Option<RepositorySummary>)]
     );
     gauge(
         &mut out,
+        "cairn_copy_last_success_timestamp_seconds",
+        "When the last successful copy finished (Unix time).",
+        state
+            .settings
+            .copies
+            .keys()
+            .filter_map(|c| {
+                let last = jobs.iter().find(|j| {
+                    j.kind == JobKind::Copy
+                        && j.state == JobState::Succeeded
+                        && j.copy.as_deref() == Some(c.as_str())
+                })?;
+                Some((format!("{{copy=\"{}\"}}", escape(c)), finished_unix(last)?))
+            })
+            .collect(),
+    );
+    gauge(
+        &mut out,
         "cairn_source_stale",
         "1 if the source has had no successful backup for longer than its stale_after.",
         super::stale::stale_sources(state, &jobs)

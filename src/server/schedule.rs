@@ -1,5 +1,5 @@
-//! The scheduler: each source with a `schedule` gets a backup job, and each
-//! drill with one a drill job, at every time its cron expression names
+//! The scheduler: each source with a `schedule` gets a backup job, each
+//! drill with one a drill job and each copy a copy job, at every time its cron expression names
 //! (local time). A source whose previous backup still runs is skipped for
 //! that time, not started twice; the skip is logged and counted in /metrics.
 
@@ -15,6 +15,7 @@ use std::sync::Arc;
 enum Scheduled<'a> {
     Backup(&'a str),
     Drill(&'a str),
+    Copy(&'a str),
 }
 
 pub async fn run(state: Arc<ServerState>) {
@@ -30,6 +31,12 @@ pub async fn run(state: Arc<ServerState>) {
                 .iter()
                 .filter_map(|(name, d)| Some((Scheduled::Drill(name), cron(&d.schedule)?))),
         )
+        .chain(
+            settings
+                .copies
+                .iter()
+                .filter_map(|(name, c)| Some((Scheduled::Copy(name), cron(&c.schedule)?))),
+        )
         .collect();
     if schedules.is_empty() {
         return;
@@ -43,6 +50,7 @@ pub async fn run(state: Arc<ServerState>) {
                 match what {
                     Scheduled::Backup(name) => fire(&state, name),
                     Scheduled::Drill(name) => fire_drill(&state, name),
+                    Scheduled::Copy(name) => fire_copy(&state, name),
                 }
                 *due = next_time(cron, &now);
             }
@@ -94,6 +102,20 @@ fn fire_drill(state: &Arc<ServerState>, name: &str) {
     let spec = super::specs::drill(name, drill, &source.repository, Trigger::Schedule);
     if let Err(e) = state.jobs.start(spec) {
         log::error!("schedule: cannot start drill {name}: {e:?}");
+    }
+}
+
+fn fire_copy(state: &Arc<ServerState>, name: &str) {
+    let Some(copy) = state.settings.copies.get(name) else {
+        return;
+    };
+    match state
+        .jobs
+        .start(super::specs::copy(name, copy, Trigger::Schedule))
+    {
+        Ok(_) => {}
+        Err(StartError::Conflict(why)) => log::info!("schedule: skipping copy {name}: {why}"),
+        Err(StartError::Other(e)) => log::error!("schedule: cannot start copy {name}: {e:#}"),
     }
 }
 

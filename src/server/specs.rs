@@ -2,6 +2,7 @@
 //! and its description (what the job record shows).
 
 use super::jobs::{JobSpec, Operation, Trigger, SCHEDULED_LOCK_WAIT};
+use crate::copy::CopySettings;
 use crate::drill::DrillSettings;
 use crate::settings::SourceSettings;
 
@@ -50,6 +51,23 @@ pub fn drill(name: &str, drill: &DrillSettings, repository: &str, trigger: Trigg
         description: format!(
             "drill {name:?}: recovery of the latest backup of source {:?}",
             drill.source
+        ),
+    }
+}
+
+/// A copy between two repositories of the settings file; the job belongs
+/// to the repository written.
+pub fn copy(name: &str, copy: &CopySettings, trigger: Trigger) -> JobSpec {
+    JobSpec {
+        repository: copy.to.clone(),
+        source: None,
+        trigger,
+        operation: Operation::Copy {
+            copy: name.to_string(),
+        },
+        description: format!(
+            "copy {name:?}: snapshots of repository {:?} missing from {:?}",
+            copy.from, copy.to
         ),
     }
 }
