@@ -21,6 +21,9 @@ if ! command -v faketime >/dev/null; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }
 fi
 export CAIRN_TEST_REQUIRE_FAKETIME=1
+# `cairn mount` is tested against the kernel's FUSE wherever /dev/fuse exists
+# (as root it mounts directly; others need fuse3's fusermount3).
+if [ -e /dev/fuse ]; then export CAIRN_TEST_REQUIRE_FUSE=1; fi
 
 # Real servers on loopback, stopped on exit whatever happens: S3 + Swift for
 # the object-storage tests, PostgreSQL (a throw-away cluster on a unix

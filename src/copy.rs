@@ -598,7 +598,10 @@ fn read_run(
             let b = &w.blob;
             let at = (b.offset - start) as usize;
             let sealed = bytes.get(at..at + b.length as usize).ok_or_else(|| {
-                anyhow!("{path}: shorter than the index says (blob {})", b.id.short())
+                anyhow!(
+                    "{path}: shorter than the index says (blob {})",
+                    b.id.short()
+                )
             })?;
             let name = |plain: &[u8]| dst_keys.map_or(b.id, |k| k.blob_id(plain));
             let (payload, dst_id) = open_blob(

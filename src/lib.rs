@@ -36,6 +36,8 @@ pub mod fail;
 #[cfg(feature = "full")]
 pub mod hooks;
 #[cfg(feature = "full")]
+pub mod mount;
+#[cfg(feature = "full")]
 pub mod notify;
 #[cfg(feature = "full")]
 pub mod ops;

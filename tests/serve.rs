@@ -946,7 +946,11 @@ fn a_configured_copy_runs_through_the_api_and_on_its_schedule() {
     assert_eq!(job["copy"], "nightly");
     assert_eq!(job["repository"], "offsite");
     assert_eq!(job["report"]["kind"], "copy", "{job}");
-    assert_eq!(job["report"]["copied"].as_array().unwrap().len(), 1, "{job}");
+    assert_eq!(
+        job["report"]["copied"].as_array().unwrap().len(),
+        1,
+        "{job}"
+    );
     let (status, copies) = server.get("/repositories/offsite/snapshots");
     assert_eq!(status, 200, "{copies}");
     assert_eq!(copies.as_array().unwrap().len(), 1);
@@ -966,8 +970,15 @@ fn a_configured_copy_runs_through_the_api_and_on_its_schedule() {
 
     // again: nothing to do
     let again = server.start_job("/copies/nightly/run", json!(null));
-    assert_eq!(again["report"]["copied"].as_array().unwrap().len(), 0, "{again}");
-    assert_eq!(again["report"]["already_present"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        again["report"]["copied"].as_array().unwrap().len(),
+        0,
+        "{again}"
+    );
+    assert_eq!(
+        again["report"]["already_present"].as_array().unwrap().len(),
+        1
+    );
     let metrics = server.metrics();
     assert!(
         metrics.contains("cairn_copy_last_success_timestamp_seconds{copy=\"nightly\"}"),
@@ -983,7 +994,10 @@ fn a_configured_copy_runs_through_the_api_and_on_its_schedule() {
         if ticked {
             break;
         }
-        assert!(Instant::now() < deadline, "the scheduled copy never ran: {jobs}");
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled copy never ran: {jobs}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let (status, e) = server.post("/copies/nowhere/run", json!(null));

@@ -15,6 +15,7 @@ mod generate;
 mod init;
 mod key;
 mod ls;
+mod mount;
 mod password;
 mod progress;
 mod prune;
@@ -143,6 +144,8 @@ enum Command {
     /// Rebuild damaged repository structures
     #[command(subcommand)]
     Repair(repair::RepairCommand),
+    /// Browse the repository as a read-only file system (FUSE)
+    Mount(mount::MountArgs),
     /// Manage the repository's keys (passwords)
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -241,7 +244,7 @@ impl GlobalArgs {
     }
 }
 
-/// Ctrl-C / SIGTERM set a flag the backup checks; a second Ctrl-C exits at once.
+/// Ctrl-C / SIGTERM set a flag the long commands check; a second Ctrl-C exits at once.
 pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = Arc::new(AtomicBool::new(false));
@@ -339,6 +342,7 @@ fn run_command(cli: &Cli) -> Result<i32> {
             | Command::Key(_)
             | Command::Tag(_)
             | Command::Copy(_)
+            | Command::Mount(_)
     ) {
         // SAFETY: changing a signal disposition to "ignore".
         unsafe {
@@ -362,6 +366,7 @@ fn run_command(cli: &Cli) -> Result<i32> {
         Command::Unlock(a) => unlock::run(g, a),
         Command::Tag(a) => tag::run(g, a),
         Command::Copy(a) => copy::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
         Command::Stats(a) => stats::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Key(a) => key::run(g, a),
