@@ -414,3 +414,69 @@ fn json_backup_reports_status_lines_then_the_summary() {
     }
     assert!(last >= 2_000_000, "progress never moved: {status:?}");
 }
+
+#[test]
+fn verbose_names_each_file_by_what_became_of_it() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("a"), b"one").unwrap();
+    std::fs::write(src.join("d/b"), b"two").unwrap();
+    let s = src.to_str().unwrap();
+    let lines = |out: String| -> Vec<String> {
+        let mut l: Vec<String> = out
+            .lines()
+            .filter(|l| l.starts_with(['n', 'm', 'u', 'r', 's']) && l.contains(s))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(
+        lines(env.ok(&["backup", "-v", s])),
+        [format!("new {s}/a"), format!("new {s}/d/b")]
+    );
+    std::fs::write(src.join("a"), b"changed").unwrap();
+    std::fs::write(src.join("c"), b"three").unwrap();
+    // -v: what was stored; -vv: also what was not read
+    assert_eq!(
+        lines(env.ok(&["backup", "-v", s])),
+        [format!("modified {s}/a"), format!("new {s}/c")]
+    );
+    assert_eq!(
+        lines(env.ok(&["backup", "-vv", s])),
+        [
+            format!("unchanged {s}/a"),
+            format!("unchanged {s}/c"),
+            format!("unchanged {s}/d/b")
+        ]
+    );
+    assert!(lines(env.ok(&["backup", s])).is_empty(), "quiet without -v");
+    // JSON lines as restic's verbose_status
+    let json: Vec<serde_json::Value> = env
+        .ok(&["backup", "-vv", "--json", s])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["message_type"] == "verbose_status")
+        .collect();
+    assert_eq!(json.len(), 3);
+    assert!(json.iter().all(|v| v["action"] == "unchanged"), "{json:?}");
+
+    let target = env.path("target");
+    let t = target.to_str().unwrap().to_string();
+    let out = env.ok(&["restore", "latest", "--target", &t, "-v"]);
+    let restored: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("restored ") && l.contains(s))
+        .collect();
+    assert_eq!(restored.len(), 3, "{out}");
+    let out = env.ok(&["restore", "latest", "--target", &t, "-vv"]);
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("skipped ") && l.contains(s))
+            .count(),
+        3,
+        "{out}"
+    );
+}

@@ -4,7 +4,7 @@
 //! unless the index no longer holds their content: then they are read again,
 //! so one lost pack does not spread into every later snapshot.
 
-use super::progress::Progress;
+use super::progress::{FileOutcome, Progress};
 use super::saver::{BlobSaver, InFlight};
 use crate::chunker::Chunker;
 use crate::filter::BlobKind;
@@ -220,7 +220,7 @@ impl<'a, 's> Archiver<'a, 's> {
     }
 
     fn warn(&mut self, message: String) {
-        eprintln!("warning: {message}");
+        self.progress.warn(&message);
         self.summary.errors.push(message);
     }
 
@@ -462,6 +462,7 @@ impl<'a, 's> Archiver<'a, 's> {
                 if parent_verified || self.all_live(BlobKind::Data, content)? {
                     self.summary.files_unmodified += 1;
                     self.progress.file_done(p.size);
+                    self.progress.file(FileOutcome::Unchanged, path);
                     return Ok((content.clone(), p.size));
                 }
                 self.files_reread += 1;
@@ -489,8 +490,10 @@ impl<'a, 's> Archiver<'a, 's> {
         self.progress.file_done(0);
         if parent.is_some() {
             self.summary.files_changed += 1;
+            self.progress.file(FileOutcome::Modified, path);
         } else {
             self.summary.files_new += 1;
+            self.progress.file(FileOutcome::New, path);
         }
         Ok((content, read))
     }

@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -17,6 +18,39 @@ pub struct Progress {
     pub total_bytes: AtomicU64,
     /// The totals are final.
     pub scan_done: AtomicBool,
+    /// Who hears of warnings and of each file as the work runs.
+    listener: OnceLock<Listener>,
+}
+
+/// What happened to one file (a `-v` line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOutcome {
+    /// Backed up, not in the parent snapshot.
+    New,
+    /// Backed up again: changed since the parent.
+    Modified,
+    /// Taken from the parent without reading it.
+    Unchanged,
+    /// Written by a restore.
+    Restored,
+    /// Left as it was by a restore (it already matched, or --overwrite).
+    Skipped,
+}
+
+/// Something to tell a person while the work runs.
+pub enum Notice<'a> {
+    /// A problem the work goes on after (it is in the report too).
+    Warning(&'a str),
+    File(FileOutcome, &'a Path),
+}
+
+struct Listener(Box<dyn Fn(Notice<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Listener(..)")
+    }
 }
 
 /// One reading of the counters.
@@ -47,6 +81,27 @@ impl Progress {
 
     pub(crate) fn bytes_read(&self, n: u64) {
         self.bytes_done.fetch_add(n, Relaxed);
+    }
+
+    /// Sends notices to `listen` from now on (once: a later call is
+    /// ignored). A display prints them around its bar, so they never tear it.
+    pub fn listen(&self, listen: impl Fn(Notice<'_>) + Send + Sync + 'static) {
+        let _ = self.listener.set(Listener(Box::new(listen)));
+    }
+
+    /// A warning: to the listener, else to stderr.
+    pub(crate) fn warn(&self, message: &str) {
+        match self.listener.get() {
+            Some(l) => (l.0)(Notice::Warning(message)),
+            None => eprintln!("warning: {message}"),
+        }
+    }
+
+    /// What became of one file, for a listener that wants to know.
+    pub(crate) fn file(&self, outcome: FileOutcome, path: &Path) {
+        if let Some(l) = self.listener.get() {
+            (l.0)(Notice::File(outcome, path));
+        }
     }
 }
 

@@ -89,6 +89,10 @@ pub struct GlobalArgs {
     /// Print less
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Name each file as it is processed: -v what is stored or written,
+    /// -vv also what is left unchanged (backup, restore)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Wait this long for a conflicting lock to go away (e.g. 30s, 5m, 1h)
     #[arg(long, global = true, value_parser = parse_duration, default_value = "0s")]
     retry_lock: std::time::Duration,

@@ -1,9 +1,10 @@
-//! Shows a running backup's or restore's progress: a bar on a terminal
-//! (stderr), JSON status lines on stdout with --json, nothing otherwise
-//! (cron mails stay short).
+//! Shows a running backup's, restore's or copy's progress: a bar on a
+//! terminal (stderr), JSON status lines on stdout with --json, nothing
+//! otherwise (cron mails stay short). Warnings, and with `-v` each file,
+//! are printed above the bar, which is redrawn below them, never torn.
 
 use super::GlobalArgs;
-use cairn::backup::progress::Progress;
+use cairn::backup::progress::{FileOutcome, Notice, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -38,14 +39,63 @@ pub fn show<'scope>(
     progress: &'scope Progress,
     stop: &'scope AtomicBool,
 ) -> Display<'scope> {
+    let bar = (!g.json && !g.quiet && std::io::stderr().is_terminal()).then(new_bar);
+    listen(g, progress, bar.clone());
     let thread = if g.json {
         Some(scope.spawn(move || json_lines(progress, stop)))
-    } else if !g.quiet && std::io::stderr().is_terminal() {
-        Some(scope.spawn(move || bar(progress, stop)))
     } else {
-        None
+        bar.map(|bar| scope.spawn(move || show_bar(&bar, progress, stop)))
     };
     Display { stop, thread }
+}
+
+/// Which file outcomes `-v` (1) and `-vv` (2) print, as restic's levels:
+/// what was stored or written, then also what was left as it was.
+fn shown_at(outcome: FileOutcome, verbose: u8) -> bool {
+    match outcome {
+        FileOutcome::New | FileOutcome::Modified | FileOutcome::Restored => verbose >= 1,
+        FileOutcome::Unchanged | FileOutcome::Skipped => verbose >= 2,
+    }
+}
+
+/// Prints the work's notices: above the bar if there is one; file lines
+/// on stdout (JSON lines with --json), warnings on stderr.
+fn listen(g: &GlobalArgs, progress: &Progress, bar: Option<ProgressBar>) {
+    let (verbose, json) = (g.verbose, g.json);
+    progress.listen(move |notice| {
+        let print = |line: String, to_stdout: bool| {
+            let emit = || {
+                if to_stdout {
+                    println!("{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+            };
+            match &bar {
+                Some(bar) => bar.suspend(emit),
+                None => emit(),
+            }
+        };
+        match notice {
+            Notice::Warning(m) => print(format!("warning: {m}"), false),
+            Notice::File(outcome, path) if shown_at(outcome, verbose) => {
+                let line = if json {
+                    serde_json::json!({
+                        "message_type": "verbose_status",
+                        "action": outcome,
+                        "item": path.to_string_lossy(),
+                    })
+                    .to_string()
+                } else {
+                    let path = path.to_string_lossy();
+                    let name = super::render::printable(&path);
+                    format!("{:<10}{name}", format!("{outcome:?}").to_lowercase())
+                };
+                print(line, true);
+            }
+            Notice::File(..) => {}
+        }
+    });
 }
 
 /// Sleeps `period` in small steps; false once `stop` is set.
@@ -80,7 +130,7 @@ fn json_lines(progress: &Progress, stop: &AtomicBool) {
     }
 }
 
-fn bar(progress: &Progress, stop: &AtomicBool) {
+fn new_bar() -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
@@ -89,6 +139,10 @@ fn bar(progress: &Progress, stop: &AtomicBool) {
         .expect("valid template")
         .progress_chars("=> "),
     );
+    bar
+}
+
+fn show_bar(bar: &ProgressBar, progress: &Progress, stop: &AtomicBool) {
     while wait(stop, Duration::from_millis(100)) {
         let v = progress.view();
         bar.set_length(v.total_bytes.max(v.bytes_done));

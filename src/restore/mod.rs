@@ -11,7 +11,7 @@ mod plan;
 pub use meta::{MetadataChoices, XattrChoice};
 pub use plan::{Overwrite, RestoreOptions, Selection};
 
-use crate::backup::progress::Progress;
+use crate::backup::progress::{FileOutcome, Progress};
 use crate::filter::{decode_blob, BlobKind};
 use crate::id::Id;
 use crate::repo::{layout, Repository};
@@ -117,6 +117,9 @@ pub fn restore_until(
             .sum()
     });
     progress.files_done.store(plan.files.len() as u64, Relaxed);
+    for (f, _) in plan.files.iter().zip(&skipped).filter(|(_, s)| !**s) {
+        progress.file(FileOutcome::Restored, &plan.file_path(f));
+    }
     if cancel.load(Relaxed) {
         return Err(anyhow!(
             "the restore was cancelled: what it wrote is in {}, readable by its owner only",
@@ -146,6 +149,7 @@ fn count_totals(plan: &Plan, skipped: &[bool], progress: &Progress) {
     progress.total_bytes.store(total, Relaxed);
     for (f, _) in plan.files.iter().zip(skipped).filter(|(_, s)| **s) {
         progress.file_done(f.node.size);
+        progress.file(FileOutcome::Skipped, &plan.file_path(f));
     }
     progress.scan_done.store(true, Relaxed);
 }
