@@ -68,6 +68,7 @@ pub fn prune(
     opts: &PruneOptions,
     dry_run: bool,
     on_plan: impl FnOnce(&PruneStats),
+    progress: &Progress,
 ) -> Result<PruneReport> {
     let plan = plan_prune(repo, opts)?;
     let stats = plan.stats.clone();
@@ -75,7 +76,7 @@ pub fn prune(
     let result = if dry_run {
         None
     } else {
-        Some(execute_prune(repo, plan)?)
+        Some(execute_prune(repo, plan, progress)?)
     };
     Ok(PruneReport {
         dry_run,
@@ -172,7 +173,14 @@ pub fn backup_source(
     };
     out.forget = Some(forget(repo, &forget_opts, false, |_| {})?);
     if retention.prune {
-        out.prune = Some(prune(repo, &PruneOptions::default(), false, |_| {})?);
+        out.prune = Some(prune(
+            repo,
+            &PruneOptions::default(),
+            false,
+            |_| {},
+            // (its own counters: the backup's stay as they ended)
+            &Progress::default(),
+        )?);
     }
     Ok(out)
 }

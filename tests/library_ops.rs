@@ -7,7 +7,7 @@ mod common;
 
 use cairn::backup::progress::Progress;
 use cairn::backup::{backup, BackupOptions, ParentChoice};
-use cairn::check::{check, ReadData};
+use cairn::check::{check_with_progress, ReadData};
 use cairn::crypto::keyfile::KdfParams;
 use cairn::repo::lock::{LockKind, LockOptions};
 use cairn::repo::snapshots::{SnapshotFilter, SnapshotLookupError};
@@ -82,8 +82,15 @@ fn restores(repo: &Repository, snapshot: cairn::id::Id, source: &std::path::Path
 }
 
 fn clean(repo: &Repository) {
-    let report = check(repo, ReadData::All).unwrap();
+    let progress = Progress::default();
+    let report = check_with_progress(repo, ReadData::All, &progress).unwrap();
     assert!(report.is_clean(), "{:?}", report.errors);
+    // every pack counted, and every byte read
+    let seen = progress.view();
+    assert_eq!(seen.files_done, seen.total_files);
+    assert_eq!(seen.total_files as usize, report.packs);
+    assert_eq!(seen.bytes_done, seen.total_bytes);
+    assert!(seen.total_bytes > 0);
 }
 
 #[test]
@@ -132,8 +139,16 @@ fn backup_restore_forget_prune_check() {
         "{:?}",
         plan.stats
     );
-    let result = execute_prune(&repo, plan).unwrap();
+    let progress = Progress::default();
+    let to_repack = plan.stats.packs_repack as u64;
+    let result = execute_prune(&repo, plan, &progress).unwrap();
     assert!(result.packs_condemned >= 1);
+    // the display's counters end at their totals
+    let seen = progress.view();
+    assert!(seen.scan_done);
+    assert_eq!(seen.files_done, seen.total_files);
+    assert_eq!(seen.bytes_done, seen.total_bytes);
+    assert!(seen.total_files >= to_repack, "{seen:?}");
     clean(&repo);
     restores(&repo, second, &dir);
     // memory:// keeps no modification times, so no condemnation's age is
@@ -141,7 +156,7 @@ fn backup_restore_forget_prune_check() {
     let plan = plan_prune(&repo, &opts).unwrap();
     assert_eq!(plan.stats.packs_expired, 0, "{:?}", plan.stats);
     assert!(plan.stats.packs_waiting >= 1, "{:?}", plan.stats);
-    let result = execute_prune(&repo, plan).unwrap();
+    let result = execute_prune(&repo, plan, &Progress::default()).unwrap();
     assert_eq!(result.packs_deleted, 0);
     clean(&repo);
     restores(&repo, second, &dir);

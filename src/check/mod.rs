@@ -7,6 +7,7 @@
 
 pub mod repair;
 
+use crate::backup::progress::Progress;
 use crate::filter::{decode_blob, BlobKind};
 use crate::id::Id;
 use crate::index::file::IndexFile;
@@ -16,6 +17,7 @@ use crate::tree::{NodeKind, Tree};
 use anyhow::{anyhow, Result};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 
 /// Which packs `--read-data` reads.
@@ -159,6 +161,16 @@ fn read_index(repo: &Repository) -> Result<ReadIndex> {
 }
 
 pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
+    check_with_progress(repo, read_data, &Progress::default())
+}
+
+/// [`check`], counting packs (and with `read_data` their bytes) into
+/// `progress` as they are checked.
+pub fn check_with_progress(
+    repo: &Repository,
+    read_data: ReadData,
+    progress: &Progress,
+) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let errors = Mutex::new(Vec::new());
     let err = |e: String| errors.lock().expect("errors lock").push(e);
@@ -240,6 +252,14 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         .map(|(id, _)| read_data.selects(id))
         .collect();
     report.packs_read = selected.iter().filter(|s| **s).count();
+    progress.total_files.store(pack_list.len() as u64, Relaxed);
+    let to_read = pack_list
+        .iter()
+        .zip(&selected)
+        .filter(|(_, read)| **read)
+        .fold(0u64, |n, ((_, (size, _)), _)| n.saturating_add(*size));
+    progress.total_bytes.store(to_read, Relaxed);
+    progress.scan_done.store(true, Relaxed);
     pack_list.par_iter().zip(selected.par_iter()).for_each(|((id, (size, listed)), read_all)| {
         let path = layout::pack(id);
         let mark = |blobs: &[PackedBlob]| damaged.lock().expect("damaged lock").extend(blobs.iter().map(|b| b.id));
@@ -261,6 +281,7 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         } else {
             check_pack_header(repo, id, *size, listed)
         };
+        progress.file_done(if *read_all { *size } else { 0 });
         if let Err((e, bad)) = result {
             err(format!("pack {path}: {e}"));
             mark(&bad);

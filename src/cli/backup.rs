@@ -181,7 +181,7 @@ fn run_backup(
     let progress = Progress::default();
     let stop_display = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
-        let display = super::progress::show(scope, g, &progress, &stop_display);
+        let display = super::progress::show(scope, g, &progress, &stop_display, "files");
         opts.count_totals = display.is_shown();
         backup(&repo, &opts, &interrupted, &progress)
     })
@@ -211,7 +211,14 @@ fn backup_options(a: &BackupArgs, source: Option<&SourceSettings>) -> Result<Bac
         (&a.files_from_raw, ListForm::Raw),
     ] {
         for f in files {
-            opts.paths.extend(read_paths(f, form)?);
+            let listed = read_paths(f, form)?;
+            for pattern in &listed.unmatched {
+                eprintln!(
+                    "warning: {}: {pattern:?} matches no file: skipped",
+                    f.display()
+                );
+            }
+            opts.paths.extend(listed.paths);
         }
     }
     let ex = &mut opts.excludes;

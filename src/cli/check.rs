@@ -1,6 +1,8 @@
 use super::GlobalArgs;
 use anyhow::{anyhow, Result};
-use cairn::check::{check, ReadData};
+use cairn::backup::progress::Progress;
+use cairn::check::{check_with_progress, ReadData};
+use std::sync::atomic::AtomicBool;
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -21,7 +23,12 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<i32> {
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let r = check(&repo, read)?;
+    let progress = Progress::default();
+    let stop_display = AtomicBool::new(false);
+    let r = std::thread::scope(|scope| {
+        let _display = super::progress::show(scope, g, &progress, &stop_display, "packs");
+        check_with_progress(&repo, read, &progress)
+    })?;
     if g.json {
         #[derive(serde::Serialize)]
         struct Summary<'a> {

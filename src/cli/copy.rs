@@ -30,7 +30,7 @@ pub fn run(g: &GlobalArgs, a: &CopyArgs) -> Result<i32> {
     let progress = Progress::default();
     let stop_display = AtomicBool::new(false);
     let report = std::thread::scope(|scope| {
-        let _display = super::progress::show(scope, g, &progress, &stop_display);
+        let _display = super::progress::show(scope, g, &progress, &stop_display, "snapshots");
         cairn::copy::copy(&src, &dst, &opts, &interrupted, &progress)
     })?;
     render(g, &report);

@@ -33,18 +33,21 @@ impl Drop for Display<'_> {
     }
 }
 
+/// Shows `progress` until the display is dropped; `unit` names what the
+/// counts count ("files", "packs", "snapshots").
 pub fn show<'scope>(
     scope: &'scope Scope<'scope, '_>,
     g: &GlobalArgs,
     progress: &'scope Progress,
     stop: &'scope AtomicBool,
+    unit: &'static str,
 ) -> Display<'scope> {
     let bar = (!g.json && !g.quiet && std::io::stderr().is_terminal()).then(new_bar);
     listen(g, progress, bar.clone());
     let thread = if g.json {
         Some(scope.spawn(move || json_lines(progress, stop)))
     } else {
-        bar.map(|bar| scope.spawn(move || show_bar(&bar, progress, stop)))
+        bar.map(|bar| scope.spawn(move || show_bar(&bar, progress, stop, unit)))
     };
     Display { stop, thread }
 }
@@ -142,14 +145,14 @@ fn new_bar() -> ProgressBar {
     bar
 }
 
-fn show_bar(bar: &ProgressBar, progress: &Progress, stop: &AtomicBool) {
+fn show_bar(bar: &ProgressBar, progress: &Progress, stop: &AtomicBool, unit: &str) {
     while wait(stop, Duration::from_millis(100)) {
         let v = progress.view();
         bar.set_length(v.total_bytes.max(v.bytes_done));
         bar.set_position(v.bytes_done);
         let scanning = if v.scan_done { "" } else { " (counting)" };
         bar.set_message(format!(
-            "{}/{} files{scanning}",
+            "{}/{} {unit}{scanning}",
             v.files_done, v.total_files
         ));
     }

@@ -1,9 +1,11 @@
 use super::render::bytes;
 use super::GlobalArgs;
 use anyhow::{anyhow, Result};
+use cairn::backup::progress::Progress;
 use cairn::repo::lock::LockKind;
 use cairn::repo::Repository;
 use cairn::retention::prune::{PruneOptions, PruneResult, PruneStats};
+use std::sync::atomic::AtomicBool;
 
 #[derive(clap::Args)]
 pub struct PruneArgs {
@@ -56,8 +58,17 @@ pub fn run(g: &GlobalArgs, a: &PruneCommand) -> Result<i32> {
 /// Plans, shows the plan, and (unless a dry run) executes and reports.
 /// Also the tail of `forget --prune`.
 pub fn prune(g: &GlobalArgs, repo: &Repository, args: &PruneArgs, dry_run: bool) -> Result<()> {
-    let report = cairn::ops::prune(repo, &args.options()?, dry_run, |plan| {
-        print_plan(g, plan, dry_run)
+    let progress = Progress::default();
+    let stop_display = AtomicBool::new(false);
+    let report = std::thread::scope(|scope| {
+        let _display = super::progress::show(scope, g, &progress, &stop_display, "packs");
+        cairn::ops::prune(
+            repo,
+            &args.options()?,
+            dry_run,
+            |plan| print_plan(g, plan, dry_run),
+            &progress,
+        )
     })?;
     if let Some(r) = &report.result {
         print_result(g, r);

@@ -138,7 +138,7 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
     let progress = Progress::default();
     let stop_display = AtomicBool::new(false);
     let report = std::thread::scope(|scope| {
-        let _display = super::progress::show(scope, g, &progress, &stop_display);
+        let _display = super::progress::show(scope, g, &progress, &stop_display, "files");
         cairn::ops::restore(&repo, (id, snap.tree), &opts, a.verify, (&never, &progress))
     })?;
     let out = &report.outcome;

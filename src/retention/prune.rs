@@ -22,6 +22,7 @@
 //!    delete that a backup revived or a new snapshot needs is spared;
 //! 4. only then the old index files, and then the packs, are deleted.
 
+use crate::backup::progress::Progress;
 use crate::crash_point::crash_point;
 use crate::filter::{decode_blob, BlobKind, EncodedBlob};
 use crate::id::Id;
@@ -33,6 +34,7 @@ use crate::tree::NodeKind;
 use anyhow::{anyhow, Context, Result};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The default grace: a day, as rustic's `--keep-delete`.
 pub const DEFAULT_KEEP_DELETE_NS: i64 = 24 * 3600 * 1_000_000_000;
@@ -471,12 +473,27 @@ fn mark_from(
 const REPACK_READ_BATCH: usize = 4;
 
 /// Carries out a plan. Needs the maintenance lock.
-pub fn execute_prune(repo: &Repository, plan: PrunePlan) -> Result<PruneResult> {
+pub fn execute_prune(
+    repo: &Repository,
+    plan: PrunePlan,
+    progress: &Progress,
+) -> Result<PruneResult> {
+    // (what shows: packs repacked and deleted; bytes of packs repacked)
+    progress
+        .total_files
+        .store((plan.repack.len() + plan.delete.len()) as u64, Relaxed);
+    progress.total_bytes.store(
+        plan.repack
+            .iter()
+            .fold(0u64, |n, r| n.saturating_add(r.size)),
+        Relaxed,
+    );
+    progress.scan_done.store(true, Relaxed);
     crash_point("prune-planned");
     repo.ensure_lock(LockKind::Exclusive, "the pruned index")?;
     let mut result = PruneResult::default();
     let mut live = plan.keep;
-    let written = repack(repo, &plan.repack)?;
+    let written = repack(repo, &plan.repack, progress)?;
     result.packs_written = written.len();
     result.bytes_written = written.iter().map(|p| p.size).sum();
     live.extend(written);
@@ -505,6 +522,7 @@ pub fn execute_prune(repo: &Repository, plan: PrunePlan) -> Result<PruneResult> 
     for id in plan.delete.iter().filter(|id| !spared.contains(id)) {
         repo.storage.delete(&layout::pack(id))?;
         result.packs_deleted += 1;
+        progress.file_done(0);
         crash_point("pack-deleted");
     }
     result.temp_files_removed = remove_temp_leftovers(repo);
@@ -572,7 +590,7 @@ fn packs_needed_since_plan(
 /// Copies the claimed blobs of the repacked packs into new packs. Every blob
 /// is verified first: prune never copies (and then deletes the source of)
 /// damaged data.
-fn repack(repo: &Repository, packs: &[Repack]) -> Result<Vec<IndexedPack>> {
+fn repack(repo: &Repository, packs: &[Repack], progress: &Progress) -> Result<Vec<IndexedPack>> {
     let mut out = Vec::new();
     let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
     let cipher = repo.keys.cipher();
@@ -591,7 +609,11 @@ fn repack(repo: &Repository, packs: &[Repack]) -> Result<Vec<IndexedPack>> {
     for batch in packs.chunks(REPACK_READ_BATCH) {
         let read: Vec<Vec<EncodedBlob>> = batch
             .par_iter()
-            .map(|r| read_claimed(repo, r))
+            .map(|r| {
+                let claimed = read_claimed(repo, r);
+                progress.file_done(r.size);
+                claimed
+            })
             .collect::<Result<_>>()?;
         for blob in read.into_iter().flatten() {
             let builder = builders

@@ -14,7 +14,7 @@
 use super::repos::OpenRepositories;
 use super::store::JobStore;
 use crate::backup::progress::Progress;
-use crate::check::{check, CheckReport, ReadData};
+use crate::check::{CheckReport, ReadData};
 use crate::copy::{CopyReport, CopySettings};
 use crate::drill::{DrillReport, DrillRun, DrillSettings};
 use crate::id::Id;
@@ -625,7 +625,13 @@ impl Jobs {
                 let forget = crate::ops::forget(&repo, options, *dry_run, |_| {})?;
                 let prune = if *prune {
                     let opts = PruneOptions::default();
-                    Some(crate::ops::prune(&repo, &opts, *dry_run, |_| {})?)
+                    Some(crate::ops::prune(
+                        &repo,
+                        &opts,
+                        *dry_run,
+                        |_| {},
+                        run.progress,
+                    )?)
                 } else {
                     None
                 };
@@ -633,9 +639,19 @@ impl Jobs {
             }
             Operation::Prune { options, dry_run } => {
                 maintenance_lock(&repo, "prune")?;
-                JobReport::Prune(crate::ops::prune(&repo, options, *dry_run, |_| {})?)
+                JobReport::Prune(crate::ops::prune(
+                    &repo,
+                    options,
+                    *dry_run,
+                    |_| {},
+                    run.progress,
+                )?)
             }
-            Operation::Check { read_data } => JobReport::Check(check(&repo, *read_data)?),
+            Operation::Check { read_data } => JobReport::Check(crate::check::check_with_progress(
+                &repo,
+                *read_data,
+                run.progress,
+            )?),
             Operation::Drill { drill } => {
                 let settings = self
                     .drills
@@ -711,7 +727,10 @@ fn job_event(job: &Job, event: EventKind) -> Event {
 fn with_progress(records: &Records, job: &Job) -> Job {
     let mut job = job.clone();
     if let Some(running) = records.running.get(&job.id) {
-        if matches!(job.kind, JobKind::Backup | JobKind::Restore | JobKind::Copy) {
+        if matches!(
+            job.kind,
+            JobKind::Backup | JobKind::Restore | JobKind::Copy | JobKind::Check | JobKind::Prune
+        ) {
             let v = running.progress.view();
             job.progress = Some(JobProgress {
                 percent_done: v.fraction().unwrap_or(0.0),
