@@ -296,6 +296,35 @@ fn prefetched_trees_leave_a_cold_walk_nothing_to_fetch() {
         before,
         "the walk found every tree cached"
     );
+    // prefetching it again costs one look at the cache's mark, no walk
+    assert_eq!(reader.prefetch_trees(&[snap.tree]).trees, 0);
+
+    // a tree that cannot be had leaves no mark: a later prefetch walks again
+    let other = OpenedRepository::open(storage.clone(), PASSWORD)
+        .unwrap()
+        .load_index(&CacheLocation::None)
+        .unwrap();
+    let root = other.load_tree(&snap.tree).unwrap();
+    let missing = root
+        .nodes
+        .iter()
+        .find_map(|n| match n.kind {
+            cairn::tree::NodeKind::Dir { subtree } => Some(subtree),
+            _ => None,
+        })
+        .unwrap();
+    let tree_packs = other
+        .index
+        .lookup_any(cairn::filter::BlobKind::Tree, &missing)
+        .unwrap()
+        .unwrap();
+    storage
+        .delete(&cairn::repo::layout::pack(&tree_packs.pack))
+        .unwrap();
+    let first = other.prefetch_trees(&[snap.tree]);
+    assert!(first.failed > 0, "{first:?}");
+    let again = other.prefetch_trees(&[snap.tree]);
+    assert!(again.trees > 0 && again.failed > 0, "{again:?}");
 }
 
 /// A cached tree that no longer hashes to its id (a damaged cache, or one

@@ -114,6 +114,15 @@ impl Drop for IndexCache {
 /// Value layout in `blobs` (fixed 50 bytes): pack id (32) ‖ offset u64 LE ‖
 /// length u32 LE ‖ raw length u32 LE ‖ compression u8 ‖ reserved u8.
 /// Key: kind u8 ‖ blob id (32).
+/// Tree ids are 32-byte keys; the mark that all trees below one are cached
+/// is that id and a suffix, so it never meets a tree.
+fn all_cached_key(root: &Id) -> [u8; 36] {
+    let mut key = [0u8; 36];
+    key[..32].copy_from_slice(&root.0);
+    key[32..].copy_from_slice(b"+all");
+    key
+}
+
 fn blob_key(kind: BlobKind, id: &Id) -> [u8; 33] {
     let mut k = [0u8; 33];
     k[0] = kind.code();
@@ -500,6 +509,25 @@ impl IndexCache {
 
     pub fn put_tree(&self, id: &Id, plain: &[u8]) -> Result<()> {
         self.db.put_cf(self.cf(CF_TREES), id.0, plain)?;
+        Ok(())
+    }
+
+    /// Whether a prefetch found every tree below `root` in the cache (or
+    /// put it there). Kept beside the trees, and only ever a hint: a tree
+    /// missing after all is fetched by the walk that needs it.
+    pub fn all_trees_cached(&self, root: &Id) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_TREES), all_cached_key(root))?
+            .is_some())
+    }
+
+    pub fn mark_all_trees_cached(&self, roots: &[Id]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for root in roots {
+            batch.put_cf(self.cf(CF_TREES), all_cached_key(root), []);
+        }
+        self.db.write(batch).context("writing the index cache")?;
         Ok(())
     }
 

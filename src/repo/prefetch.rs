@@ -12,7 +12,9 @@
 //! for a pack another worker is fetching are parked until it is in.
 //!
 //! It is only an optimisation: a tree that cannot be loaded is skipped
-//! here and reported by the walk that needs it.
+//! here and reported by the walk that needs it. A root whose every tree was
+//! found is marked in the cache, and later prefetches of it (a `find` over
+//! a hundred snapshots, run again) cost one cache read.
 
 use super::Repository;
 use crate::filter::{decode_blob, BlobKind};
@@ -44,6 +46,8 @@ struct Work {
     seen: HashSet<Id>,
     busy: usize,
     done: Prefetched,
+    /// Trees that could not be loaded.
+    failed: Vec<Id>,
     /// Packs fetched, or being fetched (with the trees waiting for them).
     packs: HashMap<Id, PackState>,
 }
@@ -66,16 +70,19 @@ impl Repository {
     /// trees.
     pub fn prefetch_new_trees(&self, roots: &[Id], seen: &mut HashSet<Id>) -> Prefetched {
         let mut seen_before = std::mem::take(seen);
-        let queue = roots
+        let queue: VecDeque<Id> = roots
             .iter()
             .copied()
+            .filter(|r| !self.index.all_trees_cached(r).unwrap_or(false))
             .filter(|r| seen_before.insert(*r))
             .collect();
+        let walked: Vec<Id> = queue.iter().copied().collect();
         let work = Mutex::new(Work {
             queue,
             seen: seen_before,
             busy: 0,
             done: Prefetched::default(),
+            failed: Vec::new(),
             packs: HashMap::new(),
         });
         let changed = Condvar::new();
@@ -84,7 +91,16 @@ impl Repository {
                 scope.spawn(|| self.prefetch_worker(&work, &changed));
             }
         });
-        let work = work.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut work = work.into_inner().unwrap_or_else(|e| e.into_inner());
+        // A tree that failed is forgotten, so that a later call (which
+        // reaches it from another root) tries it again rather than marking
+        // that root complete.
+        for id in &work.failed {
+            work.seen.remove(id);
+        }
+        if work.failed.is_empty() {
+            let _ = self.index.mark_all_trees_cached(&walked);
+        }
         *seen = work.seen;
         work.done
     }
@@ -128,7 +144,10 @@ impl Repository {
                                 }
                             }
                         }
-                        Err(_) => w.done.failed += 1,
+                        Err(_) => {
+                            w.done.failed += 1;
+                            w.failed.push(id);
+                        }
                     },
                     None => {
                         w.packs
@@ -146,7 +165,10 @@ impl Repository {
                         }
                     }
                 },
-                Step::Failed => w.done.failed += 1,
+                Step::Failed => {
+                    w.done.failed += 1;
+                    w.failed.push(id);
+                }
             }
             changed.notify_all();
         }
