@@ -154,6 +154,7 @@ pub fn copy(
         trees: HashMap::new(),
         data: HashMap::new(),
         map: CopyMap::new(src, dst),
+        epoch: 0,
     };
     let count = todo.len();
     let mut copied_ids: HashMap<Id, Id> = HashMap::new();
@@ -215,11 +216,14 @@ struct Copier<'a> {
     src: &'a Repository,
     dst: &'a Repository,
     ids_shared: bool,
-    /// Source tree → destination tree (ids not shared).
+    /// Source tree → destination tree, for trees this run stored (with
+    /// their content) or found whole.
     trees: HashMap<Id, Id>,
     /// Source data blob → destination id (ids not shared).
     data: HashMap<Id, Id>,
     map: CopyMap<'a>,
+    /// The destination's cache epoch when this snapshot's copy began.
+    epoch: u64,
 }
 
 /// Which blob each source blob became at the destination, recorded in the
@@ -309,6 +313,7 @@ impl Copier<'_> {
         // Everything found at the destination from here on is relied on only
         // if the commit check says it is still there.
         let window = dst.open_commit_window()?;
+        self.epoch = window.epoch();
         let stats = SaverStats::default();
         let pending: Mutex<PendingIndex> = Mutex::default();
         let in_flight = InFlight::default();
@@ -401,15 +406,23 @@ impl Copier<'_> {
         Ok(packs)
     }
 
-    /// The destination's id of a source tree already there (or on its
-    /// way), if any. With shared ids a tree there brings everything below.
+    /// The destination's id of a source tree whose whole content is there
+    /// already (or on its way), if any. With shared ids, a tree the
+    /// destination merely has is not enough: a copy that failed after
+    /// uploading its trees, because a prune took data they need, leaves
+    /// such trees indexed. Only a tree verified whole in this cache epoch
+    /// (a commit walked it, and no prune ran since) or stored by this run
+    /// after its content vouches for everything below it.
     fn tree_done(&self, id: &Id, in_flight: &InFlight) -> Result<Option<Id>> {
-        if !self.ids_shared {
-            return Ok(self.trees.get(id).copied());
+        if let Some(done) = self.trees.get(id) {
+            return Ok(Some(*done));
         }
-        let here = in_flight.contains(BlobKind::Tree, id)
-            || self.dst.index.contains(BlobKind::Tree, id)?;
-        Ok(here.then_some(*id))
+        if !self.ids_shared {
+            return Ok(None);
+        }
+        let whole =
+            in_flight.contains(BlobKind::Tree, id) || self.dst.index.is_verified(id, self.epoch)?;
+        Ok(whole.then_some(*id))
     }
 
     /// Whether a source data blob needs no reading: at the destination
@@ -553,9 +566,7 @@ impl Copier<'_> {
         } else {
             self.dst.keys.blob_id(&plain)
         };
-        if !self.ids_shared {
-            self.trees.insert(id, new_id);
-        }
+        self.trees.insert(id, new_id);
         if !in_flight.contains(BlobKind::Tree, &new_id)
             && !self.dst.index.contains(BlobKind::Tree, &new_id)?
         {

@@ -280,3 +280,123 @@ fn bad_copy_requests_are_refused_with_the_reason() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(snapshot_list(&local(&env, &dest, &["snapshots", "--json"])).is_empty());
 }
+
+/// One randomized round of a copy racing prunes at its destination: the
+/// destination (sharing the source's ids) holds the data of a forgotten
+/// snapshot that the copy relies on instead of sending it again; the copy
+/// stands still at a random step while prune runs with no grace. It either
+/// commits a snapshot that restores byte for byte, or fails without one
+/// and the next copy succeeds.
+fn copy_race_round(env: &Env, seed: u64) {
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let source = env.path(&format!("source-{seed}"));
+    local(env, &source, &["init"]);
+    let dest = env.path(&format!("dest-{seed}"));
+    let init = env
+        .cairn()
+        .env("CAIRN_REPOSITORY", &dest)
+        .env("CAIRN_FROM_PASSWORD", PASSWORD)
+        .args(["init", "--copy-chunker-params", "--from-repo"])
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert_success(&init);
+    let stream = |repo: &Path, data: &[u8]| {
+        let out = env
+            .cairn()
+            .env("CAIRN_REPOSITORY", repo)
+            .args(["backup", "--stdin", "--stdin-filename", "s.bin"])
+            .write_stdin(data.to_vec())
+            .output()
+            .unwrap();
+        assert_success(&out);
+    };
+    let old = noise(3_000_000 + next(8_000_000) as usize, seed);
+    stream(&dest, &old);
+    let forgotten = snapshot_list(&local(env, &dest, &["snapshots", "--json"]));
+    local(
+        env,
+        &dest,
+        &["forget", forgotten[0]["id"].as_str().unwrap()],
+    );
+    let mut data = old.clone();
+    data.extend(noise(next(12_000_000) as usize, seed + 1000));
+    stream(&source, &data);
+
+    let points = ["pack-uploaded:1", "index-written:1", "before-snapshot:1"];
+    let point = points[next(points.len() as u64) as usize];
+    let mut cmd = env.process();
+    cmd.env("CAIRN_REPOSITORY", &dest)
+        .env("CAIRN_FROM_PASSWORD", PASSWORD)
+        .arg("copy")
+        .arg("--from-repo")
+        .arg(&source);
+    let (child, pid) = stopped_at(cmd, point, &[]);
+    for _ in 0..1 + next(2) {
+        local(env, &dest, &["prune", "--keep-delete", "0s"]);
+    }
+    signal(pid, nix::sys::signal::Signal::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {}
+        Some(1) if stderr.contains("was written, but") => {
+            // it stood still between its check and its snapshot, longer
+            // than the grace: it says so, and which snapshot to forget
+            assert!(
+                stderr.contains("cairn forget"),
+                "seed {seed} at {point}: {stderr}"
+            );
+            for s in snapshot_list(&local(env, &dest, &["snapshots", "--json"])) {
+                local(env, &dest, &["forget", s["id"].as_str().unwrap()]);
+            }
+            summary(&copy(env, source.as_os_str(), Some(&dest), &[]));
+        }
+        Some(1) => {
+            assert!(
+                stderr.contains("no snapshot was written"),
+                "seed {seed} at {point}: {stderr}"
+            );
+            assert!(snapshot_list(&local(env, &dest, &["snapshots", "--json"])).is_empty());
+            // the next run stores again what the prune took
+            summary(&copy(env, source.as_os_str(), Some(&dest), &[]));
+        }
+        other => panic!("seed {seed} at {point}: copy exited {other:?}: {stderr}"),
+    }
+    let copies = snapshot_list(&local(env, &dest, &["snapshots", "--json"]));
+    assert_eq!(copies.len(), 1, "seed {seed} at {point}");
+    let dumped = env
+        .cairn()
+        .env("CAIRN_REPOSITORY", &dest)
+        .args(["dump", copies[0]["id"].as_str().unwrap(), "/s.bin"])
+        .output()
+        .unwrap();
+    assert_success(&dumped);
+    assert!(
+        dumped.stdout == data,
+        "seed {seed} at {point}: restored bytes differ"
+    );
+    let checked = local(env, &dest, &["check", "--read-data"]);
+    assert!(
+        checked.contains("no errors"),
+        "seed {seed} at {point}: {checked}"
+    );
+}
+
+#[test]
+fn copies_racing_prunes_at_the_destination_never_commit_damage() {
+    let env = Env::new();
+    let rounds: u64 = std::env::var("CAIRN_TEST_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(4);
+    for seed in 0..rounds {
+        copy_race_round(&env, seed);
+    }
+}

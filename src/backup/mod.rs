@@ -536,7 +536,7 @@ pub(crate) fn commit(
             e.context(format!(
                 "snapshot {} was written, but data it references was removed while this process \
              stood still before writing it; it cannot be restored whole: remove it with \
-             `cairn forget {}` and back up again",
+             `cairn forget {}` and run the backup (or copy) again",
                 id.short(),
                 id.short()
             ))

@@ -344,9 +344,9 @@ fn check_indexed_in_time(repo: &Repository, index: &Id, packs: &[IndexedPack]) -
     let limit = UNINDEXED_MIN_AGE_NS - UNINDEXED_MARGIN_NS;
     if indexed.saturating_sub(uploaded) >= limit {
         return Err(anyhow!(
-            "this backup stood still for over {} minutes between uploading data and indexing \
+            "this backup (or copy) stood still for over {} minutes between uploading data and indexing \
              it, so a concurrent prune may have removed that data; no snapshot was written. \
-             Run the backup again",
+             Run it again",
             limit / 60_000_000_000
         ));
     }

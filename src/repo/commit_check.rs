@@ -95,7 +95,7 @@ impl Repository {
             return Err(anyhow!(
                 "{} blobs this backup relies on (e.g. {} blob {}) were removed from the \
                  repository while it ran (by a prune or `repair index`); no snapshot was \
-                 written. Run the backup again: it stores them again",
+                 written. Run the backup (or copy) again: it stores them again",
                 walk.missing,
                 kind.name(),
                 id.short()
@@ -161,7 +161,7 @@ impl Repository {
             let info = self.index.condemned(pack)?.ok_or_else(|| {
                 anyhow!(
                     "pack {} holds blobs this backup relies on but is neither live nor \
-                     condemned in the index; no snapshot was written. Run the backup again",
+                     condemned in the index; no snapshot was written. Run the backup (or copy) again",
                     pack.short()
                 )
             })?;
@@ -190,7 +190,7 @@ impl Repository {
             return Err(anyhow!(
                 "pack {} holds blobs this backup relies on, and a prune condemned it too long \
                  ago for this backup to keep it (prune --keep-delete); no snapshot was \
-                 written. Run the backup again: it stores the data again",
+                 written. Run the backup (or copy) again: it stores the data again",
                 pack.short()
             ));
         }
