@@ -71,37 +71,17 @@ pub fn render(state: &ServerState, repos: &[(String, Option<RepositorySummary>)]
         &mut out,
         "cairn_drill_last_success_timestamp_seconds",
         "When the last successful restore drill finished (Unix time).",
-        state
-            .settings
-            .drills
-            .keys()
-            .filter_map(|d| {
-                let last = jobs.iter().find(|j| {
-                    j.kind == JobKind::Drill
-                        && j.state == JobState::Succeeded
-                        && j.drill.as_deref() == Some(d.as_str())
-                })?;
-                Some((format!("{{drill=\"{}\"}}", escape(d)), finished_unix(last)?))
-            })
-            .collect(),
+        last_success_by_name(&jobs, "drill", state.settings.drills.keys(), |j| {
+            (j.kind == JobKind::Drill).then_some(j.drill.as_deref()?)
+        }),
     );
     gauge(
         &mut out,
         "cairn_copy_last_success_timestamp_seconds",
         "When the last successful copy finished (Unix time).",
-        state
-            .settings
-            .copies
-            .keys()
-            .filter_map(|c| {
-                let last = jobs.iter().find(|j| {
-                    j.kind == JobKind::Copy
-                        && j.state == JobState::Succeeded
-                        && j.copy.as_deref() == Some(c.as_str())
-                })?;
-                Some((format!("{{copy=\"{}\"}}", escape(c)), finished_unix(last)?))
-            })
-            .collect(),
+        last_success_by_name(&jobs, "copy", state.settings.copies.keys(), |j| {
+            (j.kind == JobKind::Copy).then_some(j.copy.as_deref()?)
+        }),
     );
     gauge(
         &mut out,
@@ -211,6 +191,28 @@ fn gauge(out: &mut String, name: &str, help: &str, samples: Vec<(String, f64)>) 
 
 fn counter(out: &mut String, name: &str, help: &str, samples: Vec<(String, f64)>) {
     metric(out, "counter", name, help, samples);
+}
+
+/// For each configured name, when its newest successful job finished,
+/// labelled `{label="name"}`; `name_of` says which name a job runs (none:
+/// another kind). Jobs come newest first.
+fn last_success_by_name<'a>(
+    jobs: &[Job],
+    label: &str,
+    names: impl Iterator<Item = &'a String>,
+    name_of: impl Fn(&Job) -> Option<&str>,
+) -> Vec<(String, f64)> {
+    names
+        .filter_map(|name| {
+            let last = jobs
+                .iter()
+                .find(|j| j.state == JobState::Succeeded && name_of(j) == Some(name.as_str()))?;
+            Some((
+                format!("{{{label}=\"{}\"}}", escape(name)),
+                finished_unix(last)?,
+            ))
+        })
+        .collect()
 }
 
 fn finished_unix(job: &Job) -> Option<f64> {
