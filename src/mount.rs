@@ -237,12 +237,28 @@ impl SnapshotFs {
         )
     }
 
-    /// The entries of directory `ino`, made on first use.
-    fn children(&mut self, ino: u64) -> Result<BTreeMap<Vec<u8>, u64>, i32> {
-        let kind = match self.inode(ino).map(|i| &i.entry) {
+    /// The entries of directory `ino`, made on first use (a lookup in a
+    /// large directory borrows them, it does not copy them).
+    fn children(&mut self, ino: u64) -> Result<&BTreeMap<Vec<u8>, u64>, i32> {
+        self.make_children_once(ino)?;
+        self.listed(ino).ok_or(libc::EIO)
+    }
+
+    /// The entries of directory `ino`, if made.
+    fn listed(&self, ino: u64) -> Option<&BTreeMap<Vec<u8>, u64>> {
+        match self.inode(ino).map(|i| &i.entry) {
             Some(Entry::Dir {
                 children: Some(c), ..
-            }) => return Ok(c.clone()),
+            }) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn make_children_once(&mut self, ino: u64) -> Result<(), i32> {
+        let kind = match self.inode(ino).map(|i| &i.entry) {
+            Some(Entry::Dir {
+                children: Some(_), ..
+            }) => return Ok(()),
             Some(Entry::Dir { kind, .. }) => kind.clone(),
             Some(_) => return Err(libc::ENOTDIR),
             None => return Err(libc::ENOENT),
@@ -256,9 +272,9 @@ impl SnapshotFs {
             ..
         }) = self.inode_mut(ino)
         {
-            *children = Some(made.clone());
+            *children = Some(made);
         }
-        Ok(made)
+        Ok(())
     }
 
     fn make_children(&mut self, kind: DirKind) -> Result<BTreeMap<Vec<u8>, u64>> {
@@ -391,12 +407,13 @@ impl SnapshotFs {
         )
     }
 
-    /// Where each blob of file `ino` starts (and the end), from the index.
-    fn starts(&mut self, ino: u64) -> Result<Vec<u64>, i32> {
+    /// Where each blob of file `ino` starts (and the end), from the index;
+    /// made once, when the file is first opened.
+    fn make_starts_once(&mut self, ino: u64) -> Result<(), i32> {
         let content = match self.inode(ino).map(|i| &i.entry) {
             Some(Entry::File {
-                starts: Some(s), ..
-            }) => return Ok(s.clone()),
+                starts: Some(_), ..
+            }) => return Ok(()),
             Some(Entry::File { content, .. }) => content.clone(),
             Some(Entry::Dir { .. }) => return Err(libc::EISDIR),
             Some(_) => return Err(libc::EINVAL),
@@ -418,9 +435,9 @@ impl SnapshotFs {
             ..
         }) = self.inode_mut(ino)
         {
-            *s = Some(starts.clone());
+            *s = Some(starts);
         }
-        Ok(starts)
+        Ok(())
     }
 
     fn blob(&mut self, id: &Id) -> Result<std::sync::Arc<Vec<u8>>> {
@@ -439,30 +456,40 @@ impl SnapshotFs {
 
     /// Bytes `offset..offset+size` of file `ino`.
     fn read_range(&mut self, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>, i32> {
-        let starts = self.starts(ino)?;
-        let content = match self.inode(ino).map(|i| &i.entry) {
-            Some(Entry::File { content, .. }) => content.clone(),
+        self.make_starts_once(ino)?;
+        // only the blobs the range touches: (id, where it starts)
+        let (touched, end) = match self.inode(ino).map(|i| &i.entry) {
+            Some(Entry::File {
+                content,
+                starts: Some(starts),
+            }) => {
+                let end = offset
+                    .saturating_add(size as u64)
+                    .min(*starts.last().unwrap_or(&0));
+                // the blob holding `offset`: the last one starting at or before it
+                let first = starts.partition_point(|&s| s <= offset).saturating_sub(1);
+                let touched: Vec<(Id, u64)> = content
+                    .iter()
+                    .zip(starts)
+                    .skip(first)
+                    .take_while(|(_, &start)| start < end)
+                    .map(|(id, &start)| (*id, start))
+                    .collect();
+                (touched, end)
+            }
             _ => return Err(libc::EINVAL),
         };
-        let end = offset
-            .saturating_add(size as u64)
-            .min(*starts.last().unwrap_or(&0));
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        // the blob holding `offset`: the last one starting at or before it
-        let mut i = starts.partition_point(|&s| s <= offset).saturating_sub(1);
-        let mut at = offset;
-        while at < end && i < content.len() {
-            let data = self.blob(&content[i]).map_err(|e| {
+        for (id, start) in touched {
+            let data = self.blob(&id).map_err(|e| {
                 log::warn!("mount: {e:#}");
                 libc::EIO
             })?;
-            let from = (at - starts[i]) as usize;
-            let to = ((end - starts[i]) as usize).min(data.len());
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((end - start) as usize).min(data.len());
             if from < to {
                 out.extend_from_slice(&data[from..to]);
             }
-            at = starts[i + 1];
-            i += 1;
         }
         Ok(out)
     }
@@ -512,9 +539,12 @@ fn symlink_attr(ino: u64, len: usize, time: SystemTime, uid: u32, gid: u32) -> F
 
 impl fuser::Filesystem for SnapshotFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        match self.children(parent) {
-            Ok(children) => match children.get(name.as_bytes()) {
-                Some(&ino) => {
+        match self
+            .children(parent)
+            .map(|c| c.get(name.as_bytes()).copied())
+        {
+            Ok(found) => match found {
+                Some(ino) => {
                     let attr = self.inode(ino).expect("a listed inode exists").attr;
                     reply.entry(&TTL, &attr, 0);
                 }
@@ -544,7 +574,7 @@ impl fuser::Filesystem for SnapshotFs {
             return reply.error(libc::EROFS);
         }
         // the blob table is made now, so reads only fetch data
-        match self.starts(ino) {
+        match self.make_starts_once(ino) {
             Ok(_) => reply.opened(0, fuser::consts::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
         }
@@ -578,9 +608,11 @@ impl fuser::Filesystem for SnapshotFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let children = match self.children(ino) {
-            Ok(c) => c,
-            Err(e) => return reply.error(e),
+        if let Err(e) = self.make_children_once(ino) {
+            return reply.error(e);
+        }
+        let Some(children) = self.listed(ino) else {
+            return reply.error(libc::EIO);
         };
         let parent = ROOT; // ".." is resolved by the kernel from its dentries
         let dots = [

@@ -45,7 +45,12 @@ pub enum Notice<'a> {
     File(FileOutcome, &'a Path),
 }
 
-struct Listener(Box<dyn Fn(Notice<'_>) + Send + Sync>);
+struct Listener {
+    /// Whether it wants [`Notice::File`] (`-v`): restore then makes each
+    /// file's path for it, which costs an allocation per file otherwise.
+    files: bool,
+    tell: Box<dyn Fn(Notice<'_>) + Send + Sync>,
+}
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,22 +90,31 @@ impl Progress {
 
     /// Sends notices to `listen` from now on (once: a later call is
     /// ignored). A display prints them around its bar, so they never tear it.
-    pub fn listen(&self, listen: impl Fn(Notice<'_>) + Send + Sync + 'static) {
-        let _ = self.listener.set(Listener(Box::new(listen)));
+    /// With `files` false only warnings are sent.
+    pub fn listen(&self, files: bool, listen: impl Fn(Notice<'_>) + Send + Sync + 'static) {
+        let _ = self.listener.set(Listener {
+            files,
+            tell: Box::new(listen),
+        });
+    }
+
+    /// Whether someone wants to hear of each file.
+    pub(crate) fn hears_files(&self) -> bool {
+        self.listener.get().is_some_and(|l| l.files)
     }
 
     /// A warning: to the listener, else to stderr.
     pub(crate) fn warn(&self, message: &str) {
         match self.listener.get() {
-            Some(l) => (l.0)(Notice::Warning(message)),
+            Some(l) => (l.tell)(Notice::Warning(message)),
             None => eprintln!("warning: {message}"),
         }
     }
 
     /// What became of one file, for a listener that wants to know.
     pub(crate) fn file(&self, outcome: FileOutcome, path: &Path) {
-        if let Some(l) = self.listener.get() {
-            (l.0)(Notice::File(outcome, path));
+        if let Some(l) = self.listener.get().filter(|l| l.files) {
+            (l.tell)(Notice::File(outcome, path));
         }
     }
 }

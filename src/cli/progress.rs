@@ -65,7 +65,7 @@ fn shown_at(outcome: FileOutcome, verbose: u8) -> bool {
 /// on stdout (JSON lines with --json), warnings on stderr.
 fn listen(g: &GlobalArgs, progress: &Progress, bar: Option<ProgressBar>) {
     let (verbose, json) = (g.verbose, g.json);
-    progress.listen(move |notice| {
+    progress.listen(verbose > 0, move |notice| {
         let print = |line: String, to_stdout: bool| {
             let emit = || {
                 if to_stdout {

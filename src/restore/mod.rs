@@ -117,8 +117,10 @@ pub fn restore_until(
             .sum()
     });
     progress.files_done.store(plan.files.len() as u64, Relaxed);
-    for (f, _) in plan.files.iter().zip(&skipped).filter(|(_, s)| !**s) {
-        progress.file(FileOutcome::Restored, &plan.file_path(f));
+    if progress.hears_files() {
+        for (f, _) in plan.files.iter().zip(&skipped).filter(|(_, s)| !**s) {
+            progress.file(FileOutcome::Restored, &plan.file_path(f));
+        }
     }
     if cancel.load(Relaxed) {
         return Err(anyhow!(
@@ -149,7 +151,9 @@ fn count_totals(plan: &Plan, skipped: &[bool], progress: &Progress) {
     progress.total_bytes.store(total, Relaxed);
     for (f, _) in plan.files.iter().zip(skipped).filter(|(_, s)| **s) {
         progress.file_done(f.node.size);
-        progress.file(FileOutcome::Skipped, &plan.file_path(f));
+        if progress.hears_files() {
+            progress.file(FileOutcome::Skipped, &plan.file_path(f));
+        }
     }
     progress.scan_done.store(true, Relaxed);
 }
