@@ -480,3 +480,74 @@ fn verbose_names_each_file_by_what_became_of_it() {
         "{out}"
     );
 }
+
+/// Small files between subdirectories, a directory holding more small-file
+/// content than the read-ahead may hold at once (32 MiB), a file too large
+/// to read ahead and empty files: the read-ahead hands every file over in
+/// the archiver's order. Run with 32 descriptors, where 16 readers plus the
+/// index cache and uploads would not fit.
+#[test]
+fn many_small_files_round_trip_under_a_low_descriptor_limit() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let mut seed = 0u64;
+    let mut file = |path: std::path::PathBuf, len: usize| {
+        seed += 1;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, noise(len, seed)).unwrap();
+    };
+    for d in 0..6 {
+        let dir = src.join(format!("d{d}"));
+        for f in 0..80 {
+            file(
+                dir.join(format!("f{f:03}")),
+                1 + (f * 397 + d * 31) % 30_000,
+            );
+            if f % 20 == 7 {
+                // a subdirectory sorting among the files
+                for g in 0..15 {
+                    file(dir.join(format!("f{f:03}-sub/g{g}")), 100 + g * 1_000);
+                }
+            }
+        }
+        file(dir.join("large"), 3 << 20);
+        file(dir.join("empty"), 0);
+    }
+    for f in 0..70 {
+        file(src.join("full").join(format!("f{f:02}")), 600 << 10);
+    }
+    let limited = |args: &[&str]| {
+        let out = std::process::Command::new("prlimit")
+            .arg("--nofile=32")
+            .arg(env!("CARGO_BIN_EXE_cairn"))
+            .args(args)
+            .env_clear()
+            .envs(env.env_vars())
+            .output()
+            .unwrap();
+        assert_success(&out);
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let path = src.to_str().unwrap();
+    limited(&["backup", "-q", path]);
+    // the same input gives the same trees, read again or taken from the parent
+    limited(&["backup", "-q", "--force", path]);
+    limited(&["backup", "-q", path]);
+    let shown: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
+    let trees: Vec<&serde_json::Value> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["tree"])
+        .collect();
+    assert_eq!(trees.len(), 3);
+    assert!(trees.iter().all(|t| *t == trees[0]), "{trees:?}");
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
+}

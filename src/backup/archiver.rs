@@ -5,13 +5,14 @@
 //! so one lost pack does not spread into every later snapshot.
 
 use super::progress::{FileOutcome, Progress};
+use super::read_ahead::{unchanged, Entry, ParentTree, Prefetched, ReadAhead, Scan, WalkRules};
 use super::saver::{BlobSaver, InFlight};
 use crate::chunker::Chunker;
 use crate::filter::BlobKind;
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::source::exclude::Excludes;
-use crate::source::fs::{node_from_metadata, special_kind, OwnerNames};
+use crate::source::fs::{node_from_metadata, read_xattrs, special_kind, OwnerNames};
 use crate::tree::snapshot::BackupSummary;
 use crate::tree::{Node, NodeKind, Tree};
 use anyhow::{Context, Result};
@@ -23,6 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// How files are compared with the parent snapshot's nodes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,14 +69,6 @@ impl PathTrie {
     }
 }
 
-/// A tree of the parent snapshot, and whether every blob below it was found
-/// live in the cache's current epoch (then its unchanged files need no
-/// index lookups).
-pub struct ParentTree {
-    tree: Tree,
-    verified: bool,
-}
-
 /// The most of the chunker's read window carried from one file to the next.
 /// A window grows to up to 16 MiB for a large file; shrunk back to this
 /// after it, the next large file starts with pages already in place.
@@ -85,7 +79,7 @@ pub struct Archiver<'a, 's> {
     /// None in a dry run: blobs are counted, not stored.
     pub saver: Option<&'a BlobSaver<'s>>,
     pub chunker: Chunker,
-    pub excludes: Excludes,
+    pub excludes: Arc<Excludes>,
     pub one_file_system: bool,
     pub detection: ChangeDetection,
     pub interrupted: &'a AtomicBool,
@@ -120,7 +114,7 @@ impl<'a, 's> Archiver<'a, 's> {
             repo,
             saver,
             chunker: repo.chunker(),
-            excludes,
+            excludes: Arc::new(excludes),
             one_file_system,
             detection,
             interrupted,
@@ -232,7 +226,7 @@ impl<'a, 's> Archiver<'a, 's> {
         parent_root: Option<Id>,
         extra: Vec<Node>,
     ) -> Result<Id> {
-        let parent = self.load_parent_tree(parent_root, false);
+        let parent = ParentTree::load(self.repo, parent_root, false, self.epoch);
         let mut nodes = self.archive_trie_nodes(Path::new("/"), trie, parent.as_ref())?;
         nodes.extend(extra);
         self.save_tree(nodes)
@@ -253,22 +247,6 @@ impl<'a, 's> Archiver<'a, 's> {
             mode: 0o755,
             ..stream_node(name, Vec::new(), 0)
         })
-    }
-
-    /// A tree of the parent snapshot. Below a verified tree every subtree
-    /// is verified too (a committed snapshot's trees are recorded together),
-    /// so only the root, or a subtree of an unverified tree, is looked up.
-    fn load_parent_tree(&mut self, id: Option<Id>, within_verified: bool) -> Option<ParentTree> {
-        // A damaged parent only costs speed: fall back to reading everything.
-        let id = id?;
-        let tree = self.repo.load_tree(&id).ok()?;
-        let verified = within_verified
-            || self
-                .repo
-                .index
-                .is_verified(&id, self.epoch)
-                .unwrap_or(false);
-        Some(ParentTree { tree, verified })
     }
 
     fn archive_trie(
@@ -295,57 +273,51 @@ impl<'a, 's> Archiver<'a, 's> {
             if child.leaf {
                 let meta = std::fs::symlink_metadata(&path)
                     .with_context(|| format!("backup path {} cannot be read", path.display()))?;
-                if let Some(node) =
-                    self.archive_entry(&path, name, &meta, parent_node, verified, meta.dev())?
-                {
+                let entry = Entry::looked_up(name, path, meta);
+                if let Some(node) = self.archive_entry(entry, parent_node, verified, None)? {
                     nodes.push(node);
                 }
             } else {
                 let meta = std::fs::symlink_metadata(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let sub_parent = self.parent_subtree(parent_node, verified);
+                let sub_parent = ParentTree::subtree(self.repo, parent_node, verified, self.epoch);
                 let subtree = self.archive_trie(&path, child, sub_parent.as_ref())?;
-                let node = node_from_metadata(
+                let xattrs = read_xattrs(&path);
+                let kind = NodeKind::Dir { subtree };
+                nodes.push(node_from_metadata(
                     name,
-                    &path,
                     &meta,
-                    NodeKind::Dir { subtree },
+                    kind,
+                    xattrs,
                     &mut self.owners,
-                );
-                nodes.push(node);
+                ));
             }
         }
         Ok(nodes)
     }
 
-    fn parent_subtree(
-        &mut self,
-        parent_node: Option<&Node>,
-        within_verified: bool,
-    ) -> Option<ParentTree> {
-        match parent_node.map(|n| &n.kind) {
-            Some(NodeKind::Dir { subtree }) => {
-                self.load_parent_tree(Some(*subtree), within_verified)
-            }
-            _ => None,
-        }
-    }
-
-    /// One entry of any kind. `None`: skipped (unreadable, vanished), already warned.
+    /// One entry of any kind. `None`: skipped (unreadable, vanished), already
+    /// warned. `ahead`: the walk the entry came from (none for a backup path).
     fn archive_entry(
         &mut self,
-        path: &Path,
-        name: &[u8],
-        meta: &Metadata,
+        entry: Entry,
         parent: Option<&Node>,
         parent_verified: bool,
-        root_dev: u64,
+        ahead: Option<&ReadAhead>,
     ) -> Result<Option<Node>> {
         self.check_interrupted()?;
+        let Entry {
+            name,
+            path,
+            meta,
+            xattrs,
+            other_fs,
+            content,
+        } = entry;
         let ft = meta.file_type();
         let mut file_size = None;
         let kind = if ft.is_file() {
-            match self.archive_file(path, meta, parent, parent_verified) {
+            match self.archive_file(&path, &meta, content, parent, parent_verified) {
                 Ok((content, size)) => {
                     file_size = Some(size);
                     NodeKind::File { content }
@@ -357,16 +329,18 @@ impl<'a, 's> Archiver<'a, 's> {
             }
         } else if ft.is_dir() {
             self.summary.dirs += 1;
-            let crosses_fs = self.one_file_system && meta.dev() != root_dev;
-            let sub_parent = self.parent_subtree(parent, parent_verified);
-            let subtree = if crosses_fs {
+            let subtree = if other_fs {
                 self.save_tree(Vec::new())?
+            } else if let Some(ahead) = ahead {
+                self.archive_scanned(ahead, &path)?
             } else {
-                self.archive_dir(path, sub_parent.as_ref(), root_dev)?
+                let sub_parent =
+                    ParentTree::subtree(self.repo, parent, parent_verified, self.epoch);
+                self.archive_dir(&path, sub_parent, meta.dev())?
             };
             NodeKind::Dir { subtree }
         } else {
-            match special_kind(path, meta) {
+            match special_kind(&path, &meta) {
                 Ok(Some(kind)) => {
                     self.summary.other_entries += 1;
                     kind
@@ -378,7 +352,7 @@ impl<'a, 's> Archiver<'a, 's> {
                 }
             }
         };
-        let mut node = node_from_metadata(name, path, meta, kind, &mut self.owners);
+        let mut node = node_from_metadata(&name, &meta, kind, xattrs, &mut self.owners);
         if let Some(size) = file_size {
             // what was stored, even if the file changed while being read
             node.size = size;
@@ -386,64 +360,45 @@ impl<'a, 's> Archiver<'a, 's> {
         Ok(Some(node))
     }
 
-    fn archive_dir(
-        &mut self,
-        dir: &Path,
-        parent: Option<&ParentTree>,
-        root_dev: u64,
-    ) -> Result<Id> {
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-        match std::fs::read_dir(dir) {
-            Ok(read) => {
-                for entry in read {
-                    match entry {
-                        Ok(e) => entries.push((e.file_name().as_bytes().to_vec(), e.path())),
-                        Err(e) => self.warn(format!("{}: {e} (listing incomplete)", dir.display())),
-                    }
-                }
-            }
-            Err(e) => self.warn(format!(
-                "{}: {e} (directory contents not backed up)",
-                dir.display()
-            )),
+    /// Backs up the directory tree at `dir` (a backup path), with a walk
+    /// reading ahead of it.
+    fn archive_dir(&mut self, dir: &Path, parent: Option<ParentTree>, root_dev: u64) -> Result<Id> {
+        let excludes = Arc::clone(&self.excludes);
+        let rules = WalkRules {
+            repo: self.repo,
+            excludes: &excludes,
+            one_file_system: self.one_file_system,
+            detection: self.detection,
+            epoch: self.epoch,
+        };
+        std::thread::scope(|scope| {
+            let ahead = ReadAhead::start(scope, rules, dir.to_path_buf(), parent, root_dev);
+            let tree = self.archive_scanned(&ahead, dir);
+            drop(ahead); // stops the walk, which the scope then waits for
+            tree
+        })
+    }
+
+    /// The directory `dir`, as the walk listed it.
+    fn archive_scanned(&mut self, ahead: &ReadAhead, dir: &Path) -> Result<Id> {
+        let Scan {
+            parent,
+            entries,
+            warnings,
+            ..
+        } = ahead.next_scan(dir)?;
+        for w in warnings {
+            self.warn(w);
         }
-        entries.sort();
-        let marker = self.excludes.marker_in(dir);
+        let verified = parent.as_ref().is_some_and(|p| p.verified);
         let mut nodes = Vec::with_capacity(entries.len());
-        for (name, path) in entries {
-            if Excludes::left_out_beside(marker.as_deref(), &name) {
-                continue;
-            }
-            let meta = match std::fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // vanished
-                Err(e) => {
-                    self.warn(format!("{}: {e} (not backed up)", path.display()));
-                    continue;
-                }
-            };
-            if self.excludes.excludes(&path, &meta) {
-                continue;
-            }
-            let parent_node = parent.and_then(|t| t.tree.find(&name));
-            let verified = parent.is_some_and(|p| p.verified);
-            if let Some(node) =
-                self.archive_entry(&path, &name, &meta, parent_node, verified, root_dev)?
-            {
+        for entry in entries {
+            let parent_node = parent.as_ref().and_then(|t| t.tree.find(&entry.name));
+            if let Some(node) = self.archive_entry(entry, parent_node, verified, Some(ahead))? {
                 nodes.push(node);
             }
         }
         self.save_tree(nodes)
-    }
-
-    fn unchanged(&self, meta: &Metadata, parent: &Node) -> bool {
-        use crate::source::fs::ns;
-        matches!(parent.kind, NodeKind::File { .. })
-            && parent.size == meta.size()
-            && parent.mtime_ns == ns(meta.mtime(), meta.mtime_nsec())
-            && (self.detection.ignore_ctime
-                || parent.ctime_ns == ns(meta.ctime(), meta.ctime_nsec()))
-            && (self.detection.ignore_inode || parent.inode == meta.ino())
     }
 
     /// The file's content ids and size, reused from the parent when
@@ -454,10 +409,11 @@ impl<'a, 's> Archiver<'a, 's> {
         &mut self,
         path: &Path,
         meta: &Metadata,
+        prefetched: Option<Prefetched>,
         parent: Option<&Node>,
         parent_verified: bool,
     ) -> Result<(Vec<Id>, u64)> {
-        if let Some(p) = parent.filter(|p| self.unchanged(meta, p)) {
+        if let Some(p) = parent.filter(|p| unchanged(self.detection, meta, p)) {
             if let NodeKind::File { content } = &p.kind {
                 if parent_verified || self.all_live(BlobKind::Data, content)? {
                     self.summary.files_unmodified += 1;
@@ -468,16 +424,26 @@ impl<'a, 's> Archiver<'a, 's> {
                 self.files_reread += 1;
             }
         }
-        let file = File::open(path)?;
-        // Read no further than the size stat reported: that saves, per file,
-        // the read() that only confirms the end, and a file that grew fails
-        // the size check below anyway. A size of 0 may be a pseudo-file with
-        // content (procfs): that one is read to its end.
-        let (content, read) = match meta.len() {
-            0 => self.save_stream(&file)?,
-            size => self.save_stream((&file).take(size))?,
+        let (content, read, after) = match prefetched {
+            Some(ahead) => {
+                let (data, after) = ahead.wait()?;
+                let (content, read) = self.save_stream(&data[..])?;
+                (content, read, after)
+            }
+            None => {
+                let file = File::open(path)?;
+                // Read no further than the size stat reported: that saves,
+                // per file, the read() that only confirms the end, and a file
+                // that grew fails the size check below anyway. A size of 0
+                // may be a pseudo-file with content (procfs): that one is
+                // read to its end.
+                let (content, read) = match meta.len() {
+                    0 => self.save_stream(&file)?,
+                    size => self.save_stream((&file).take(size))?,
+                };
+                (content, read, file.metadata()?)
+            }
         };
-        let after = file.metadata()?;
         if read != after.len()
             || after.mtime() != meta.mtime()
             || after.mtime_nsec() != meta.mtime_nsec()

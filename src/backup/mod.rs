@@ -3,6 +3,7 @@
 
 pub mod archiver;
 pub mod progress;
+mod read_ahead;
 pub mod saver;
 
 use crate::fail::Fail;
@@ -243,7 +244,7 @@ pub fn backup(
             });
         }
         let outcome = run(repo, &opts.snapshot, interrupted, progress, |archiver| {
-            archiver.excludes = excludes;
+            archiver.excludes = std::sync::Arc::new(excludes);
             archiver.one_file_system = opts.one_file_system;
             archiver.detection = opts.detection;
             let mut stream_nodes = Vec::new();

@@ -47,13 +47,13 @@ pub fn ns(secs: i64, nanos: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
-/// A node for `path` with the given kind; everything else comes from `meta`
-/// (an `lstat`).
+/// A node with the given kind and extended attributes; everything else
+/// comes from `meta` (an `lstat`).
 pub fn node_from_metadata(
     name: &[u8],
-    path: &Path,
     meta: &Metadata,
     kind: NodeKind,
+    xattrs: Vec<Xattr>,
     owners: &mut OwnerNames,
 ) -> Node {
     Node {
@@ -73,14 +73,14 @@ pub fn node_from_metadata(
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),
-        xattrs: read_xattrs(path),
+        xattrs,
         kind,
     }
 }
 
 /// Extended attributes of the entry itself (not a symlink's target). Failures
 /// (unsupported file system, no permission) yield none.
-fn read_xattrs(path: &Path) -> Vec<Xattr> {
+pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
     let Ok(names) = xattr::list(path) else {
         return Vec::new();
     };
