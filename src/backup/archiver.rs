@@ -196,12 +196,9 @@ impl<'a, 's> Archiver<'a, 's> {
         };
         let mut stream = chunker.stream_reusing(counted, std::mem::take(&mut self.read_window));
         while let Some(chunk) = stream.next_chunk()? {
-            self.check_interrupted()?;
             total += chunk.len() as u64;
-            let id = self.repo.keys.blob_id(chunk);
             // copied out of the read window only if it is new
-            self.save_if_new(BlobKind::Data, id, Cow::Borrowed(chunk))?;
-            ids.push(id);
+            ids.push(self.save_chunk(Cow::Borrowed(chunk))?);
         }
         let mut window = stream.into_buffer();
         if window.len() > KEPT_READ_WINDOW {
@@ -211,6 +208,37 @@ impl<'a, 's> Archiver<'a, 's> {
         self.read_window = window;
         self.summary.bytes_processed += total;
         Ok((ids, total))
+    }
+
+    /// Chunks content already in memory (a file read ahead), with the same
+    /// cuts as `save_stream`. Content that is one chunk, as a small file
+    /// is, goes to the saver without a copy.
+    fn save_buffer(&mut self, data: Vec<u8>) -> Result<(Vec<Id>, u64)> {
+        let total = data.len() as u64;
+        self.progress.bytes_read(total);
+        let lengths = self.chunker.chunk_lengths(&data);
+        let ids = if lengths.len() == 1 {
+            vec![self.save_chunk(Cow::Owned(data))?]
+        } else {
+            let mut ids = Vec::with_capacity(lengths.len());
+            let mut rest = &data[..];
+            for n in lengths {
+                let (chunk, after) = rest.split_at(n);
+                ids.push(self.save_chunk(Cow::Borrowed(chunk))?);
+                rest = after;
+            }
+            ids
+        };
+        self.summary.bytes_processed += total;
+        Ok((ids, total))
+    }
+
+    /// Hashes one chunk of file content and stores it unless present.
+    fn save_chunk(&mut self, chunk: Cow<'_, [u8]>) -> Result<Id> {
+        self.check_interrupted()?;
+        let id = self.repo.keys.blob_id(&chunk);
+        self.save_if_new(BlobKind::Data, id, chunk)?;
+        Ok(id)
     }
 
     fn warn(&mut self, message: String) {
@@ -427,7 +455,7 @@ impl<'a, 's> Archiver<'a, 's> {
         let (content, read, after) = match prefetched {
             Some(ahead) => {
                 let (data, after) = ahead.wait()?;
-                let (content, read) = self.save_stream(&data[..])?;
+                let (content, read) = self.save_buffer(data)?;
                 (content, read, after)
             }
             None => {

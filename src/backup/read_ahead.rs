@@ -1,7 +1,8 @@
 //! Reading ahead of the archiver. One file at a time, a disk whose data is
 //! not in the page cache sees one request at a time: on a tree of many small
-//! files the backup waits on every open, stat and read in turn (on this
-//! project's bench, 400k files: 30 s alone against 9.5 s with 32 readers).
+//! files the backup waits on every open, stat and read in turn. (Reading the
+//! 400k files of scripts/bench-small-files.sh cold with `cat` on the
+//! project's test machine: 32 s with one reader, 10.4 s with 8, 9.5 s with 32.)
 //!
 //! A walker thread visits directories in exactly the order the archiver
 //! will ask for them (depth first, entries sorted by name), lists each one,
@@ -36,14 +37,16 @@ use std::thread::Scope;
 /// Files up to this size are read ahead whole; larger ones are streamed by
 /// the archiver, where the kernel's own read-ahead keeps the disk busy.
 const SMALL_FILE: u64 = 1 << 20;
-/// File content read but not yet consumed by the archiver.
-const AHEAD_BYTES: u64 = 32 << 20;
+/// File content read but not yet consumed by the archiver. 4 MiB keeps the
+/// workers busy (a cold 400k-file backup took as long as with 16 MiB) and
+/// adds ~10 MB to a backup's peak; 16 MiB added ~28 MB.
+const AHEAD_BYTES: u64 = 4 << 20;
 /// Listed directories not yet consumed by the archiver.
-const AHEAD_DIRS: usize = 64;
+const AHEAD_DIRS: usize = 32;
 /// Entries `lstat`ed per worker job: enough to amortise the hand-over,
 /// few enough that a directory of a hundred entries still spreads out.
 const STAT_BATCH: usize = 16;
-/// The most workers: 16 keep this machine's disk nearly as busy as 32 (see
+/// The most workers: 8 to 32 readers keep that disk about equally busy (see
 /// the module comment), and every thread more costs wake-ups and memory.
 const MAX_WORKERS: usize = 16;
 
