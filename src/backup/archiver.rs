@@ -301,7 +301,7 @@ impl<'a, 's> Archiver<'a, 's> {
             if child.leaf {
                 let meta = std::fs::symlink_metadata(&path)
                     .with_context(|| format!("backup path {} cannot be read", path.display()))?;
-                let entry = Entry::looked_up(name, path, meta);
+                let entry = Entry::looked_up(name.clone(), path, meta);
                 if let Some(node) = self.archive_entry(entry, parent_node, verified, None)? {
                     nodes.push(node);
                 }
@@ -313,7 +313,7 @@ impl<'a, 's> Archiver<'a, 's> {
                 let xattrs = read_xattrs(&path);
                 let kind = NodeKind::Dir { subtree };
                 nodes.push(node_from_metadata(
-                    name,
+                    name.clone(),
                     &meta,
                     kind,
                     xattrs,
@@ -380,7 +380,7 @@ impl<'a, 's> Archiver<'a, 's> {
                 }
             }
         };
-        let mut node = node_from_metadata(&name, &meta, kind, xattrs, &mut self.owners);
+        let mut node = node_from_metadata(name, &meta, kind, xattrs, &mut self.owners);
         if let Some(size) = file_size {
             // what was stored, even if the file changed while being read
             node.size = size;

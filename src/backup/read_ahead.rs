@@ -138,10 +138,10 @@ pub struct Entry {
 
 impl Entry {
     /// An entry the archiver looked up itself (a backup path): nothing read ahead.
-    pub fn looked_up(name: &[u8], path: PathBuf, meta: Metadata) -> Entry {
+    pub fn looked_up(name: Vec<u8>, path: PathBuf, meta: Metadata) -> Entry {
         let xattrs = crate::source::fs::read_xattrs(&path);
         Entry {
-            name: name.to_vec(),
+            name,
             path,
             meta,
             xattrs,
@@ -421,15 +421,15 @@ impl StatJob {
     fn run(self, excludes: &Excludes) {
         let out = self
             .names
-            .iter()
+            .into_iter()
             .map(|name| stat_entry(excludes, &self.dir, name))
             .collect();
         let _ = self.reply.send(out);
     }
 }
 
-fn stat_entry(excludes: &Excludes, dir: &Path, name: &[u8]) -> Stated {
-    let path = dir.join(std::ffi::OsStr::from_bytes(name));
+fn stat_entry(excludes: &Excludes, dir: &Path, name: Vec<u8>) -> Stated {
+    let path = dir.join(std::ffi::OsStr::from_bytes(&name));
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Stated::Skipped,

@@ -50,14 +50,14 @@ pub fn ns(secs: i64, nanos: i64) -> i64 {
 /// A node with the given kind and extended attributes; everything else
 /// comes from `meta` (an `lstat`).
 pub fn node_from_metadata(
-    name: &[u8],
+    name: Vec<u8>,
     meta: &Metadata,
     kind: NodeKind,
     xattrs: Vec<Xattr>,
     owners: &mut OwnerNames,
 ) -> Node {
     Node {
-        name: name.to_vec(),
+        name,
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
         gid: meta.gid(),
