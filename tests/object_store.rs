@@ -400,3 +400,131 @@ fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
         "{check}"
     );
 }
+
+/// A proxy in front of the test server that forwards every byte both ways,
+/// except that a connection on which the client asks for a key containing
+/// `stall_on` forwards nothing more from then on, and stays open: a store
+/// that stalls in the middle of a restore. Returns its endpoint URL.
+fn stalling_proxy(upstream: &str, stall_on: String) -> String {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let Ok(mut server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut client_out, mut server_in) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let stall_on = stall_on.clone().into_bytes();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                // the end of the previous read, so a key split between two
+                // reads is still seen
+                let mut seen: Vec<u8> = Vec::new();
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(stall_on.len()).any(|w| w == stall_on) {
+                        // hold both sockets open and silent
+                        let _held = (client, server);
+                        loop {
+                            std::thread::sleep(Duration::from_secs(60));
+                        }
+                    }
+                    if server.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    let keep = seen.len().saturating_sub(stall_on.len());
+                    seen.drain(..keep);
+                }
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_in, &mut client_out);
+            });
+        }
+    });
+    url
+}
+
+/// The bad-input case of a store that stops answering mid-restore: the
+/// restore gives up after its retries with an error that says so, writes
+/// every file whose data it could read, and the rerun completes the rest
+/// and skips the files already restored.
+#[test]
+fn a_store_that_stalls_mid_restore_fails_clearly_and_a_rerun_completes() {
+    if server().is_none() {
+        return;
+    }
+    let env = s3_env();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 3, 4_000_000, 47);
+    for i in 0..10 {
+        std::fs::write(
+            src.join(format!("small{i}.txt")),
+            format!("small file {i}\n"),
+        )
+        .unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // 12 MB of data make a full pack and a smaller one (read in one
+    // request: each request stalls its own timeouts and retries); the
+    // trees' pack is smaller still
+    let packs = env.objects("data/");
+    assert!(packs.len() >= 3, "{packs:?}");
+    let (stalled, _) = packs
+        .iter()
+        .filter(|(_, size)| **size > 1_000_000)
+        .min_by_key(|(_, size)| **size)
+        .unwrap();
+    let stalled = stalled.rsplit('/').next().unwrap().to_string();
+    let proxy = stalling_proxy(&var("AWS_ENDPOINT_URL"), stalled.clone());
+
+    let target = env.path("out");
+    let started = Instant::now();
+    let out = env
+        .process()
+        .env("AWS_ENDPOINT_URL", &proxy)
+        .env("CAIRN_IO_TIMEOUT", "2s")
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a stalled pack must fail the restore: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "gave up only after {:?}",
+        started.elapsed()
+    );
+    assert!(err.contains("retry"), "retries are announced: {err}");
+    assert!(err.contains("gave up"), "{err}");
+    assert!(err.contains(&stalled), "the error names the pack: {err}");
+    assert!(err.contains("timeout"), "{err}");
+
+    let rerun = summary(&env.ok(&[
+        "restore",
+        "latest",
+        "--json",
+        "--target",
+        target.to_str().unwrap(),
+    ]));
+    assert!(
+        rerun["files_skipped"].as_u64().unwrap() >= 1,
+        "files restored before the stall are not written again: {rerun}"
+    );
+    assert!(rerun["files_restored"].as_u64().unwrap() >= 1, "{rerun}");
+    assert_restores(&src, &target);
+}

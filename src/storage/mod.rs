@@ -88,8 +88,22 @@ fn timestamp_ns(meta: &opendal::Metadata) -> Option<i64> {
 /// them: a server that is away for ~15 s is waited out.
 const RETRIES: usize = 4;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(8);
-/// A request that makes no progress for this long is abandoned (and retried).
+/// A request that makes no progress for this long is abandoned (and
+/// retried), unless CAIRN_IO_TIMEOUT says otherwise (see `io_timeout`).
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// CAIRN_IO_TIMEOUT (`20s`, `5m`): a link too slow for 60 s without
+/// progress, or a stalled store to be given up on sooner.
+fn io_timeout() -> Result<Duration> {
+    let Ok(text) = std::env::var("CAIRN_IO_TIMEOUT") else {
+        return Ok(IO_TIMEOUT);
+    };
+    let timeout = crate::duration::parse(&text).context("CAIRN_IO_TIMEOUT")?;
+    if timeout.is_zero() {
+        return Err(anyhow!("CAIRN_IO_TIMEOUT must be longer than 0s, e.g. 30s"));
+    }
+    Ok(timeout)
+}
 /// Requests in flight at once, whatever the callers do.
 const MAX_CONCURRENT_REQUESTS: usize = 16;
 
@@ -132,10 +146,16 @@ impl Storage {
                 (op, None)
             }
         };
+        // bounds both a request that gets no answer and a transfer that stops
+        let stall_timeout = io_timeout()?;
         let conditional_create = op.info().capability().write_with_if_not_exists;
         let op = op
             .layer(LoggingLayer::default())
-            .layer(TimeoutLayer::new().with_io_timeout(IO_TIMEOUT))
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(stall_timeout)
+                    .with_io_timeout(stall_timeout),
+            )
             .layer(ConcurrentLimitLayer::new(MAX_CONCURRENT_REQUESTS))
             .layer(
                 RetryLayer::new()
