@@ -247,6 +247,48 @@ fn restore_reports_its_progress() {
     }
 }
 
+/// A backup's totals: a first backup counts them with a walk of its own
+/// (when asked to), a later one takes its parent's, which hold every file
+/// (read or unchanged), so it needs no second walk to show a percentage.
+#[test]
+fn a_backup_counts_its_totals_once_and_its_successors_estimate_them() {
+    let repo = repository();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    noise_files(&dir, 6, 20_000, 9);
+    let run = |count_totals: bool| {
+        let opts = BackupOptions {
+            paths: vec![dir.clone()],
+            parent: ParentChoice::Auto,
+            count_totals,
+            ..Default::default()
+        };
+        let progress = Progress::default();
+        let outcome = backup(&repo, &opts, &AtomicBool::new(false), &progress).unwrap();
+        (outcome.snapshot.summary, progress.view())
+    };
+    let (first, v) = run(true);
+    assert!(v.scan_done && !v.estimated, "{v:?}");
+    assert_eq!((v.total_files, v.total_bytes), (6, 120_000), "{v:?}");
+    assert_eq!(first.bytes_processed, 120_000);
+
+    // Each later backup, even one asked to count, shows the last snapshot's
+    // totals (no walk counted the file added since), and its unchanged
+    // files count as processed.
+    let mut last = (6, 120_000);
+    for (round, count_totals, added) in [("second", false, 5_000), ("third", true, 7_000)] {
+        std::fs::write(dir.join(format!("new-{round}")), vec![7u8; added]).unwrap();
+        let (summary, v) = run(count_totals);
+        assert!(v.scan_done && v.estimated, "{round}: {v:?}");
+        assert_eq!((v.total_files, v.total_bytes), last, "{round}: {v:?}");
+        assert!(v.fraction().is_some(), "{round}: {v:?}");
+        let files = summary.files_new + summary.files_changed + summary.files_unmodified;
+        assert_eq!(files, last.0 + 1, "{round}");
+        assert_eq!(summary.bytes_processed, last.1 + added as u64, "{round}");
+        last = (files, summary.bytes_processed);
+    }
+}
+
 /// A new machine's first walk over a snapshot (restore, ls, find): after
 /// `prefetch_trees` every tree is in the local cache, so the walk itself
 /// sends no request.

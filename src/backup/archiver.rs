@@ -445,6 +445,8 @@ impl<'a, 's> Archiver<'a, 's> {
             if let NodeKind::File { content } = &p.kind {
                 if parent_verified || self.all_live(BlobKind::Data, content)? {
                     self.summary.files_unmodified += 1;
+                    // processed, as restic counts it, though not read
+                    self.summary.bytes_processed += p.size;
                     self.progress.file_done(p.size);
                     self.progress.file(FileOutcome::Unchanged, path);
                     return Ok((content.clone(), p.size));

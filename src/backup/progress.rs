@@ -1,7 +1,9 @@
 //! Live counters of a running backup, for whoever shows them (the CLI's bar
-//! or JSON lines, the API). The archiver counts what it has done; a scanner
-//! walking the same paths alongside counts what there is, which gives the
-//! percentage and the ETA once it finishes (usually long before the backup).
+//! or JSON lines, the API). The archiver counts what it has done. What there
+//! is comes from the snapshot the backup follows (the same paths, the last
+//! time: an estimate that costs nothing), or, for a first backup, from a
+//! scanner walking the same paths alongside, which gives the percentage and
+//! the ETA once it finishes (usually long before the backup).
 
 use crate::source::exclude::Excludes;
 use std::os::unix::ffi::OsStrExt;
@@ -16,8 +18,10 @@ pub struct Progress {
     pub bytes_done: AtomicU64,
     pub total_files: AtomicU64,
     pub total_bytes: AtomicU64,
-    /// The totals are final.
+    /// The totals will not change.
     pub scan_done: AtomicBool,
+    /// The totals are the last snapshot's, not counted.
+    pub estimated: AtomicBool,
     /// Who hears of warnings and of each file as the work runs.
     listener: OnceLock<Listener>,
 }
@@ -66,6 +70,7 @@ pub struct ProgressView {
     pub total_files: u64,
     pub total_bytes: u64,
     pub scan_done: bool,
+    pub estimated: bool,
 }
 
 impl Progress {
@@ -76,7 +81,18 @@ impl Progress {
             total_files: self.total_files.load(Relaxed),
             total_bytes: self.total_bytes.load(Relaxed),
             scan_done: self.scan_done.load(Relaxed),
+            estimated: self.estimated.load(Relaxed),
         }
+    }
+
+    /// Takes the totals of the snapshot this backup follows as the estimate
+    /// of what there is: an incremental backup, the frequent kind, then needs
+    /// no second walk of its tree just to count it.
+    pub(crate) fn expect(&self, files: u64, bytes: u64) {
+        self.total_files.store(files, Relaxed);
+        self.total_bytes.store(bytes, Relaxed);
+        self.estimated.store(true, Relaxed);
+        self.scan_done.store(true, Relaxed);
     }
 
     pub(crate) fn file_done(&self, bytes_not_streamed: u64) {

@@ -128,6 +128,7 @@ fn json_lines(progress: &Progress, stop: &AtomicBool) {
                 "total_bytes": v.total_bytes,
                 "bytes_done": v.bytes_done,
                 "scan_done": v.scan_done,
+                "totals_estimated": v.estimated,
             })
         );
     }
@@ -150,7 +151,11 @@ fn show_bar(bar: &ProgressBar, progress: &Progress, stop: &AtomicBool, unit: &st
         let v = progress.view();
         bar.set_length(v.total_bytes.max(v.bytes_done));
         bar.set_position(v.bytes_done);
-        let scanning = if v.scan_done { "" } else { " (counting)" };
+        let scanning = match (v.scan_done, v.estimated) {
+            (false, _) => " (counting)",
+            (true, true) => " (estimated)",
+            (true, false) => "",
+        };
         bar.set_message(format!(
             "{}/{} {unit}{scanning}",
             v.files_done, v.total_files

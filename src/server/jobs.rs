@@ -111,6 +111,9 @@ pub struct JobProgress {
     pub total_files: u64,
     pub bytes_done: u64,
     pub total_bytes: u64,
+    /// The totals are the last snapshot's of the same paths, not counted.
+    #[serde(default)]
+    pub totals_estimated: bool,
 }
 
 /// The record of one job, as the API shows it and the state dir keeps it.
@@ -738,6 +741,7 @@ fn with_progress(records: &Records, job: &Job) -> Job {
                 total_files: v.total_files,
                 bytes_done: v.bytes_done,
                 total_bytes: v.total_bytes,
+                totals_estimated: v.estimated,
             });
         }
     }
