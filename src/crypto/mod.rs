@@ -146,20 +146,52 @@ impl Cipher {
 
     /// Opens a sealed object; `what` names it in the error.
     pub fn open(&self, what: &'static str, ad: &[u8], sealed: &[u8]) -> FormatResult<Vec<u8>> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(FormatError::Truncated {
-                what,
-                len: sealed.len(),
-            });
-        }
-        let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).expect("16-byte nonce");
-        let tag = aes_siv::Tag::try_from(&sealed[NONCE_LEN..SEAL_OVERHEAD]).expect("16-byte tag");
+        let (nonce, tag) = sealed_header(what, sealed)?;
         let mut plain = sealed[SEAL_OVERHEAD..].to_vec();
-        self.aead
-            .decrypt_inout_detached(&nonce, ad, (&mut plain[..]).into(), &tag)
-            .map_err(|_| FormatError::Authentication { what })?;
+        self.decrypt(what, ad, nonce, tag, &mut plain)?;
         Ok(plain)
     }
+
+    /// Opens a sealed object where it lies (a buffer the caller owns and
+    /// will not use sealed again): no allocation, no copy. Returns the
+    /// plaintext, the part of `sealed` after nonce and tag.
+    pub fn open_in_place<'a>(
+        &self,
+        what: &'static str,
+        ad: &[u8],
+        sealed: &'a mut [u8],
+    ) -> FormatResult<&'a [u8]> {
+        let (nonce, tag) = sealed_header(what, sealed)?;
+        let body = &mut sealed[SEAL_OVERHEAD..];
+        self.decrypt(what, ad, nonce, tag, body)?;
+        Ok(body)
+    }
+
+    fn decrypt(
+        &self,
+        what: &'static str,
+        ad: &[u8],
+        nonce: Nonce,
+        tag: aes_siv::Tag,
+        body: &mut [u8],
+    ) -> FormatResult<()> {
+        self.aead
+            .decrypt_inout_detached(&nonce, ad, body.into(), &tag)
+            .map_err(|_| FormatError::Authentication { what })
+    }
+}
+
+/// The nonce and tag in front of a sealed object.
+fn sealed_header(what: &'static str, sealed: &[u8]) -> FormatResult<(Nonce, aes_siv::Tag)> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(FormatError::Truncated {
+            what,
+            len: sealed.len(),
+        });
+    }
+    let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).expect("16-byte nonce");
+    let tag = aes_siv::Tag::try_from(&sealed[NONCE_LEN..SEAL_OVERHEAD]).expect("16-byte tag");
+    Ok((nonce, tag))
 }
 
 /// Associated data of a blob: prefix ‖ kind byte ‖ blob id.

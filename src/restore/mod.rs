@@ -12,7 +12,7 @@ pub use meta::{MetadataChoices, XattrChoice};
 pub use plan::{Overwrite, RestoreOptions, Selection};
 
 use crate::backup::progress::{FileOutcome, Progress};
-use crate::filter::{decode_blob, BlobKind};
+use crate::filter::{decode_blob_in_place, BlobKind};
 use crate::id::Id;
 use crate::repo::{layout, Repository};
 use anyhow::{anyhow, Context, Result};
@@ -352,6 +352,8 @@ fn restore_pack(
     let path = layout::pack(pack);
     let mut written = 0u64;
     let mut handles: HashMap<usize, File> = HashMap::new();
+    // a blob's plaintext, decompressed into the same buffer each time
+    let mut plain = Vec::new();
     let fail = |what: String, targets: &mut dyn Iterator<Item = usize>| {
         let mut names: Vec<String> = targets
             .map(|i| plan.file_path(&files[i]).display().to_string())
@@ -367,7 +369,7 @@ fn restore_pack(
         let start = group[0].blob.offset;
         let last = group.last().expect("non-empty group");
         let end = last.blob.offset + u64::from(last.blob.length);
-        let bytes = match repo.storage.read_range(&path, start..end) {
+        let mut bytes = match repo.storage.read_range(&path, start..end) {
             Ok(b) => b,
             Err(e) => {
                 fail(
@@ -379,14 +381,15 @@ fn restore_pack(
         };
         for w in group {
             let b = &w.blob;
-            let sealed = &bytes[(b.offset - start) as usize..][..b.length as usize];
-            let data = match decode_blob(
+            let sealed = &mut bytes[(b.offset - start) as usize..][..b.length as usize];
+            let data = match decode_blob_in_place(
                 &repo.keys,
                 BlobKind::Data,
                 &b.id,
                 b.raw_length,
                 b.compression,
                 sealed,
+                &mut plain,
             ) {
                 Ok(d) => d,
                 Err(e) => {
