@@ -28,7 +28,7 @@ use crate::tree::{Node, NodeKind, Tree, Xattr};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use std::fs::{File, Metadata};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -82,12 +82,7 @@ impl ParentTree {
         within_verified: bool,
         epoch: u64,
     ) -> Option<ParentTree> {
-        match node.map(|n| &n.kind) {
-            Some(NodeKind::Dir { subtree }) => {
-                ParentTree::load(repo, Some(*subtree), within_verified, epoch)
-            }
-            _ => None,
-        }
+        ParentTree::load(repo, node.and_then(Node::subtree), within_verified, epoch)
     }
 }
 
@@ -496,7 +491,7 @@ impl Walker<'_> {
             Ok(read) => {
                 for entry in read {
                     match entry {
-                        Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
+                        Ok(e) => names.push(e.file_name().into_vec()),
                         Err(e) => {
                             warnings.push(format!("{}: {e} (listing incomplete)", dir.display()))
                         }
@@ -532,10 +527,7 @@ impl Walker<'_> {
                     // consumes the subdirectory's files in between, and
                     // budget must be granted in the order files are consumed
                     self.close_batch(&mut batch, &mut next);
-                    let subtree = parent_node.and_then(|n| match n.kind {
-                        NodeKind::Dir { subtree } => Some(subtree),
-                        _ => None,
-                    });
+                    let subtree = parent_node.and_then(Node::subtree);
                     next.push(Next::Descend(entry.path.clone(), subtree, verified));
                 }
             } else if ft.is_file()

@@ -19,7 +19,7 @@
 use super::Repository;
 use crate::filter::{decode_blob, BlobKind};
 use crate::id::Id;
-use crate::tree::{NodeKind, Tree};
+use crate::tree::{Node, Tree};
 use anyhow::Result;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex};
@@ -224,11 +224,5 @@ enum Step {
 }
 
 fn subtrees_of(tree: &Tree) -> Vec<Id> {
-    tree.nodes
-        .iter()
-        .filter_map(|n| match n.kind {
-            NodeKind::Dir { subtree } => Some(subtree),
-            _ => None,
-        })
-        .collect()
+    tree.nodes.iter().filter_map(Node::subtree).collect()
 }

@@ -92,6 +92,14 @@ impl Node {
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
+
+    /// The tree of a directory's entries; None for anything else.
+    pub fn subtree(&self) -> Option<Id> {
+        match self.kind {
+            NodeKind::Dir { subtree } => Some(subtree),
+            _ => None,
+        }
+    }
 }
 
 /// Whether `name` is a single safe path component. Anything else in a tree is
