@@ -8,7 +8,7 @@
 pub mod repair;
 
 use crate::backup::progress::Progress;
-use crate::filter::{decode_blob, BlobKind};
+use crate::filter::{decode_blob, decode_blob_in_place, BlobKind};
 use crate::id::Id;
 use crate::index::file::IndexFile;
 use crate::pack::{read_pack_header, PackedBlob};
@@ -367,19 +367,28 @@ fn read_whole_pack(
         }
         Err(e) => problems.push(format!("header: {e}")),
     }
+    // Each blob is copied out before it is opened in place: a damaged index
+    // may list one range twice, which must not fail the second time. Both
+    // buffers are kept from blob to blob (fresh ones of 1 MiB and up are
+    // fresh mappings, every page faulted in and zeroed).
+    let (mut sealed, mut plain) = (Vec::new(), Vec::new());
     for b in listed {
         read_blobs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let end = b.offset + u64::from(b.length);
-        let ok = end <= bytes.len() as u64
-            && decode_blob(
+        let ok = end <= bytes.len() as u64 && {
+            sealed.clear();
+            sealed.extend_from_slice(&bytes[b.offset as usize..end as usize]);
+            decode_blob_in_place(
                 &repo.keys,
                 b.kind,
                 &b.id,
                 b.raw_length,
                 b.compression,
-                &bytes[b.offset as usize..end as usize],
+                &mut sealed,
+                &mut plain,
             )
-            .is_ok();
+            .is_ok()
+        };
         if !ok {
             bad.push(*b);
         }
