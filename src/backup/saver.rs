@@ -146,10 +146,7 @@ impl<'scope> BlobSaver<'scope> {
             let mut encoder = BlobEncoder::new(repo.keys.clone(), compression_level);
             threads.push(scope.spawn(move || {
                 for batch in rx {
-                    let encoded = batch
-                        .iter()
-                        .map(|b| encoder.encode_payload(b.kind, b.id, &b.data))
-                        .collect();
+                    let encoded = encoder.encode_all(batch.iter().map(|b| (b.kind, b.id, &b.data)));
                     drop(batch); // the raw bytes, before waiting to send
                     tx.send(encoded).map_err(|_| stopped())?;
                 }

@@ -2,6 +2,7 @@
 //! blob ids, and the master key set. Key files live in [`keyfile`].
 
 pub mod keyfile;
+mod siv;
 
 use crate::error::{FormatError, FormatResult};
 use crate::id::Id;
@@ -100,7 +101,10 @@ impl MasterKeys {
 
 /// AES-256-SIV with a random nonce. Sealed layout: nonce (16) ‖ tag (16) ‖ ciphertext.
 pub struct Cipher {
+    /// Opens (and checks tags in constant time).
     aead: Aes256SivAead,
+    /// Seals, many objects at a time where the caller has many.
+    sealer: siv::SivSealer,
 }
 
 impl Cipher {
@@ -109,7 +113,8 @@ impl Cipher {
         joined[..32].copy_from_slice(&key[0]);
         joined[32..].copy_from_slice(&key[1]);
         let aead = Aes256SivAead::new_from_slice(&joined).expect("64-byte AES-SIV key");
-        Cipher { aead }
+        let sealer = siv::SivSealer::new(&key[0], &key[1]);
+        Cipher { aead, sealer }
     }
 
     pub fn seal(&self, ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
@@ -134,14 +139,41 @@ impl Cipher {
     }
 
     fn seal_in_place_with_nonce(&self, nonce: [u8; NONCE_LEN], ad: &[u8], buf: &mut [u8]) {
-        assert!(buf.len() >= SEAL_OVERHEAD, "no room for nonce and tag");
-        let (head, body) = buf.split_at_mut(SEAL_OVERHEAD);
-        let tag = self
-            .aead
-            .encrypt_inout_detached(&Nonce::from(nonce), ad, body.into())
-            .expect("AES-SIV encryption of an in-memory buffer");
-        head[..NONCE_LEN].copy_from_slice(&nonce);
-        head[NONCE_LEN..].copy_from_slice(&tag);
+        self.seal_all_in_place_with_nonces(&mut [(ad, buf)], |_| nonce)
+    }
+
+    /// As [`Cipher::seal_in_place`] for each `(associated data, buffer)`,
+    /// all at once: sealing many small objects together is several times
+    /// faster than one by one (see `siv`).
+    pub fn seal_all_in_place(&self, objects: &mut [(&[u8], &mut [u8])]) {
+        self.seal_all_in_place_with_nonces(objects, |_| random_nonce())
+    }
+
+    fn seal_all_in_place_with_nonces(
+        &self,
+        objects: &mut [(&[u8], &mut [u8])],
+        mut nonce: impl FnMut(usize) -> [u8; NONCE_LEN],
+    ) {
+        let mut heads = Vec::with_capacity(objects.len());
+        let mut jobs: Vec<siv::SealJob<'_>> = objects
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (ad, buf))| {
+                assert!(buf.len() >= SEAL_OVERHEAD, "no room for nonce and tag");
+                let (head, body) = buf.split_at_mut(SEAL_OVERHEAD);
+                heads.push(head);
+                siv::SealJob {
+                    ad,
+                    nonce: nonce(i),
+                    body,
+                }
+            })
+            .collect();
+        let tags = self.sealer.seal_all(&mut jobs);
+        for ((head, job), tag) in heads.into_iter().zip(&jobs).zip(tags) {
+            head[..NONCE_LEN].copy_from_slice(&job.nonce);
+            head[NONCE_LEN..].copy_from_slice(&tag);
+        }
     }
 
     /// Opens a sealed object; `what` names it in the error.

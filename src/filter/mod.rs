@@ -97,14 +97,48 @@ impl BlobEncoder {
     /// room for nonce and tag, and the cipher seals it in place. One
     /// allocation per blob, and only the bytes written are ever touched.
     pub fn encode(&mut self, kind: BlobKind, id: Id, data: &[u8]) -> EncodedBlob {
-        let room = match self.compressor {
-            Some(_) => zstd::zstd_safe::compress_bound(data.len()),
-            None => data.len(),
+        let unsealed = self.unsealed(kind, id, data, None);
+        self.seal_all(vec![unsealed]).remove(0)
+    }
+
+    /// Seals a payload: plaintext is compressed as by [`Self::encode`], a
+    /// zstd frame is sealed as it is.
+    pub fn encode_payload(&mut self, kind: BlobKind, id: Id, payload: &Payload) -> EncodedBlob {
+        self.encode_all([(kind, id, payload)]).remove(0)
+    }
+
+    /// [`Self::encode_payload`] for many blobs, sealed together (several
+    /// times faster than one by one for small blobs: see `Cipher::seal_all_in_place`).
+    pub fn encode_all<'p>(
+        &mut self,
+        blobs: impl IntoIterator<Item = (BlobKind, Id, &'p Payload)>,
+    ) -> Vec<EncodedBlob> {
+        let unsealed = blobs
+            .into_iter()
+            .map(|(kind, id, payload)| match payload {
+                Payload::Plain(data) => self.unsealed(kind, id, data, None),
+                Payload::Zstd { frame, raw_length } => {
+                    self.unsealed(kind, id, frame, Some(*raw_length))
+                }
+            })
+            .collect();
+        self.seal_all(unsealed)
+    }
+
+    /// The blob's stored form before sealing, behind room for nonce and
+    /// tag: `data` compressed, or as it is when that does not shrink it or
+    /// when it is already a zstd frame of `frame_of` bytes.
+    fn unsealed(&mut self, kind: BlobKind, id: Id, data: &[u8], frame_of: Option<u32>) -> Unsealed {
+        let room = match (&self.compressor, frame_of) {
+            (Some(_), None) => zstd::zstd_safe::compress_bound(data.len()),
+            _ => data.len(),
         };
         let mut out = Vec::with_capacity(SEAL_OVERHEAD + room);
         out.resize(SEAL_OVERHEAD, 0);
         let mut compression = Compression::None;
-        if let Some(compressor) = self.compressor.as_mut() {
+        if frame_of.is_some() {
+            compression = Compression::Zstd;
+        } else if let Some(compressor) = self.compressor.as_mut() {
             let mut cursor = std::io::Cursor::new(out);
             cursor.set_position(SEAL_OVERHEAD as u64);
             let shrunk =
@@ -116,42 +150,35 @@ impl BlobEncoder {
                 out.truncate(SEAL_OVERHEAD);
             }
         }
-        if compression == Compression::None {
+        if frame_of.is_some() || compression == Compression::None {
             out.extend_from_slice(data);
         }
-        self.cipher
-            .seal_in_place(&blob_ad(kind.code(), &id), &mut out);
-        EncodedBlob {
-            kind,
-            id,
-            sealed: out,
-            raw_length: data.len() as u32,
-            compression,
+        Unsealed {
+            ad: blob_ad(kind.code(), &id),
+            blob: EncodedBlob {
+                kind,
+                id,
+                sealed: out,
+                raw_length: frame_of.unwrap_or(data.len() as u32),
+                compression,
+            },
         }
+    }
+
+    fn seal_all(&self, mut blobs: Vec<Unsealed>) -> Vec<EncodedBlob> {
+        let mut objects: Vec<(&[u8], &mut [u8])> = blobs
+            .iter_mut()
+            .map(|b| (b.ad.as_slice(), b.blob.sealed.as_mut_slice()))
+            .collect();
+        self.cipher.seal_all_in_place(&mut objects);
+        blobs.into_iter().map(|b| b.blob).collect()
     }
 }
 
-impl BlobEncoder {
-    /// Seals a payload: plaintext is compressed as by [`Self::encode`], a
-    /// zstd frame is sealed as it is.
-    pub fn encode_payload(&mut self, kind: BlobKind, id: Id, payload: &Payload) -> EncodedBlob {
-        let (frame, raw_length) = match payload {
-            Payload::Plain(data) => return self.encode(kind, id, data),
-            Payload::Zstd { frame, raw_length } => (frame, *raw_length),
-        };
-        let mut out = Vec::with_capacity(SEAL_OVERHEAD + frame.len());
-        out.resize(SEAL_OVERHEAD, 0);
-        out.extend_from_slice(frame);
-        self.cipher
-            .seal_in_place(&blob_ad(kind.code(), &id), &mut out);
-        EncodedBlob {
-            kind,
-            id,
-            sealed: out,
-            raw_length,
-            compression: Compression::Zstd,
-        }
-    }
+/// A blob ready to seal, with its associated data.
+struct Unsealed {
+    ad: Vec<u8>,
+    blob: EncodedBlob,
 }
 
 /// Opens and verifies one stored blob as [`decode_blob`] does, but hands

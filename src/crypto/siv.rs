@@ -1,0 +1,345 @@
+//! AES-256-SIV sealing (RFC 5297, as the `aes-siv` crate computes it for
+//! its AEAD with headers `[associated data, nonce]`) of many messages at
+//! once.
+//!
+//! SIV's tag is a CMAC over the whole plaintext: a CBC chain, where every
+//! AES call waits for the one before. One message at a time that chain
+//! bounds sealing at ~0.7 GB/s on the project's machine, whatever the
+//! AES unit could do in parallel (~11 GB/s in CTR mode). The chains of
+//! different messages are independent, so this module runs up to
+//! [`LANES`] of them side by side and hands their blocks to AES together
+//! (measured on 16 KiB messages: 0.73 GB/s serial, 3.4 GB/s 16 wide, 4.6
+//! GB/s 32 wide). A backup seals hundreds of small blobs per batch, which
+//! is where this pays; a single message costs what it did.
+//!
+//! Opening stays with the `aes-siv` crate: every message sealed here must
+//! open there, which the tests check byte for byte against the crate's own
+//! sealing.
+
+use aes::cipher::{Array, BlockCipherEncrypt, InnerIvInit, KeyInit, StreamCipherCore};
+use aes::Aes256Enc;
+
+const BLOCK: usize = 16;
+/// Messages whose CMAC chains advance together.
+const LANES: usize = 32;
+
+/// One message to seal: its associated data, nonce, and the plaintext that
+/// is encrypted where it lies.
+pub struct SealJob<'a> {
+    pub ad: &'a [u8],
+    pub nonce: [u8; BLOCK],
+    pub body: &'a mut [u8],
+}
+
+/// The two AES-256 keys of AES-SIV with what CMAC derives from them once.
+pub struct SivSealer {
+    mac: Aes256Enc,
+    ctr: Aes256Enc,
+    /// CMAC subkeys K1 (last block complete) and K2 (last block padded).
+    k1: u128,
+    k2: u128,
+    /// CMAC of the all-zero block, where every S2V starts.
+    zero_mac: u128,
+}
+
+impl SivSealer {
+    /// `mac_key` is the first half of the 64-byte SIV key, `ctr_key` the second.
+    pub fn new(mac_key: &[u8; 32], ctr_key: &[u8; 32]) -> SivSealer {
+        let mac = Aes256Enc::new(&Array::from(*mac_key));
+        let ctr = Aes256Enc::new(&Array::from(*ctr_key));
+        let l = encrypt(&mac, 0);
+        let k1 = dbl(l);
+        let k2 = dbl(k1);
+        let mut sealer = SivSealer {
+            mac,
+            ctr,
+            k1,
+            k2,
+            zero_mac: 0,
+        };
+        sealer.zero_mac = sealer.cmac_one(&[0; BLOCK]);
+        sealer
+    }
+
+    /// Seals every job: encrypts its body in place and returns its tags,
+    /// in order.
+    pub fn seal_all(&self, jobs: &mut [SealJob<'_>]) -> Vec<[u8; BLOCK]> {
+        // S2V: D = dbl(dbl(CMAC(0)) ^ CMAC(ad)) ^ CMAC(nonce), then the tag
+        // is CMAC(plaintext xorend D), or for plaintexts shorter than a
+        // block CMAC(dbl(D) ^ pad(plaintext)).
+        let headers: Vec<Message<'_>> = jobs
+            .iter()
+            .flat_map(|j| [Message::plain(j.ad), Message::plain(&j.nonce)])
+            .collect();
+        let mut header_macs = vec![0u128; headers.len()];
+        self.cmac_many(&headers, &mut header_macs);
+        let short: Vec<[u8; BLOCK]> = jobs
+            .iter()
+            .zip(header_macs.chunks_exact(2))
+            .map(|(job, macs)| {
+                let d = dbl(dbl(self.zero_mac) ^ macs[0]) ^ macs[1];
+                if job.body.len() >= BLOCK {
+                    return d.to_be_bytes();
+                }
+                let mut padded = [0u8; BLOCK];
+                padded[..job.body.len()].copy_from_slice(job.body);
+                padded[job.body.len()] = 0x80;
+                (dbl(d) ^ u128::from_be_bytes(padded)).to_be_bytes()
+            })
+            .collect();
+        let finals: Vec<Message<'_>> = jobs
+            .iter()
+            .zip(&short)
+            .map(|(job, block)| {
+                if job.body.len() >= BLOCK {
+                    Message::xorend(job.body, u128::from_be_bytes(*block))
+                } else {
+                    Message::plain(block)
+                }
+            })
+            .collect();
+        let mut tags = vec![0u128; jobs.len()];
+        self.cmac_many(&finals, &mut tags);
+        drop(finals);
+        jobs.iter_mut()
+            .zip(&tags)
+            .map(|(job, tag)| {
+                let tag = tag.to_be_bytes();
+                self.apply_keystream(tag, job.body);
+                tag
+            })
+            .collect()
+    }
+
+    /// AES-CTR with the tag as counter block, its bits 63 and 31 cleared
+    /// (RFC 5297 §2.5).
+    fn apply_keystream(&self, tag: [u8; BLOCK], body: &mut [u8]) {
+        let mut iv = tag;
+        iv[8] &= 0x7f;
+        iv[12] &= 0x7f;
+        ctr::CtrCore::<Aes256Enc, ctr::flavors::Ctr128BE>::inner_iv_init(
+            self.ctr.clone(),
+            &Array::from(iv),
+        )
+        .apply_keystream_partial(body.into());
+    }
+
+    fn cmac_one(&self, data: &[u8]) -> u128 {
+        let mut out = [0u128];
+        self.cmac_many(&[Message::plain(data)], &mut out);
+        out[0]
+    }
+
+    /// CMAC of every message into `macs`, up to [`LANES`] chains at a time:
+    /// a lane whose message ends takes the next one.
+    fn cmac_many(&self, messages: &[Message<'_>], macs: &mut [u128]) {
+        struct Lane {
+            message: usize,
+            block: usize,
+            blocks: usize,
+            state: u128,
+        }
+        let mut lanes: Vec<Lane> = Vec::with_capacity(LANES);
+        let mut blocks = [Array::<u8, _>::default(); LANES];
+        let mut next = 0;
+        loop {
+            while lanes.len() < LANES && next < messages.len() {
+                lanes.push(Lane {
+                    message: next,
+                    block: 0,
+                    blocks: messages[next].blocks(),
+                    state: 0,
+                });
+                next += 1;
+            }
+            if lanes.is_empty() {
+                return;
+            }
+            for (lane, out) in lanes.iter().zip(blocks.iter_mut()) {
+                let message = &messages[lane.message];
+                let mut x = lane.state ^ message.block(lane.block);
+                if lane.block + 1 == lane.blocks {
+                    x ^= if message.last_block_complete() {
+                        self.k1
+                    } else {
+                        self.k2
+                    };
+                }
+                out.0 = x.to_be_bytes();
+            }
+            self.mac.encrypt_blocks(&mut blocks[..lanes.len()]);
+            for (lane, out) in lanes.iter_mut().zip(blocks.iter()) {
+                lane.state = u128::from_be_bytes(out.0);
+                lane.block += 1;
+            }
+            lanes.retain(|lane| {
+                let done = lane.block == lane.blocks;
+                if done {
+                    macs[lane.message] = lane.state;
+                }
+                !done
+            });
+        }
+    }
+}
+
+/// A CMAC input: bytes, optionally with their last block's worth of bytes
+/// XORed with a value (S2V's "xorend", for plaintexts of a block or more).
+struct Message<'a> {
+    data: &'a [u8],
+    xorend: Option<u128>,
+    /// Blocks before this index are plain loads (no xorend, no padding).
+    plain_blocks: usize,
+}
+
+impl<'a> Message<'a> {
+    fn plain(data: &'a [u8]) -> Message<'a> {
+        Message {
+            data,
+            xorend: None,
+            plain_blocks: data.len() / BLOCK,
+        }
+    }
+
+    fn xorend(data: &'a [u8], tail: u128) -> Message<'a> {
+        debug_assert!(data.len() >= BLOCK);
+        Message {
+            data,
+            xorend: Some(tail),
+            plain_blocks: (data.len() - BLOCK) / BLOCK,
+        }
+    }
+
+    /// CMAC's block count: an empty message is one (padded) block.
+    fn blocks(&self) -> usize {
+        self.data.len().div_ceil(BLOCK).max(1)
+    }
+
+    fn last_block_complete(&self) -> bool {
+        !self.data.is_empty() && self.data.len() % BLOCK == 0
+    }
+
+    /// Block `i` as CMAC sees it, before the subkey of the last block.
+    fn block(&self, i: usize) -> u128 {
+        let start = i * BLOCK;
+        if i < self.plain_blocks {
+            let bytes: [u8; BLOCK] = self.data[start..start + BLOCK]
+                .try_into()
+                .expect("a whole block");
+            return u128::from_be_bytes(bytes);
+        }
+        let end = self.data.len().min(start + BLOCK);
+        let mut bytes = [0u8; BLOCK];
+        bytes[..end - start].copy_from_slice(&self.data[start..end]);
+        if let Some(tail) = self.xorend {
+            let tail = tail.to_be_bytes();
+            let tail_start = self.data.len() - BLOCK;
+            for pos in start.max(tail_start)..end {
+                bytes[pos - start] ^= tail[pos - tail_start];
+            }
+        }
+        if end - start < BLOCK {
+            bytes[end - start] = 0x80;
+        }
+        u128::from_be_bytes(bytes)
+    }
+}
+
+fn encrypt(aes: &Aes256Enc, block: u128) -> u128 {
+    let mut b = Array::from(block.to_be_bytes());
+    aes.encrypt_block(&mut b);
+    u128::from_be_bytes(b.0)
+}
+
+/// Doubling in GF(2^128) (RFC 5297 §2.3).
+fn dbl(x: u128) -> u128 {
+    (x << 1) ^ if x >> 127 == 1 { 0x87 } else { 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aes_siv::aead::AeadInOut;
+    use aes_siv::{Aes256SivAead, Nonce};
+
+    /// Pseudo-random bytes without a dependency: a 64-bit LCG's high bytes.
+    fn bytes(seed: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (*seed >> 56) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sealing_many_matches_the_aes_siv_crate_byte_for_byte() {
+        let mut seed = 7;
+        let key: [u8; 64] = bytes(&mut seed, 64).try_into().unwrap();
+        let sealer = SivSealer::new(key[..32].try_into().unwrap(), key[32..].try_into().unwrap());
+        let reference = Aes256SivAead::new_from_slice(&key).unwrap();
+        // every length around the block edges, then longer random ones, so
+        // lanes end at different times and get refilled
+        let mut lengths: Vec<usize> = (0..=50).collect();
+        lengths.extend([255, 256, 257, 4095, 4096, 4097, 65_535, 65_537]);
+        lengths.extend((0..60).map(|_| {
+            bytes(&mut seed, 2)
+                .iter()
+                .map(|&b| b as usize)
+                .product::<usize>()
+        }));
+        let ad_lengths = [0, 1, 15, 16, 17, 46, 64];
+        let plain: Vec<Vec<u8>> = lengths.iter().map(|&n| bytes(&mut seed, n)).collect();
+        let ads: Vec<Vec<u8>> = (0..plain.len())
+            .map(|i| bytes(&mut seed, ad_lengths[i % ad_lengths.len()]))
+            .collect();
+        let nonces: Vec<[u8; BLOCK]> = (0..plain.len())
+            .map(|_| bytes(&mut seed, BLOCK).try_into().unwrap())
+            .collect();
+        let mut sealed = plain.clone();
+        let mut jobs: Vec<SealJob<'_>> = sealed
+            .iter_mut()
+            .zip(&ads)
+            .zip(&nonces)
+            .map(|((body, ad), nonce)| SealJob {
+                ad,
+                nonce: *nonce,
+                body,
+            })
+            .collect();
+        let tags = sealer.seal_all(&mut jobs);
+        for i in 0..plain.len() {
+            let mut expected = plain[i].clone();
+            let tag = reference
+                .encrypt_inout_detached(
+                    &Nonce::from(nonces[i]),
+                    &ads[i],
+                    expected.as_mut_slice().into(),
+                )
+                .unwrap();
+            assert_eq!(tags[i], tag.0, "tag of a {}-byte message", plain[i].len());
+            assert_eq!(
+                sealed[i],
+                expected,
+                "ciphertext of a {}-byte message",
+                plain[i].len()
+            );
+        }
+        // one at a time gives the same as many at once
+        let mut alone = plain[40].clone();
+        let tag = sealer.seal_all(&mut [SealJob {
+            ad: &ads[40],
+            nonce: nonces[40],
+            body: &mut alone,
+        }]);
+        assert_eq!((tag[0], &alone), (tags[40], &sealed[40]));
+    }
+
+    #[test]
+    fn sealing_nothing_is_nothing() {
+        let sealer = SivSealer::new(&[1; 32], &[2; 32]);
+        assert!(sealer.seal_all(&mut []).is_empty());
+    }
+}
