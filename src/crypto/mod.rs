@@ -103,8 +103,11 @@ impl MasterKeys {
 pub struct Cipher {
     /// Opens (and checks tags in constant time).
     aead: Aes256SivAead,
-    /// Seals, many objects at a time where the caller has many.
-    sealer: siv::SivSealer,
+    key: [[u8; 32]; 2],
+    /// Seals, many objects at a time where the caller has many. Its keys
+    /// are expanded on the first seal: a cipher made to open one blob
+    /// (most are) never pays for them.
+    sealer: std::sync::OnceLock<siv::SivSealer>,
 }
 
 impl Cipher {
@@ -113,8 +116,11 @@ impl Cipher {
         joined[..32].copy_from_slice(&key[0]);
         joined[32..].copy_from_slice(&key[1]);
         let aead = Aes256SivAead::new_from_slice(&joined).expect("64-byte AES-SIV key");
-        let sealer = siv::SivSealer::new(&key[0], &key[1]);
-        Cipher { aead, sealer }
+        Cipher {
+            aead,
+            key: *key,
+            sealer: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn seal(&self, ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
@@ -155,25 +161,65 @@ impl Cipher {
         mut nonce: impl FnMut(usize) -> [u8; NONCE_LEN],
     ) {
         let mut heads = Vec::with_capacity(objects.len());
-        let mut jobs: Vec<siv::SealJob<'_>> = objects
+        let mut jobs: Vec<siv::SivJob<'_>> = objects
             .iter_mut()
             .enumerate()
             .map(|(i, (ad, buf))| {
                 assert!(buf.len() >= SEAL_OVERHEAD, "no room for nonce and tag");
                 let (head, body) = buf.split_at_mut(SEAL_OVERHEAD);
                 heads.push(head);
-                siv::SealJob {
+                siv::SivJob {
                     ad,
                     nonce: nonce(i),
                     body,
                 }
             })
             .collect();
-        let tags = self.sealer.seal_all(&mut jobs);
+        let tags = self.sealer().seal_all(&mut jobs);
         for ((head, job), tag) in heads.into_iter().zip(&jobs).zip(tags) {
             head[..NONCE_LEN].copy_from_slice(&job.nonce);
             head[NONCE_LEN..].copy_from_slice(&tag);
         }
+    }
+
+    /// Opens sealed objects where they lie, all at once, as
+    /// [`Cipher::open_in_place`] does one: each result says whether its
+    /// object opened, and then its plaintext is `buf[SEAL_OVERHEAD..]`.
+    pub fn open_all_in_place(
+        &self,
+        what: &'static str,
+        objects: &mut [(&[u8], &mut [u8])],
+    ) -> Vec<FormatResult<()>> {
+        let mut results: Vec<FormatResult<()>> = Vec::with_capacity(objects.len());
+        let mut tags = Vec::new();
+        let mut jobs = Vec::new();
+        for (ad, buf) in objects.iter_mut() {
+            match sealed_header(what, buf) {
+                Ok((nonce, tag)) => {
+                    results.push(Ok(()));
+                    tags.push(tag.0);
+                    jobs.push(siv::SivJob {
+                        ad,
+                        nonce: nonce.0,
+                        body: &mut buf[SEAL_OVERHEAD..],
+                    });
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let sealer = self.sealer();
+        let mut opened = sealer.open_all(&mut jobs, &tags).into_iter();
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            if opened.next() != Some(true) {
+                *result = Err(FormatError::Authentication { what });
+            }
+        }
+        results
+    }
+
+    fn sealer(&self) -> &siv::SivSealer {
+        self.sealer
+            .get_or_init(|| siv::SivSealer::new(&self.key[0], &self.key[1]))
     }
 
     /// Opens a sealed object; `what` names it in the error.

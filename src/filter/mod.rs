@@ -294,6 +294,20 @@ pub fn decode_blob_in_place<'a>(
     let payload = keys
         .cipher()
         .open_in_place("blob", &blob_ad(kind.code(), id), sealed)?;
+    finish_blob(keys, id, raw_length, compression, payload, out)
+}
+
+/// An opened blob's plaintext: decompressed into `out` if it was
+/// compressed, and checked against its id.
+fn finish_blob<'a>(
+    keys: &MasterKeys,
+    id: &Id,
+    raw_length: u32,
+    compression: Compression,
+    payload: &'a [u8],
+    out: &'a mut Vec<u8>,
+) -> FormatResult<&'a [u8]> {
+    check_raw_length(raw_length)?;
     let data = match compression {
         Compression::None => payload,
         Compression::Zstd => {
@@ -303,6 +317,92 @@ pub fn decode_blob_in_place<'a>(
     };
     verify_plain(keys, id, raw_length, data)?;
     Ok(data)
+}
+
+/// A blob of one read of a pack: its index entry, and where its sealed
+/// bytes lie in the read.
+pub struct RunBlob<'a> {
+    pub kind: BlobKind,
+    pub id: &'a Id,
+    pub raw_length: u32,
+    pub compression: Compression,
+    pub at: std::ops::Range<usize>,
+}
+
+/// Decodes the blobs of one read of a pack as [`decode_blob_in_place`]
+/// does each, but opens them together (several times faster for small
+/// blobs: see `Cipher::open_all_in_place`), and hands each result to
+/// `each` in order. A blob whose bytes overlap an earlier one's (only a
+/// damaged index lists such) is opened from a copy; one beyond the read is
+/// an error.
+pub fn decode_run(
+    keys: &MasterKeys,
+    cipher: &Cipher,
+    bytes: &mut [u8],
+    blobs: &[RunBlob<'_>],
+    mut each: impl FnMut(usize, FormatResult<&[u8]>),
+) {
+    enum Place {
+        Together(usize),
+        Copy(Vec<u8>),
+        Outside,
+    }
+    let read_len = bytes.len();
+    let mut places = Vec::with_capacity(blobs.len());
+    let mut together = Vec::new();
+    let mut end = 0;
+    for b in blobs {
+        places.push(if b.at.end > bytes.len() || b.at.start > b.at.end {
+            Place::Outside
+        } else if b.at.start < end {
+            Place::Copy(bytes[b.at.clone()].to_vec())
+        } else {
+            end = b.at.end;
+            together.push(b);
+            Place::Together(together.len() - 1)
+        });
+    }
+    let ads: Vec<Vec<u8>> = together
+        .iter()
+        .map(|b| blob_ad(b.kind.code(), b.id))
+        .collect();
+    let mut objects: Vec<(&[u8], &mut [u8])> = Vec::with_capacity(together.len());
+    let mut rest = &mut bytes[..];
+    let mut consumed = 0;
+    for (b, ad) in together.iter().zip(&ads) {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(b.at.start - consumed);
+        let (sealed, tail) = tail.split_at_mut(b.at.len());
+        objects.push((ad.as_slice(), sealed));
+        rest = tail;
+        consumed = b.at.end;
+    }
+    let mut opened = cipher.open_all_in_place("blob", &mut objects);
+    let mut plain = Vec::new();
+    for (i, (b, place)) in blobs.iter().zip(places.iter_mut()).enumerate() {
+        let result = match place {
+            Place::Together(k) => match std::mem::replace(&mut opened[*k], Ok(())) {
+                Ok(()) => finish_blob(
+                    keys,
+                    b.id,
+                    b.raw_length,
+                    b.compression,
+                    &objects[*k].1[SEAL_OVERHEAD..],
+                    &mut plain,
+                ),
+                Err(e) => Err(e),
+            },
+            Place::Copy(sealed) => check_raw_length(b.raw_length).and_then(|()| {
+                let payload =
+                    cipher.open_in_place("blob", &blob_ad(b.kind.code(), b.id), sealed)?;
+                finish_blob(keys, b.id, b.raw_length, b.compression, payload, &mut plain)
+            }),
+            Place::Outside => Err(FormatError::Truncated {
+                what: "blob (its index entry reaches past what was read of the pack)",
+                len: read_len,
+            }),
+        };
+        each(i, result);
+    }
 }
 
 /// Opens, decompresses and verifies one stored blob.
@@ -460,6 +560,65 @@ mod tests {
             assert!(decode(&mut sealed, b.raw_length - 1, &mut out).is_err());
             let mut sealed = b.sealed.clone();
             assert!(decode(&mut sealed, MAX_BLOB_SIZE + 1, &mut out).is_err());
+        }
+    }
+
+    #[test]
+    fn a_run_opens_together_and_refuses_blob_by_blob() {
+        let keys = MasterKeys::generate();
+        let mut enc = BlobEncoder::new(keys.clone(), 3);
+        let datas: Vec<Vec<u8>> = vec![
+            vec![3u8; 300_000],
+            crate::crypto::random_bytes::<1000>().to_vec(),
+            vec![9u8; 10],
+            crate::crypto::random_bytes::<40>().to_vec(),
+        ];
+        let ids: Vec<Id> = datas.iter().map(|d| keys.blob_id(d)).collect();
+        let mut read = Vec::new();
+        let mut blobs = Vec::new();
+        for (data, id) in datas.iter().zip(&ids) {
+            let b = enc.encode(BlobKind::Data, *id, data);
+            let at = read.len()..read.len() + b.sealed.len();
+            read.extend_from_slice(&b.sealed);
+            blobs.push(RunBlob {
+                kind: BlobKind::Data,
+                id,
+                raw_length: b.raw_length,
+                compression: b.compression,
+                at,
+            });
+        }
+        // the third blob is damaged; the second is listed twice (overlap,
+        // opened from a copy); one entry reaches past the read
+        read[blobs[2].at.end - 1] ^= 1;
+        let again = RunBlob {
+            at: blobs[1].at.clone(),
+            ..blobs[1]
+        };
+        let beyond = RunBlob {
+            at: blobs[3].at.start..read.len() + 1,
+            ..blobs[3]
+        };
+        blobs.insert(2, again);
+        blobs.push(beyond);
+        let expected: Vec<Option<&Vec<u8>>> = vec![
+            Some(&datas[0]),
+            Some(&datas[1]),
+            Some(&datas[1]),
+            None,
+            Some(&datas[3]),
+            None,
+        ];
+        let mut seen = Vec::new();
+        decode_run(&keys, &keys.cipher(), &mut read, &blobs, |i, result| {
+            seen.push((i, result.map(<[u8]>::to_vec)));
+        });
+        assert_eq!(seen.len(), expected.len());
+        for ((i, result), want) in seen.into_iter().zip(expected) {
+            match want {
+                Some(data) => assert_eq!(result.as_ref().ok(), Some(data), "blob {i}"),
+                None => assert!(result.is_err(), "blob {i} accepted"),
+            }
         }
     }
 }

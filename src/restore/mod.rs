@@ -12,7 +12,7 @@ pub use meta::{MetadataChoices, XattrChoice};
 pub use plan::{Overwrite, RestoreOptions, Selection};
 
 use crate::backup::progress::{FileOutcome, Progress};
-use crate::filter::{decode_blob_in_place, BlobKind};
+use crate::filter::{decode_run, BlobKind, RunBlob};
 use crate::id::Id;
 use crate::repo::{layout, Repository};
 use anyhow::{anyhow, Context, Result};
@@ -352,8 +352,7 @@ fn restore_pack(
     let path = layout::pack(pack);
     let mut written = 0u64;
     let mut handles: HashMap<usize, File> = HashMap::new();
-    // a blob's plaintext, decompressed into the same buffer each time
-    let mut plain = Vec::new();
+    let cipher = repo.keys.cipher();
     let fail = |what: String, targets: &mut dyn Iterator<Item = usize>| {
         let mut names: Vec<String> = targets
             .map(|i| plan.file_path(&files[i]).display().to_string())
@@ -379,25 +378,29 @@ fn restore_pack(
                 continue;
             }
         };
-        for w in group {
-            let b = &w.blob;
-            let sealed = &mut bytes[(b.offset - start) as usize..][..b.length as usize];
-            let data = match decode_blob_in_place(
-                &repo.keys,
-                BlobKind::Data,
-                &b.id,
-                b.raw_length,
-                b.compression,
-                sealed,
-                &mut plain,
-            ) {
+        let run: Vec<RunBlob<'_>> = group
+            .iter()
+            .map(|w| {
+                let at = (w.blob.offset - start) as usize;
+                RunBlob {
+                    kind: BlobKind::Data,
+                    id: &w.blob.id,
+                    raw_length: w.blob.raw_length,
+                    compression: w.blob.compression,
+                    at: at..at + w.blob.length as usize,
+                }
+            })
+            .collect();
+        decode_run(&repo.keys, &cipher, &mut bytes, &run, |i, decoded| {
+            let w = &group[i];
+            let data = match decoded {
                 Ok(d) => d,
                 Err(e) => {
                     fail(
-                        format!("pack {path}, blob {}: {e}", b.id.short()),
+                        format!("pack {path}, blob {}: {e}", w.blob.id.short()),
                         &mut w.targets.iter().map(|t| t.0),
                     );
-                    continue;
+                    return;
                 }
             };
             for &(fi, off) in &w.targets {
@@ -413,7 +416,7 @@ fn restore_pack(
                         .open(plan.file_path(f))
                         .map(|h| v.insert(h)),
                 }
-                .and_then(|h| write_skipping_zeros(h, &data, off));
+                .and_then(|h| write_skipping_zeros(h, data, off));
                 match result {
                     Ok(()) => {
                         written += data.len() as u64;
@@ -425,7 +428,7 @@ fn restore_pack(
                     ),
                 }
             }
-        }
+        });
     }
     crate::crash_point::crash_point("restore-pack-written");
     written
