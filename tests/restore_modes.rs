@@ -255,3 +255,60 @@ fn privileged_metadata_can_be_left_out() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap refuses the pair");
 }
+
+/// An unchanged file keeps its extended attributes from the parent
+/// snapshot without them being read again; one whose attributes changed
+/// (which changes its ctime) has them read anew.
+#[test]
+fn extended_attributes_follow_the_file_across_incremental_backups() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let tagged = src.join("tagged");
+    let plain = src.join("plain");
+    std::fs::write(&tagged, b"x").unwrap();
+    std::fs::write(&plain, b"y").unwrap();
+    if xattr::set(&tagged, "user.a", b"1").is_err() {
+        eprintln!("skipped: this file system has no user extended attributes");
+        return;
+    }
+    let rel = src.strip_prefix("/").unwrap();
+    let attrs = |target: &str| -> Vec<(String, Vec<u8>)> {
+        let target = env.path(target);
+        let (code, err) = env.restore_into(&target, &["latest"]);
+        assert_eq!(code, Some(0), "{err}");
+        let file = target.join(rel).join("tagged");
+        let mut v: Vec<(String, Vec<u8>)> = xattr::list(&file)
+            .unwrap()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("user."))
+            .map(|n| {
+                let value = xattr::get(&file, &n).unwrap().unwrap_or_default();
+                (n, value)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let one = vec![("user.a".to_string(), b"1".to_vec())];
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert_eq!(attrs("first"), one);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert_eq!(
+        attrs("unchanged"),
+        one,
+        "an unchanged file lost its attributes"
+    );
+    xattr::set(&tagged, "user.a", b"2").unwrap();
+    xattr::set(&tagged, "user.b", b"3").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert_eq!(
+        attrs("changed"),
+        [
+            ("user.a".to_string(), b"2".to_vec()),
+            ("user.b".to_string(), b"3".to_vec())
+        ],
+        "changed attributes were taken from the parent"
+    );
+}

@@ -110,8 +110,9 @@ pub struct WalkRules<'a> {
 /// One listed directory.
 pub struct Scan {
     pub dir: PathBuf,
-    /// The parent snapshot's tree for this directory.
-    pub parent: Option<ParentTree>,
+    /// The parent snapshot's tree for this directory (shared with the stat
+    /// workers, which take unchanged files' extended attributes from it).
+    pub parent: Option<Arc<ParentTree>>,
     /// Backed-up entries, sorted by name (excluded and vanished ones left out).
     pub entries: Vec<Entry>,
     /// Entries or listings that could not be read, for the archiver to report.
@@ -285,6 +286,8 @@ impl Budget {
 struct StatJob {
     names: Vec<Vec<u8>>,
     dir: PathBuf,
+    parent: Option<Arc<ParentTree>>,
+    detection: ChangeDetection,
     reply: Sender<Vec<Stated>>,
 }
 
@@ -414,16 +417,23 @@ fn work(excludes: &Excludes, stats: &Receiver<StatJob>, reads: &Receiver<ReadJob
 
 impl StatJob {
     fn run(self, excludes: &Excludes) {
+        let parent = self.parent.as_deref();
         let out = self
             .names
             .into_iter()
-            .map(|name| stat_entry(excludes, &self.dir, name))
+            .map(|name| stat_entry(excludes, &self.dir, name, parent, self.detection))
             .collect();
         let _ = self.reply.send(out);
     }
 }
 
-fn stat_entry(excludes: &Excludes, dir: &Path, name: Vec<u8>) -> Stated {
+fn stat_entry(
+    excludes: &Excludes,
+    dir: &Path,
+    name: Vec<u8>,
+    parent: Option<&ParentTree>,
+    detection: ChangeDetection,
+) -> Stated {
     let path = dir.join(std::ffi::OsStr::from_bytes(&name));
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
@@ -433,7 +443,25 @@ fn stat_entry(excludes: &Excludes, dir: &Path, name: Vec<u8>) -> Stated {
     if excludes.excludes(&path, &meta) {
         return Stated::Skipped;
     }
-    Stated::Entry(Entry::looked_up(name, path, meta))
+    // Setting or removing an extended attribute changes the ctime, so a
+    // file whose ctime (and the rest `unchanged` compares) is the
+    // parent's still has the parent's attributes: no listxattr call, one
+    // of the few system calls an unchanged file costs.
+    let parent_node = parent.and_then(|p| p.tree.find(&name));
+    let xattrs = match parent_node {
+        Some(node) if !detection.ignore_ctime && unchanged(detection, &meta, node) => {
+            node.xattrs.clone()
+        }
+        _ => crate::source::fs::read_xattrs(&path),
+    };
+    Stated::Entry(Entry {
+        name,
+        path,
+        meta,
+        xattrs,
+        other_fs: false,
+        content: None,
+    })
 }
 
 struct Walker<'a> {
@@ -485,6 +513,7 @@ impl Walker<'_> {
     }
 
     fn scan(&self, dir: PathBuf, parent: Option<ParentTree>) -> (Scan, Vec<Next>) {
+        let parent = parent.map(Arc::new);
         let mut warnings = Vec::new();
         let mut names: Vec<Vec<u8>> = Vec::new();
         match std::fs::read_dir(&dir) {
@@ -507,7 +536,7 @@ impl Walker<'_> {
         let marker = self.rules.excludes.marker_in(&dir);
         names.retain(|n| !Excludes::left_out_beside(marker.as_deref(), n));
         let mut entries = Vec::with_capacity(names.len());
-        for stated in self.stat_all(&dir, names) {
+        for stated in self.stat_all(&dir, names, parent.as_ref()) {
             match stated {
                 Stated::Entry(e) => entries.push(e),
                 Stated::Skipped => {}
@@ -587,7 +616,12 @@ impl Walker<'_> {
     }
 
     /// Stats `names` in batches spread over the workers, in order.
-    fn stat_all(&self, dir: &Path, names: Vec<Vec<u8>>) -> Vec<Stated> {
+    fn stat_all(
+        &self,
+        dir: &Path,
+        names: Vec<Vec<u8>>,
+        parent: Option<&Arc<ParentTree>>,
+    ) -> Vec<Stated> {
         let mut replies = Vec::new();
         let mut names = names.into_iter().peekable();
         while names.peek().is_some() {
@@ -596,6 +630,8 @@ impl Walker<'_> {
             let job = StatJob {
                 names: batch,
                 dir: dir.to_path_buf(),
+                parent: parent.cloned(),
+                detection: self.rules.detection,
                 reply,
             };
             // no worker left (none started): stat here
