@@ -136,6 +136,11 @@ impl Entry {
     /// An entry the archiver looked up itself (a backup path): nothing read ahead.
     pub fn looked_up(name: Vec<u8>, path: PathBuf, meta: Metadata) -> Entry {
         let xattrs = crate::source::fs::read_xattrs(&path);
+        Entry::stated(name, path, meta, xattrs)
+    }
+
+    /// An entry as `lstat` and its extended attributes give it.
+    fn stated(name: Vec<u8>, path: PathBuf, meta: Metadata, xattrs: Vec<Xattr>) -> Entry {
         Entry {
             name,
             path,
@@ -454,14 +459,7 @@ fn stat_entry(
         }
         _ => crate::source::fs::read_xattrs(&path),
     };
-    Stated::Entry(Entry {
-        name,
-        path,
-        meta,
-        xattrs,
-        other_fs: false,
-        content: None,
-    })
+    Stated::Entry(Entry::stated(name, path, meta, xattrs))
 }
 
 struct Walker<'a> {

@@ -298,12 +298,35 @@ mod tests {
             .collect()
     }
 
+    /// A sealer and the crate's AEAD on the same random key.
+    fn keyed(seed: &mut u64) -> (SivSealer, Aes256SivAead) {
+        let key: [u8; 64] = bytes(seed, 64).try_into().unwrap();
+        let sealer = SivSealer::new(key[..32].try_into().unwrap(), key[32..].try_into().unwrap());
+        (sealer, Aes256SivAead::new_from_slice(&key).unwrap())
+    }
+
+    /// Bodies, associated data and nonces, zipped into jobs.
+    fn jobs<'a>(
+        bodies: &'a mut [Vec<u8>],
+        ads: &'a [Vec<u8>],
+        nonces: &[[u8; BLOCK]],
+    ) -> Vec<SivJob<'a>> {
+        bodies
+            .iter_mut()
+            .zip(ads)
+            .zip(nonces)
+            .map(|((body, ad), nonce)| SivJob {
+                ad,
+                nonce: *nonce,
+                body,
+            })
+            .collect()
+    }
+
     #[test]
     fn sealing_many_matches_the_aes_siv_crate_byte_for_byte() {
         let mut seed = 7;
-        let key: [u8; 64] = bytes(&mut seed, 64).try_into().unwrap();
-        let sealer = SivSealer::new(key[..32].try_into().unwrap(), key[32..].try_into().unwrap());
-        let reference = Aes256SivAead::new_from_slice(&key).unwrap();
+        let (sealer, reference) = keyed(&mut seed);
         // every length around the block edges, then longer random ones, so
         // lanes end at different times and get refilled
         let mut lengths: Vec<usize> = (0..=50).collect();
@@ -323,16 +346,7 @@ mod tests {
             .map(|_| bytes(&mut seed, BLOCK).try_into().unwrap())
             .collect();
         let mut sealed = plain.clone();
-        let mut jobs: Vec<SivJob<'_>> = sealed
-            .iter_mut()
-            .zip(&ads)
-            .zip(&nonces)
-            .map(|((body, ad), nonce)| SivJob {
-                ad,
-                nonce: *nonce,
-                body,
-            })
-            .collect();
+        let mut jobs = jobs(&mut sealed, &ads, &nonces);
         let tags = sealer.seal_all(&mut jobs);
         for i in 0..plain.len() {
             let mut expected = plain[i].clone();
@@ -364,9 +378,7 @@ mod tests {
     #[test]
     fn opening_many_accepts_the_crates_sealing_and_refuses_any_change() {
         let mut seed = 11;
-        let key: [u8; 64] = bytes(&mut seed, 64).try_into().unwrap();
-        let sealer = SivSealer::new(key[..32].try_into().unwrap(), key[32..].try_into().unwrap());
-        let reference = Aes256SivAead::new_from_slice(&key).unwrap();
+        let (sealer, reference) = keyed(&mut seed);
         let lengths = [0usize, 1, 15, 16, 17, 31, 32, 33, 100, 4096, 20_000];
         let plain: Vec<Vec<u8>> = lengths.iter().map(|&n| bytes(&mut seed, n)).collect();
         let ads: Vec<Vec<u8>> = lengths.iter().map(|&n| bytes(&mut seed, n % 40)).collect();
@@ -397,16 +409,7 @@ mod tests {
                 3 => case_ads[victim].push(0),
                 _ => {}
             }
-            let mut jobs: Vec<SivJob<'_>> = bodies
-                .iter_mut()
-                .zip(&case_ads)
-                .zip(&nonces)
-                .map(|((body, ad), nonce)| SivJob {
-                    ad,
-                    nonce: *nonce,
-                    body,
-                })
-                .collect();
+            let mut jobs = jobs(&mut bodies, &case_ads, &nonces);
             let opened = sealer.open_all(&mut jobs, &case_tags);
             for i in 0..plain.len() {
                 let expect_ok = case == 0 || i != victim;
