@@ -56,9 +56,11 @@ fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
         after as f64 <= fresh_size as f64 * 1.10,
         "after prune {after} bytes, a fresh backup {fresh_size} (before prune {before})"
     );
-    // the six replaced files were 12 MB
+    // the six replaced files were 12 MB; prune may leave up to
+    // --max-unused (5% of the repository) unused in packs it keeps, and
+    // how much depends on which pack each chunk landed in
     assert!(
-        before - after >= 11_000_000,
+        before - after + after / 20 >= 11_000_000,
         "prune freed too little: {before} → {after}"
     );
 
