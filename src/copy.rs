@@ -475,7 +475,7 @@ impl Copier<'_> {
                 let (jobs, blobs) = (job_rx.clone(), blob_tx.clone());
                 scope.spawn(move || {
                     for (pack, wanted) in jobs {
-                        for run in crate::pack::read_runs(&wanted, |w| &w.blob) {
+                        for run in crate::pack::read_runs(&wanted, |w| w.blob.extent()) {
                             if interrupted.load(Relaxed) {
                                 return;
                             }
@@ -601,8 +601,7 @@ fn read_run(
 ) -> Result<Vec<ReadBlob>> {
     let path = layout::pack(pack);
     let start = run[0].blob.offset;
-    let last = &run[run.len() - 1].blob;
-    let end = last.offset + u64::from(last.length);
+    let end = run[run.len() - 1].blob.extent().end;
     let bytes = src.storage.read_range(&path, start..end)?;
     run.iter()
         .map(|w| {

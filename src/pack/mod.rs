@@ -8,6 +8,7 @@ use crate::filter::{BlobKind, Compression, EncodedBlob, MAX_BLOB_SIZE};
 use crate::id::Id;
 use crate::wire;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 pub const PACK_MAGIC: &[u8; 7] = b"CAIRNPK";
 pub const PACK_VERSION: u8 = 1;
@@ -30,6 +31,11 @@ pub struct PackedBlob {
 }
 
 impl PackedBlob {
+    /// The bytes it takes in its pack.
+    pub fn extent(&self) -> Range<u64> {
+        self.offset..self.offset + u64::from(self.length)
+    }
+
     /// The lengths a writer can produce: plaintext at most
     /// [`MAX_BLOB_SIZE`], and stored bytes at most the plaintext plus the
     /// seal (compression is kept only when it shrinks). A reader allocates
@@ -54,19 +60,19 @@ pub const COALESCE_GAP: u64 = 1 << 20;
 /// Upper bound of one merged read.
 pub const MAX_READ: u64 = 8 << 20;
 
-/// Splits wanted blobs of one pack (sorted by offset) into runs, each read
-/// from storage at once: what restore and copy read.
-pub fn read_runs<T>(sorted: &[T], blob: impl Fn(&T) -> &PackedBlob) -> Vec<&[T]> {
+/// Splits wanted blobs of one pack (sorted by offset; `extent` says where
+/// each is) into runs, each read from storage at once: what restore and
+/// copy read.
+pub fn read_runs<T>(sorted: &[T], extent: impl Fn(&T) -> Range<u64>) -> Vec<&[T]> {
     let mut runs = Vec::new();
     let mut begin = 0;
     for i in 1..=sorted.len() {
         let split = i == sorted.len() || {
-            let prev = blob(&sorted[i - 1]);
-            let prev_end = prev.offset + u64::from(prev.length);
-            let next = blob(&sorted[i]);
-            let first = blob(&sorted[begin]);
-            next.offset.saturating_sub(prev_end) > COALESCE_GAP
-                || (next.offset + u64::from(next.length)).saturating_sub(first.offset) > MAX_READ
+            let prev_end = extent(&sorted[i - 1]).end;
+            let next = extent(&sorted[i]);
+            let first = extent(&sorted[begin]);
+            next.start.saturating_sub(prev_end) > COALESCE_GAP
+                || next.end.saturating_sub(first.start) > MAX_READ
         };
         if split {
             runs.push(&sorted[begin..i]);

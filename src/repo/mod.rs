@@ -599,9 +599,7 @@ impl Repository {
         let loc = self.locate(kind, id)?;
         let path = layout::pack(&loc.pack);
         let b = &loc.blob;
-        let sealed = self
-            .storage
-            .read_range(&path, b.offset..b.offset + u64::from(b.length))?;
+        let sealed = self.storage.read_range(&path, b.extent())?;
         decode_blob(&self.keys, kind, id, b.raw_length, b.compression, &sealed)
             .with_context(|| format!("{} blob {} in pack {}", kind.name(), id.short(), path))
     }

@@ -19,6 +19,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -39,16 +40,18 @@ pub const PRIVATE_FILE_MODE: u32 = 0o600;
 /// [`PRIVATE_DIR_MODE`]); one that exists keeps its mode, since tightening
 /// e.g. `/` or `/home` while a restore runs would lock others out of them.
 /// Anything else there (a file, or a symlink that could redirect writes
-/// outside the target) is replaced.
-pub fn ensure_dir(path: &Path) -> std::io::Result<()> {
+/// outside the target) is replaced. Whether it was made now, and so holds
+/// nothing but what the restore puts there.
+pub fn ensure_dir(path: &Path) -> std::io::Result<bool> {
     let private = || {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(PRIVATE_DIR_MODE)
             .create(path)
+            .map(|()| true)
     };
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => Ok(false),
         Ok(_) => {
             std::fs::remove_file(path)?;
             private()
@@ -176,6 +179,15 @@ impl Beneath {
         })
     }
 
+    /// Another walker below the same target (for another thread).
+    fn sharing_root(&self) -> Beneath {
+        Beneath {
+            root: self.root.clone(),
+            root_fd: self.root_fd.clone(),
+            last: None,
+        }
+    }
+
     /// The directory holding `path` (below the target) and its last name.
     fn parent_of<'p>(&mut self, path: &'p Path) -> std::io::Result<(Arc<OwnedFd>, &'p OsStr)> {
         let invalid = || {
@@ -256,9 +268,6 @@ pub fn finish(
         choices,
     };
     let never = plan.overwrite == Overwrite::Never;
-    let mut report = |path: &Path, what: &str, e: &dyn std::fmt::Display| {
-        errors.push(format!("{}: {what}: {e}", path.display()));
-    };
     let mut untouched: HashSet<&Path> = HashSet::new();
 
     for f in &plan.files {
@@ -274,7 +283,7 @@ pub fn finish(
                 .map_err(Into::into)
         });
         if let Err(e) = result {
-            report(&path, "cannot create hard link", &e);
+            errors.push(problem(&path, "cannot create hard link", &e));
         }
     }
 
@@ -294,24 +303,36 @@ pub fn finish(
             create_special_at(&dir, name, node)
         });
         if let Err(e) = result {
-            report(path, "cannot create", &e);
+            errors.push(problem(path, "cannot create", &e));
         }
     }
 
-    for (f, _) in plan
+    // files are independent of each other: spread over the cores, in runs
+    // of neighbours that share their directory's descriptor
+    let file_errors: Vec<Vec<String>> = plan
         .files
-        .iter()
-        .zip(left_alone)
-        .filter(|(f, alone)| f.link_to.is_none() && !**alone)
-    {
-        let path = plan.file_path(f);
-        let result = beneath
-            .parent_of(&path)
-            .and_then(|(dir, name)| apply.to_file_at(&dir, name, &f.node));
-        if let Err(e) = result {
-            report(&path, "cannot set metadata", &e);
-        }
-    }
+        .par_chunks(FILES_PER_TASK)
+        .zip(left_alone.par_chunks(FILES_PER_TASK))
+        .map(|(files, alone)| {
+            let mut beneath = beneath.sharing_root();
+            let mut errors = Vec::new();
+            for (f, _) in files
+                .iter()
+                .zip(alone)
+                .filter(|(f, alone)| f.link_to.is_none() && !**alone)
+            {
+                let path = plan.file_path(f);
+                let result = beneath
+                    .parent_of(&path)
+                    .and_then(|(dir, name)| apply.to_file_at(&dir, name, &f.node));
+                if let Err(e) = result {
+                    errors.push(problem(&path, "cannot set metadata", &e));
+                }
+            }
+            errors
+        })
+        .collect();
+    errors.extend(file_errors.into_iter().flatten());
     for (path, node) in specials
         .iter()
         .filter(|(p, _)| !untouched.contains(p.as_path()))
@@ -320,7 +341,7 @@ pub fn finish(
             .parent_of(path)
             .and_then(|(dir, name)| apply.by_name(&dir, name, node, false));
         if let Err(e) = result {
-            report(path, "cannot set metadata", &e);
+            errors.push(problem(path, "cannot set metadata", &e));
         }
     }
 
@@ -337,7 +358,7 @@ pub fn finish(
             apply.by_name(&dir, name, node, true)
         });
         if let Err(e) = result {
-            report(path, "cannot create symbolic link", &e);
+            errors.push(problem(path, "cannot create symbolic link", &e));
         }
     }
 
@@ -347,10 +368,17 @@ pub fn finish(
             apply.to_open(&File::from(fd), node)
         });
         if let Err(e) = result {
-            report(path, "cannot set metadata", &e);
+            errors.push(problem(path, "cannot set metadata", &e));
         }
     }
 }
+
+fn problem(path: &Path, what: &str, e: &dyn std::fmt::Display) -> String {
+    format!("{}: {what}: {e}", path.display())
+}
+
+/// Files whose metadata one task sets.
+const FILES_PER_TASK: usize = 256;
 
 fn create_special_at(dir: &OwnedFd, name: &OsStr, node: &Node) -> std::io::Result<()> {
     let mode = Mode::from_bits_truncate(node.mode as libc::mode_t);
@@ -401,9 +429,15 @@ impl Apply<'_> {
             // Best effort: the target file system may not support them.
             let _ = file.set_xattr(OsStr::from_bytes(&x.name), &x.value);
         }
-        // after chown, which clears setuid and setgid
-        let now = file.metadata()?;
-        nix::sys::stat::fchmod(file, restored_mode(node, now.uid(), now.gid()))?;
+        // after chown, which clears setuid and setgid; only those bits
+        // depend on who owns the file now
+        let mode = if node.mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            let now = file.metadata()?;
+            restored_mode(node, now.uid(), now.gid())
+        } else {
+            restored_mode(node, node.uid, node.gid)
+        };
+        nix::sys::stat::fchmod(file, mode)?;
         let t = times(node);
         nix::sys::stat::futimens(file, &t, &t).map_err(Into::into)
     }

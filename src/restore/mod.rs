@@ -21,9 +21,10 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// A pack of small blobs can feed thousands of files; keep at most this many
@@ -87,35 +88,56 @@ pub fn restore_until(
         return Ok(out);
     }
     // (created private, like every directory the restore makes)
-    meta::ensure_dir(&opts.target)
+    let target_is_new = meta::ensure_dir(&opts.target)
         .with_context(|| format!("cannot create the restore target {}", opts.target.display()))?;
+    let mut new_dirs = Vec::with_capacity(plan.dirs.len());
     for (path, _) in &plan.dirs {
-        if let Err(e) = meta::ensure_dir(path) {
+        new_dirs.push(meta::ensure_dir(path).unwrap_or_else(|e| {
             out.errors
                 .push(format!("{}: cannot create directory: {e}", path.display()));
-        }
+            false
+        }));
     }
     let errors = Mutex::new(Vec::new());
-    let fates = prepare_files(repo, &plan, &errors);
-    let skipped: Vec<bool> = fates.iter().map(|f| *f != Fate::Write).collect();
+    let fates = prepare_files(repo, &plan, target_is_new, &new_dirs, &errors);
+    let skipped: Vec<bool> = fates.iter().map(|f| !f.gets_content()).collect();
     count_totals(&plan, &skipped, progress);
-    let work = group_by_pack(repo, &plan, &skipped, &errors)?;
-    out.packs_read = work.len() as u64;
+    let pieces = pieces(&plan, &skipped, &errors);
+    let packs = packs_largest_first(&plan, &pieces);
+    out.packs_read = packs.len() as u64;
+    let created: Vec<AtomicBool> = plan.files.iter().map(|_| AtomicBool::new(false)).collect();
+    let writing = Writing {
+        repo,
+        plan: &plan,
+        fates: &fates,
+        created: &created,
+        errors: &errors,
+        progress,
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(repo.pack_readers())
         .thread_name(|i| format!("cairn-restore-{i}"))
         .build()
         .context("cannot start the restore's threads")?;
-    out.bytes_written = pool.install(|| {
-        work.par_iter()
-            .map(|(pack, blobs)| {
-                if cancel.load(Relaxed) {
-                    return 0;
+    // Each thread takes the next pack when it is done with one, largest
+    // first, so the restore does not end waiting on one big pack.
+    let next = AtomicUsize::new(0);
+    out.bytes_written = pool
+        .broadcast(|_| {
+            let mut written = 0;
+            loop {
+                let i = next.fetch_add(1, Relaxed);
+                if i >= packs.len() || cancel.load(Relaxed) {
+                    return written;
                 }
-                restore_pack(repo, pack, blobs, &plan, &errors, progress)
-            })
-            .sum()
-    });
+                written += writing.pack(&pieces[packs[i].clone()]);
+            }
+        })
+        .into_iter()
+        .sum();
+    if !cancel.load(Relaxed) {
+        writing.create_unwritten();
+    }
     progress.files_done.store(plan.files.len() as u64, Relaxed);
     if progress.hears_files() {
         for (f, _) in plan.files.iter().zip(&skipped).filter(|(_, s)| !**s) {
@@ -161,8 +183,12 @@ fn count_totals(plan: &Plan, skipped: &[bool], progress: &Progress) {
 /// What becomes of a planned file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
-    /// Its content is written.
+    /// It is created and sized beforehand; its content is written.
     Write,
+    /// A new file whose content is one blob: whoever writes the blob
+    /// creates it (most files of a tree are small, and this saves opening
+    /// each one twice).
+    Create,
     /// Made later, as a hard link to an earlier file.
     Linked,
     /// It exists with the snapshot's content already.
@@ -171,6 +197,12 @@ enum Fate {
     LeftAlone,
     /// It could not be created (the error is recorded).
     Failed,
+}
+
+impl Fate {
+    fn gets_content(self) -> bool {
+        matches!(self, Fate::Write | Fate::Create)
+    }
 }
 
 /// `--delete`: removes what the restored directories hold that the plan
@@ -204,9 +236,17 @@ fn delete_extraneous(plan: &Plan, errors: &mut Vec<String>) -> u64 {
     deleted
 }
 
-/// Creates (or truncates) every file that needs content and sizes it, so
-/// holes stay holes; what becomes of each file.
-fn prepare_files(repo: &Repository, plan: &Plan, errors: &Mutex<Vec<String>>) -> Vec<Fate> {
+/// Decides what becomes of each file, and creates (or truncates) and sizes
+/// those that need content, so holes stay holes; a new file of one blob is
+/// left to its writer ([`Fate::Create`]). Files in a directory the restore
+/// has just made are known not to exist, and are not looked up.
+fn prepare_files(
+    repo: &Repository,
+    plan: &Plan,
+    target_is_new: bool,
+    new_dirs: &[bool],
+    errors: &Mutex<Vec<String>>,
+) -> Vec<Fate> {
     plan.files
         .par_iter()
         .map(|f| {
@@ -214,30 +254,41 @@ fn prepare_files(repo: &Repository, plan: &Plan, errors: &Mutex<Vec<String>>) ->
                 return Fate::Linked;
             }
             let path = plan.file_path(f);
-            match existing_fate(repo, plan.overwrite, &path, f) {
-                Some(fate) => return fate,
-                None => {}
+            let in_new_dir = f.dir.map_or(target_is_new, |d| new_dirs[d]);
+            let existing = match in_new_dir {
+                true => None,
+                false => std::fs::symlink_metadata(&path).ok(),
+            };
+            let made = match existing {
+                None if f.content.len() == 1 => return Fate::Create,
+                None => create_new(&path, f.node.size).map(drop),
+                Some(existing) => match existing_fate(repo, plan.overwrite, &existing, &path, f) {
+                    Some(fate) => return fate,
+                    None => create_sized(&path, f.node.size).map(drop),
+                },
+            };
+            match made {
+                Ok(()) => Fate::Write,
+                Err(e) => {
+                    errors
+                        .lock()
+                        .expect("errors lock")
+                        .push(format!("{}: cannot create file: {e}", path.display()));
+                    Fate::Failed
+                }
             }
-            if let Err(e) = create_sized(&path, f.node.size) {
-                errors
-                    .lock()
-                    .expect("errors lock")
-                    .push(format!("{}: cannot create file: {e}", path.display()));
-                return Fate::Failed;
-            }
-            Fate::Write
         })
         .collect()
 }
 
-/// What `--overwrite` makes of a file already at `path` (None: write it).
+/// What `--overwrite` makes of `existing`, the file at `path` (None: write it).
 fn existing_fate(
     repo: &Repository,
     overwrite: Overwrite,
+    existing: &std::fs::Metadata,
     path: &Path,
     f: &FilePlan,
 ) -> Option<Fate> {
-    let existing = std::fs::symlink_metadata(path).ok()?;
     match overwrite {
         Overwrite::Always => None,
         Overwrite::IfChanged => file_matches(repo, path, f)
@@ -252,7 +303,9 @@ fn existing_fate(
     }
 }
 
-fn create_sized(path: &Path, size: u64) -> std::io::Result<()> {
+/// Replaces whatever is at `path` with a file of `size` bytes (all holes),
+/// writable by its owner only.
+fn create_sized(path: &Path, size: u64) -> std::io::Result<File> {
     meta::remove_if_not_regular(path)?;
     let f = OpenOptions::new()
         .write(true)
@@ -263,7 +316,30 @@ fn create_sized(path: &Path, size: u64) -> std::io::Result<()> {
         .open(path)?;
     // (an existing file keeps its mode on open: tighten it through the fd)
     f.set_permissions(std::fs::Permissions::from_mode(meta::PRIVATE_FILE_MODE))?;
-    f.set_len(size)
+    f.set_len(size)?;
+    Ok(f)
+}
+
+/// [`create_sized`] for a path believed free: a new file gets the private
+/// mode as it is made, so only something that appeared there since costs
+/// more.
+fn create_new(path: &Path, size: u64) -> std::io::Result<File> {
+    let made = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta::PRIVATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match made {
+        Ok(f) => {
+            if size > 0 {
+                f.set_len(size)?;
+            }
+            Ok(f)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => create_sized(path, size),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether an existing file already has exactly the planned content, judged
@@ -275,8 +351,8 @@ pub fn file_matches(repo: &Repository, path: &Path, f: &FilePlan) -> Result<bool
     }
     let mut file = File::open(path)?;
     let mut buf = Vec::new();
-    for (id, len) in f.content.iter().zip(&f.lengths) {
-        buf.resize(*len as usize, 0);
+    for (id, len) in f.content.iter().zip(f.lengths()) {
+        buf.resize(len as usize, 0);
         file.read_exact(&mut buf)?;
         if repo.keys.blob_id(&buf) != *id {
             return Ok(false);
@@ -285,153 +361,229 @@ pub fn file_matches(repo: &Repository, path: &Path, f: &FilePlan) -> Result<bool
     Ok(true)
 }
 
-/// Where a blob goes: (file index, offset in file).
-type Targets = Vec<(usize, u64)>;
-
-struct PackWork {
-    blob: crate::pack::PackedBlob,
-    targets: Targets,
+/// One blob's way into one file. Sorted by pack and offset, these make
+/// each pack read once, front to back, and a blob that many files share
+/// read once.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    /// Where it is stored: [`Plan::packs`] number and offset in the pack.
+    pack: u32,
+    offset: u64,
+    /// The file (index in [`Plan::files`]), which of its content blobs this
+    /// is, and where in the file it lands.
+    file: u32,
+    blob: u32,
+    at: u64,
 }
 
-fn group_by_pack(
-    repo: &Repository,
-    plan: &Plan,
-    skipped: &[bool],
-    errors: &Mutex<Vec<String>>,
-) -> Result<Vec<(Id, Vec<PackWork>)>> {
-    let mut packs: HashMap<Id, Vec<PackWork>> = HashMap::new();
-    let mut where_is: HashMap<Id, (Id, usize)> = HashMap::new();
+/// Every blob to write, sorted by where it is stored; a blob missing from
+/// the index is reported instead.
+fn pieces(plan: &Plan, skipped: &[bool], errors: &Mutex<Vec<String>>) -> Vec<Piece> {
+    let mut pieces = Vec::new();
     for (i, f) in plan.files.iter().enumerate() {
         if skipped[i] {
             continue;
         }
-        let mut offset = 0u64;
-        for (id, len) in f.content.iter().zip(&f.lengths) {
-            if let Some(&(pack, slot)) = where_is.get(id) {
-                packs.get_mut(&pack).expect("pack listed")[slot]
-                    .targets
-                    .push((i, offset));
-            } else {
-                match repo.index.lookup_any(BlobKind::Data, id)? {
-                    Some(loc) => {
-                        let list = packs.entry(loc.pack).or_default();
-                        where_is.insert(*id, (loc.pack, list.len()));
-                        list.push(PackWork {
-                            blob: loc.blob,
-                            targets: vec![(i, offset)],
-                        });
-                    }
-                    None => errors.lock().expect("errors lock").push(format!(
-                        "{}: data blob {} is missing from the index (run `cairn check`)",
-                        plan.file_path(f).display(),
-                        id.short()
-                    )),
+        let mut at = 0u64;
+        for (k, (stored, id)) in f.stored.iter().zip(&f.content).enumerate() {
+            match stored {
+                Some(s) => {
+                    pieces.push(Piece {
+                        pack: s.pack,
+                        offset: s.offset,
+                        file: i as u32,
+                        blob: k as u32,
+                        at,
+                    });
+                    at += u64::from(s.raw_length);
                 }
+                None => errors.lock().expect("errors lock").push(format!(
+                    "{}: data blob {} is missing from the index (run `cairn check`)",
+                    plan.file_path(f).display(),
+                    id.short()
+                )),
             }
-            offset += u64::from(*len);
         }
     }
-    let mut out: Vec<(Id, Vec<PackWork>)> = packs.into_iter().collect();
-    out.sort_by_key(|(id, _)| *id);
-    for (_, blobs) in &mut out {
-        blobs.sort_by_key(|b| b.blob.offset);
-    }
-    Ok(out)
+    pieces.par_sort_unstable_by_key(|p| (p.pack, p.offset, p.file, p.at));
+    pieces
 }
 
-/// Reads the needed blobs of one pack and writes them out. Returns bytes written.
-fn restore_pack(
-    repo: &Repository,
-    pack: &Id,
-    blobs: &[PackWork],
-    plan: &Plan,
-    errors: &Mutex<Vec<String>>,
-    progress: &Progress,
-) -> u64 {
-    let files = &plan.files;
-    let path = layout::pack(pack);
-    let mut written = 0u64;
-    let mut handles: HashMap<usize, File> = HashMap::new();
-    let cipher = repo.keys.cipher();
-    let fail = |what: String, targets: &mut dyn Iterator<Item = usize>| {
-        let mut names: Vec<String> = targets
-            .map(|i| plan.file_path(&files[i]).display().to_string())
+/// The pieces of each pack, the packs with the most to read first.
+fn packs_largest_first(plan: &Plan, pieces: &[Piece]) -> Vec<Range<usize>> {
+    let mut packs: Vec<(u64, Range<usize>)> = Vec::new();
+    let mut begin = 0;
+    for same_pack in pieces.chunk_by(|a, b| a.pack == b.pack) {
+        let bytes = same_pack
+            .chunk_by(|a, b| a.offset == b.offset)
+            .map(|blob| u64::from(stored(plan, &blob[0]).length))
+            .sum();
+        packs.push((bytes, begin..begin + same_pack.len()));
+        begin += same_pack.len();
+    }
+    packs.sort_by_key(|(bytes, range)| (std::cmp::Reverse(*bytes), range.start));
+    packs.into_iter().map(|(_, range)| range).collect()
+}
+
+fn stored(plan: &Plan, p: &Piece) -> plan::StoredBlob {
+    plan.files[p.file as usize].stored[p.blob as usize].expect("pieces are made of stored blobs")
+}
+
+/// What the threads writing content share.
+struct Writing<'a> {
+    repo: &'a Repository,
+    plan: &'a Plan,
+    fates: &'a [Fate],
+    /// Which [`Fate::Create`] files their writer has made.
+    created: &'a [AtomicBool],
+    errors: &'a Mutex<Vec<String>>,
+    progress: &'a Progress,
+}
+
+impl Writing<'_> {
+    /// Reads the blobs of one pack (`pieces`, all of that pack) and writes
+    /// them out; the bytes written.
+    fn pack(&self, pieces: &[Piece]) -> u64 {
+        let plan = self.plan;
+        let path = layout::pack(&plan.packs[pieces[0].pack as usize]);
+        let cipher = self.repo.keys.cipher();
+        let mut written = 0u64;
+        let mut handles: HashMap<u32, File> = HashMap::new();
+        // one entry per blob: its pieces (a damaged index may list two
+        // blobs at one offset; each is then decoded on its own)
+        let blobs: Vec<&[Piece]> = pieces
+            .chunk_by(|a, b| a.offset == b.offset && self.id(a) == self.id(b))
             .collect();
+        for run in crate::pack::read_runs(&blobs, |b| stored(plan, &b[0]).extent()) {
+            let start = stored(plan, &run[0][0]).offset;
+            let end = stored(plan, &run[run.len() - 1][0]).extent().end;
+            let mut bytes = match self.repo.storage.read_range(&path, start..end) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.fail(format!("{e:#}"), run.iter().flat_map(|b| b.iter()));
+                    continue;
+                }
+            };
+            let decoding: Vec<RunBlob<'_>> = run
+                .iter()
+                .map(|b| {
+                    let s = stored(plan, &b[0]);
+                    let at = (s.offset - start) as usize;
+                    RunBlob {
+                        kind: BlobKind::Data,
+                        id: self.id(&b[0]),
+                        raw_length: s.raw_length,
+                        compression: s.compression,
+                        at: at..at + s.length as usize,
+                    }
+                })
+                .collect();
+            decode_run(
+                &self.repo.keys,
+                &cipher,
+                &mut bytes,
+                &decoding,
+                |i, decoded| {
+                    let data = match decoded {
+                        Ok(d) => d,
+                        Err(e) => {
+                            let id = self.id(&run[i][0]).short();
+                            self.fail(format!("pack {path}, blob {id}: {e}"), run[i].iter());
+                            return;
+                        }
+                    };
+                    for piece in run[i] {
+                        match self.write(&mut handles, piece, data) {
+                            Ok(()) => {
+                                written += data.len() as u64;
+                                self.progress.bytes_read(data.len() as u64);
+                            }
+                            Err(e) => self.fail(
+                                format!("{}: write failed: {e}", self.path(piece).display()),
+                                std::iter::once(piece),
+                            ),
+                        }
+                    }
+                },
+            );
+        }
+        crate::crash_point::crash_point("restore-pack-written");
+        written
+    }
+
+    /// Writes one blob into its file, through `handles` (the files this
+    /// pack has open; a pack of small blobs can feed thousands of files).
+    fn write(
+        &self,
+        handles: &mut HashMap<u32, File>,
+        piece: &Piece,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        let fi = piece.file as usize;
+        let create = self.fates[fi] == Fate::Create;
+        if handles.len() >= OPEN_FILES_PER_PACK && !handles.contains_key(&piece.file) {
+            handles.clear();
+        }
+        let file = match handles.entry(piece.file) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let path = self.path(piece);
+                let file = if create {
+                    let file = create_new(&path, 0)?;
+                    self.created[fi].store(true, Relaxed);
+                    file
+                } else {
+                    OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(path)?
+                };
+                v.insert(file)
+            }
+        };
+        let end = write_skipping_zeros(file, data, piece.at)?;
+        let size = self.plan.files[fi].node.size;
+        if create && end < size {
+            // (it ends in holes, which were not written)
+            file.set_len(size)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the [`Fate::Create`] files no writer made (their blob could
+    /// not be read), as the other files are made: sized, holes only.
+    fn create_unwritten(&self) {
+        for (i, f) in self.plan.files.iter().enumerate() {
+            if self.fates[i] == Fate::Create && !self.created[i].load(Relaxed) {
+                let path = self.plan.file_path(f);
+                if let Err(e) = create_new(&path, f.node.size) {
+                    self.errors
+                        .lock()
+                        .expect("errors lock")
+                        .push(format!("{}: cannot create file: {e}", path.display()));
+                }
+            }
+        }
+    }
+
+    fn id(&self, p: &Piece) -> &Id {
+        &self.plan.files[p.file as usize].content[p.blob as usize]
+    }
+
+    fn path(&self, p: &Piece) -> std::path::PathBuf {
+        self.plan.file_path(&self.plan.files[p.file as usize])
+    }
+
+    /// Records `what` went wrong, naming the files it leaves incomplete.
+    fn fail<'p>(&self, what: String, pieces: impl Iterator<Item = &'p Piece>) {
+        let mut names: Vec<String> = pieces.map(|p| self.path(p).display().to_string()).collect();
         names.sort();
         names.dedup();
-        errors
+        self.errors
             .lock()
             .expect("errors lock")
             .push(format!("{what}; affected files: {}", names.join(", ")));
-    };
-    for group in crate::pack::read_runs(blobs, |w| &w.blob) {
-        let start = group[0].blob.offset;
-        let last = group.last().expect("non-empty group");
-        let end = last.blob.offset + u64::from(last.blob.length);
-        let mut bytes = match repo.storage.read_range(&path, start..end) {
-            Ok(b) => b,
-            Err(e) => {
-                fail(
-                    format!("{e:#}"),
-                    &mut group.iter().flat_map(|w| w.targets.iter().map(|t| t.0)),
-                );
-                continue;
-            }
-        };
-        let run: Vec<RunBlob<'_>> = group
-            .iter()
-            .map(|w| {
-                let at = (w.blob.offset - start) as usize;
-                RunBlob {
-                    kind: BlobKind::Data,
-                    id: &w.blob.id,
-                    raw_length: w.blob.raw_length,
-                    compression: w.blob.compression,
-                    at: at..at + w.blob.length as usize,
-                }
-            })
-            .collect();
-        decode_run(&repo.keys, &cipher, &mut bytes, &run, |i, decoded| {
-            let w = &group[i];
-            let data = match decoded {
-                Ok(d) => d,
-                Err(e) => {
-                    fail(
-                        format!("pack {path}, blob {}: {e}", w.blob.id.short()),
-                        &mut w.targets.iter().map(|t| t.0),
-                    );
-                    return;
-                }
-            };
-            for &(fi, off) in &w.targets {
-                let f = &files[fi];
-                if handles.len() >= OPEN_FILES_PER_PACK && !handles.contains_key(&fi) {
-                    handles.clear();
-                }
-                let result = match handles.entry(fi) {
-                    std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-                    std::collections::hash_map::Entry::Vacant(v) => OpenOptions::new()
-                        .write(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(plan.file_path(f))
-                        .map(|h| v.insert(h)),
-                }
-                .and_then(|h| write_skipping_zeros(h, data, off));
-                match result {
-                    Ok(()) => {
-                        written += data.len() as u64;
-                        progress.bytes_read(data.len() as u64);
-                    }
-                    Err(e) => fail(
-                        format!("{}: write failed: {e}", plan.file_path(f).display()),
-                        &mut std::iter::once(fi),
-                    ),
-                }
-            }
-        });
     }
-    crate::crash_point::crash_point("restore-pack-written");
-    written
 }
 
 /// Holes are made by not writing: files are sized up front, so unwritten
@@ -439,27 +591,32 @@ fn restore_pack(
 /// file offset) are skipped; runs of other blocks are written at once.
 const HOLE_BLOCK: u64 = 4096;
 
-fn write_skipping_zeros(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
+/// Writes `data` at `offset` but for its zero blocks; where the last byte
+/// written ends (`offset` if nothing was).
+fn write_skipping_zeros(file: &File, data: &[u8], offset: u64) -> std::io::Result<u64> {
     let mut pos = 0usize;
     let mut run_start: Option<usize> = None;
+    let mut end = offset;
     while pos < data.len() {
         let abs = offset + pos as u64;
-        let end = (pos + (HOLE_BLOCK - abs % HOLE_BLOCK) as usize).min(data.len());
-        let zero = data[pos..end].iter().all(|&b| b == 0);
+        let block_end = (pos + (HOLE_BLOCK - abs % HOLE_BLOCK) as usize).min(data.len());
+        let zero = data[pos..block_end].iter().all(|&b| b == 0);
         match (zero, run_start) {
             (false, None) => run_start = Some(pos),
             (true, Some(s)) => {
                 file.write_all_at(&data[s..pos], offset + s as u64)?;
+                end = offset + pos as u64;
                 run_start = None;
             }
             _ => {}
         }
-        pos = end;
+        pos = block_end;
     }
     if let Some(s) = run_start {
         file.write_all_at(&data[s..], offset + s as u64)?;
+        end = offset + data.len() as u64;
     }
-    Ok(())
+    Ok(end)
 }
 
 /// Reads every restored file back and compares it with the snapshot;

@@ -1,12 +1,13 @@
 //! Restore planning: which entries of a snapshot land where. Only the trees
 //! along the selected paths are loaded.
 
-use crate::filter::BlobKind;
+use crate::filter::{BlobKind, Compression};
 use crate::id::Id;
 use crate::repo::{PathTarget, Repository};
 use crate::source::exclude::Patterns;
 use crate::tree::{Node, NodeKind};
 use anyhow::{anyhow, Result};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -70,19 +71,48 @@ pub struct Selection {
 
 pub struct FilePlan {
     /// The directory it lands in (see [`Plan::file_path`]).
-    dir: Option<usize>,
+    pub dir: Option<usize>,
     /// Its content list is moved out into `content`.
     pub node: Node,
     pub content: Vec<Id>,
-    /// Plain length of each content blob (from the index), for offsets.
-    pub lengths: Vec<u32>,
+    /// Where each content blob is stored (None: missing from the index,
+    /// reported when the content is read).
+    pub stored: Vec<Option<StoredBlob>>,
     /// Restored as a hard link to this earlier file of the same link group.
     pub link_to: Option<PathBuf>,
+}
+
+/// Where a content blob is, as the index says; the pack is a number in
+/// [`Plan::packs`] (a plan of many small files holds one per file, so it is
+/// kept small).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredBlob {
+    pub pack: u32,
+    pub offset: u64,
+    pub length: u32,
+    pub raw_length: u32,
+    pub compression: Compression,
+}
+
+impl StoredBlob {
+    /// The bytes it takes in its pack.
+    pub fn extent(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset + u64::from(self.length)
+    }
+}
+
+impl FilePlan {
+    /// Plain length of each content blob (0 for one missing from the index).
+    pub fn lengths(&self) -> impl Iterator<Item = u32> + '_ {
+        self.stored.iter().map(|s| s.map_or(0, |s| s.raw_length))
+    }
 }
 
 pub struct Plan {
     /// The restore target: where top-level entries land.
     pub target: PathBuf,
+    /// The packs the files' content is in, numbered as [`StoredBlob::pack`].
+    pub packs: Vec<Id>,
     /// Pre-order: parents before children.
     pub dirs: Vec<(PathBuf, Node)>,
     pub files: Vec<FilePlan>,
@@ -98,9 +128,13 @@ impl Plan {
     /// largest part of the plan of a whole snapshot (~20 MB of the ~60 MB
     /// for the bench's 95k files).
     pub fn file_path(&self, f: &FilePlan) -> PathBuf {
-        let dir = f.dir.map_or(&self.target, |d| &self.dirs[d].0);
-        dir.join(std::ffi::OsStr::from_bytes(&f.node.name))
+        file_path_in(&self.target, &self.dirs, f)
     }
+}
+
+fn file_path_in(target: &Path, dirs: &[(PathBuf, Node)], f: &FilePlan) -> PathBuf {
+    let dir = f.dir.map_or(target, |d| &dirs[d].0);
+    dir.join(std::ffi::OsStr::from_bytes(&f.node.name))
 }
 
 struct Walker<'a> {
@@ -129,6 +163,7 @@ pub fn build(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Plan>
         excludes: Patterns::new(&sel.excludes)?,
         plan: Plan {
             target: opts.target.clone(),
+            packs: Vec::new(),
             dirs: Vec::new(),
             files: Vec::new(),
             others: Vec::new(),
@@ -158,7 +193,61 @@ pub fn build(repo: &Repository, root: Id, opts: &RestoreOptions) -> Result<Plan>
             w.add(node, &base, dest, None, true)?;
         }
     }
-    Ok(w.plan)
+    let mut plan = w.plan;
+    locate_content(repo, &mut plan)?;
+    Ok(plan)
+}
+
+/// Looks up where every file's content is (many lookups at once: a plan of
+/// a whole snapshot has one or more per file), and checks that the stored
+/// lengths add up to each file's size.
+fn locate_content(repo: &Repository, plan: &mut Plan) -> Result<()> {
+    let packs = std::sync::RwLock::new(HashMap::<Id, u32>::new());
+    let number = |pack: Id| -> u32 {
+        if let Some(&n) = packs.read().expect("packs lock").get(&pack) {
+            return n;
+        }
+        let mut packs = packs.write().expect("packs lock");
+        let n = packs.len() as u32;
+        *packs.entry(pack).or_insert(n)
+    };
+    let dirs = &plan.dirs;
+    let target = &plan.target;
+    plan.files.par_iter_mut().try_for_each(|f| -> Result<()> {
+        f.stored = f
+            .content
+            .iter()
+            .map(|id| {
+                Ok(repo
+                    .index
+                    .lookup_any(BlobKind::Data, id)?
+                    .map(|loc| StoredBlob {
+                        pack: number(loc.pack),
+                        offset: loc.blob.offset,
+                        length: loc.blob.length,
+                        raw_length: loc.blob.raw_length,
+                        compression: loc.blob.compression,
+                    }))
+            })
+            .collect::<Result<_>>()?;
+        let total: u64 = f.lengths().map(u64::from).sum();
+        if total != f.node.size && f.stored.iter().all(Option::is_some) {
+            return Err(anyhow!(
+                "{}: stored content is {total} bytes but the node says {}",
+                file_path_in(target, dirs, f).display(),
+                f.node.size
+            ));
+        }
+        Ok(())
+    })?;
+    let mut numbered: Vec<(Id, u32)> = packs
+        .into_inner()
+        .expect("packs lock")
+        .into_iter()
+        .collect();
+    numbered.sort_by_key(|&(_, n)| n);
+    plan.packs = numbered.into_iter().map(|(id, _)| id).collect();
+    Ok(())
 }
 
 fn has_glob(p: &str) -> bool {
@@ -249,12 +338,6 @@ impl Walker<'_> {
             }
             NodeKind::File { content } => {
                 let content = std::mem::take(content);
-                let mut lengths = Vec::with_capacity(content.len());
-                for id in &content {
-                    let loc = self.repo.index.lookup_any(BlobKind::Data, id)?;
-                    // A missing blob is reported when the content is read.
-                    lengths.push(loc.map_or(0, |l| l.blob.raw_length));
-                }
                 let link_to = if node.links > 1 {
                     let key = (node.device, node.inode);
                     match self.link_groups.get(&key) {
@@ -267,18 +350,11 @@ impl Walker<'_> {
                 } else {
                     None
                 };
-                let total: u64 = lengths.iter().map(|&l| u64::from(l)).sum();
-                if total != node.size && lengths.iter().all(|&l| l > 0) {
-                    return Err(anyhow!(
-                        "{abs}: stored content is {total} bytes but the node says {}",
-                        node.size
-                    ));
-                }
                 self.plan.files.push(FilePlan {
                     dir,
                     node,
                     content,
-                    lengths,
+                    stored: Vec::new(),
                     link_to,
                 });
                 Ok(())

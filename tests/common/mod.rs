@@ -216,6 +216,30 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The id of the tree a snapshot holds for the directory `path`.
+    pub fn tree_at(&self, snapshot: &str, path: &Path) -> String {
+        let json =
+            |args: &[&str]| -> serde_json::Value { serde_json::from_str(&self.ok(args)).unwrap() };
+        let mut tree = json(&["cat", "snapshot", snapshot])["tree"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for name in path.strip_prefix("/").unwrap().iter() {
+            let nodes = json(&["cat", "tree", &tree]);
+            let node = nodes["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| {
+                    let bytes: Vec<u8> = serde_json::from_value(n["name"].clone()).unwrap();
+                    bytes == name.as_bytes()
+                })
+                .unwrap_or_else(|| panic!("{} is not in the snapshot", path.display()));
+            tree = node["kind"]["Dir"]["subtree"].as_str().unwrap().to_string();
+        }
+        tree
+    }
+
     pub fn snapshot_ids(&self) -> Vec<String> {
         let v: serde_json::Value =
             serde_json::from_str(&self.ok(&["snapshots", "--json"])).unwrap();
