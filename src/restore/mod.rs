@@ -125,12 +125,13 @@ pub fn restore_until(
     out.bytes_written = pool
         .broadcast(|_| {
             let mut written = 0;
+            let mut bytes = Vec::new();
             loop {
                 let i = next.fetch_add(1, Relaxed);
                 if i >= packs.len() || cancel.load(Relaxed) {
                     return written;
                 }
-                written += writing.pack(&pieces[packs[i].clone()]);
+                written += writing.pack(&pieces[packs[i].clone()], &mut bytes);
             }
         })
         .into_iter()
@@ -441,9 +442,9 @@ struct Writing<'a> {
 }
 
 impl Writing<'_> {
-    /// Reads the blobs of one pack (`pieces`, all of that pack) and writes
-    /// them out; the bytes written.
-    fn pack(&self, pieces: &[Piece]) -> u64 {
+    /// Reads the blobs of one pack (`pieces`, all of that pack) into
+    /// `bytes` and writes them out; the bytes written.
+    fn pack(&self, pieces: &[Piece], bytes: &mut Vec<u8>) -> u64 {
         let plan = self.plan;
         let path = layout::pack(&plan.packs[pieces[0].pack as usize]);
         let cipher = self.repo.keys.cipher();
@@ -457,13 +458,10 @@ impl Writing<'_> {
         for run in crate::pack::read_runs(&blobs, |b| stored(plan, &b[0]).extent()) {
             let start = stored(plan, &run[0][0]).offset;
             let end = stored(plan, &run[run.len() - 1][0]).extent().end;
-            let mut bytes = match self.repo.storage.read_range(&path, start..end) {
-                Ok(b) => b,
-                Err(e) => {
-                    self.fail(format!("{e:#}"), run.iter().flat_map(|b| b.iter()));
-                    continue;
-                }
-            };
+            if let Err(e) = self.repo.storage.read_range_into(&path, start..end, bytes) {
+                self.fail(format!("{e:#}"), run.iter().flat_map(|b| b.iter()));
+                continue;
+            }
             let decoding: Vec<RunBlob<'_>> = run
                 .iter()
                 .map(|b| {
@@ -478,34 +476,28 @@ impl Writing<'_> {
                     }
                 })
                 .collect();
-            decode_run(
-                &self.repo.keys,
-                &cipher,
-                &mut bytes,
-                &decoding,
-                |i, decoded| {
-                    let data = match decoded {
-                        Ok(d) => d,
-                        Err(e) => {
-                            let id = self.id(&run[i][0]).short();
-                            self.fail(format!("pack {path}, blob {id}: {e}"), run[i].iter());
-                            return;
-                        }
-                    };
-                    for piece in run[i] {
-                        match self.write(&mut handles, piece, data) {
-                            Ok(()) => {
-                                written += data.len() as u64;
-                                self.progress.bytes_read(data.len() as u64);
-                            }
-                            Err(e) => self.fail(
-                                format!("{}: write failed: {e}", self.path(piece).display()),
-                                std::iter::once(piece),
-                            ),
-                        }
+            decode_run(&self.repo.keys, &cipher, bytes, &decoding, |i, decoded| {
+                let data = match decoded {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let id = self.id(&run[i][0]).short();
+                        self.fail(format!("pack {path}, blob {id}: {e}"), run[i].iter());
+                        return;
                     }
-                },
-            );
+                };
+                for piece in run[i] {
+                    match self.write(&mut handles, piece, data) {
+                        Ok(()) => {
+                            written += data.len() as u64;
+                            self.progress.bytes_read(data.len() as u64);
+                        }
+                        Err(e) => self.fail(
+                            format!("{}: write failed: {e}", self.path(piece).display()),
+                            std::iter::once(piece),
+                        ),
+                    }
+                }
+            });
         }
         crate::crash_point::crash_point("restore-pack-written");
         written

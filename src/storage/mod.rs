@@ -268,11 +268,27 @@ impl Storage {
     }
 
     pub fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.read_range_into(path, range, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// [`Self::read_range`] into `bytes`, which it replaces: a reader of
+    /// many ranges keeps one buffer, whose memory is already mapped.
+    pub fn read_range_into(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        bytes: &mut Vec<u8>,
+    ) -> Result<()> {
         let want = range.end - range.start;
         if let Some(limit) = &self.shared.download_limit {
             limit.pace(want);
         }
         self.shared.requests.get.fetch_add(1, Relaxed);
+        if self.read_local(path, &range, bytes) {
+            return Ok(());
+        }
         let buf = self
             .runtime
             .block_on(self.op.read_with(path).range(range.clone()).into_future())
@@ -285,7 +301,32 @@ impl Storage {
                 range.end
             ));
         }
-        Ok(buf.to_vec())
+        bytes.clear();
+        for chunk in buf {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(())
+    }
+
+    /// Reads a range of a local repository's object straight into `bytes`
+    /// with one `pread`. OpenDAL's reader would fill a new zeroed buffer on
+    /// a blocking thread and hand it over to be copied: on a restore, page
+    /// faults and copies cost a tenth of all CPU. Whether it worked; on
+    /// any failure the read goes through OpenDAL, which words the error.
+    fn read_local(&self, path: &str, range: &Range<u64>, bytes: &mut Vec<u8>) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Some(root) = &self.local_root else {
+            return false;
+        };
+        let Ok(len) = usize::try_from(range.end - range.start) else {
+            return false;
+        };
+        // (only what is beyond the buffer's length is zeroed)
+        bytes.truncate(len);
+        bytes.resize(len, 0);
+        std::fs::File::open(root.join(path))
+            .and_then(|f| f.read_exact_at(bytes, range.start))
+            .is_ok()
     }
 
     /// Writes an object that must not exist yet. Every name cairn writes is
