@@ -256,9 +256,10 @@ fn prepare_files(
             }
             let path = plan.file_path(f);
             let in_new_dir = f.dir.map_or(target_is_new, |d| new_dirs[d]);
-            let existing = match in_new_dir {
-                true => None,
-                false => std::fs::symlink_metadata(&path).ok(),
+            let existing = if in_new_dir {
+                None
+            } else {
+                std::fs::symlink_metadata(&path).ok()
             };
             let made = match existing {
                 None if f.content.len() == 1 => return Fate::Create,
@@ -271,10 +272,7 @@ fn prepare_files(
             match made {
                 Ok(()) => Fate::Write,
                 Err(e) => {
-                    errors
-                        .lock()
-                        .expect("errors lock")
-                        .push(format!("{}: cannot create file: {e}", path.display()));
+                    cannot_create(errors, &path, &e);
                     Fate::Failed
                 }
             }
@@ -302,6 +300,13 @@ fn existing_fate(
         }
         Overwrite::Never => Some(Fate::LeftAlone),
     }
+}
+
+fn cannot_create(errors: &Mutex<Vec<String>>, path: &Path, e: &std::io::Error) {
+    errors
+        .lock()
+        .expect("errors lock")
+        .push(format!("{}: cannot create file: {e}", path.display()));
 }
 
 /// Replaces whatever is at `path` with a file of `size` bytes (all holes),
@@ -549,10 +554,7 @@ impl Writing<'_> {
             if self.fates[i] == Fate::Create && !self.created[i].load(Relaxed) {
                 let path = self.plan.file_path(f);
                 if let Err(e) = create_new(&path, f.node.size) {
-                    self.errors
-                        .lock()
-                        .expect("errors lock")
-                        .push(format!("{}: cannot create file: {e}", path.display()));
+                    cannot_create(self.errors, &path, &e);
                 }
             }
         }
