@@ -5,7 +5,7 @@
 use cairn::chunker::{Chunker, ChunkerParams};
 use cairn::crypto::MasterKeys;
 use cairn::filter::{BlobEncoder, BlobKind};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
 /// 8 MiB of mixed data: half text-like (compressible), half noise.
@@ -70,6 +70,27 @@ fn stages(c: &mut Criterion) {
     g.bench_function("aes_siv_open", |b| {
         b.iter(|| cipher.open("x", b"ad", black_box(&sealed)).unwrap())
     });
+    // a restore opens a pack's run of blobs together (CMAC chains side by side)
+    let small: Vec<Vec<u8>> = data
+        .chunks(16 << 10)
+        .take(128)
+        .map(|c| cipher.seal(b"ad", c))
+        .collect();
+    g.throughput(Throughput::Bytes(128 << 14));
+    g.bench_function("aes_siv_open_128_of_16k", |b| {
+        b.iter_batched(
+            || small.clone(),
+            |mut sealed| {
+                let mut objects: Vec<(&[u8], &mut [u8])> = sealed
+                    .iter_mut()
+                    .map(|s| (&b"ad"[..], s.as_mut_slice()))
+                    .collect();
+                cipher.open_all_in_place("blob", &mut objects)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.throughput(Throughput::Bytes(chunk.len() as u64));
     // the whole per-blob step at the repository default level (zstd-2)
     let level = cairn::config::DEFAULT_COMPRESSION_LEVEL;
     let mut enc = BlobEncoder::new(keys.clone(), level);
