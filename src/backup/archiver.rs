@@ -12,16 +12,16 @@ use crate::filter::BlobKind;
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::source::exclude::Excludes;
-use crate::source::fs::{node_from_metadata, read_xattrs, special_kind, OwnerNames};
+use crate::source::fs::{node_from_stat, read_xattrs, special_kind, OwnerNames};
+use crate::source::stat::{lstat, EntryType, Stat};
 use crate::tree::snapshot::BackupSummary;
 use crate::tree::{Node, NodeKind, Tree};
 use anyhow::{Context, Result};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -299,25 +299,27 @@ impl<'a, 's> Archiver<'a, 's> {
             let path = dir.join(std::ffi::OsStr::from_bytes(name));
             let parent_node = parent.and_then(|t| t.tree.find(name));
             if child.leaf {
-                let meta = std::fs::symlink_metadata(&path)
+                let stat = lstat(&path)
                     .with_context(|| format!("backup path {} cannot be read", path.display()))?;
-                let entry = Entry::looked_up(name.clone(), path, meta);
+                let entry = Entry::looked_up(name.clone(), path, stat);
+                let parent_node = parent_node.cloned();
                 if let Some(node) = self.archive_entry(entry, parent_node, verified, None)? {
                     nodes.push(node);
                 }
             } else {
-                let meta = std::fs::symlink_metadata(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let stat = lstat(&path).with_context(|| format!("reading {}", path.display()))?;
                 let sub_parent = ParentTree::subtree(self.repo, parent_node, verified, self.epoch);
                 let subtree = self.archive_trie(&path, child, sub_parent.as_ref())?;
                 let xattrs = read_xattrs(&path);
                 let kind = NodeKind::Dir { subtree };
-                nodes.push(node_from_metadata(
+                let owners = &mut self.owners;
+                nodes.push(node_from_stat(
                     name.clone(),
-                    &meta,
+                    &stat,
                     kind,
                     xattrs,
-                    &mut self.owners,
+                    owners,
+                    None,
                 ));
             }
         }
@@ -325,11 +327,13 @@ impl<'a, 's> Archiver<'a, 's> {
     }
 
     /// One entry of any kind. `None`: skipped (unreadable, vanished), already
-    /// warned. `ahead`: the walk the entry came from (none for a backup path).
+    /// warned. `parent`: the entry in the parent snapshot, taken apart for
+    /// the new node. `ahead`: the walk the entry came from (none for a
+    /// backup path).
     fn archive_entry(
         &mut self,
         entry: Entry,
-        parent: Option<&Node>,
+        mut parent: Option<Node>,
         parent_verified: bool,
         ahead: Option<&ReadAhead>,
     ) -> Result<Option<Node>> {
@@ -337,15 +341,14 @@ impl<'a, 's> Archiver<'a, 's> {
         let Entry {
             name,
             path,
-            meta,
+            stat,
             xattrs,
             other_fs,
             content,
         } = entry;
-        let ft = meta.file_type();
         let mut file_size = None;
-        let kind = if ft.is_file() {
-            match self.archive_file(&path, &meta, content, parent, parent_verified) {
+        let kind = if stat.kind == EntryType::File {
+            match self.archive_file(&path, &stat, content, parent.as_mut(), parent_verified) {
                 Ok((content, size)) => {
                     file_size = Some(size);
                     NodeKind::File { content }
@@ -355,7 +358,7 @@ impl<'a, 's> Archiver<'a, 's> {
                     return Ok(None);
                 }
             }
-        } else if ft.is_dir() {
+        } else if stat.kind == EntryType::Dir {
             self.summary.dirs += 1;
             let subtree = if other_fs {
                 self.save_tree(Vec::new())?
@@ -363,12 +366,12 @@ impl<'a, 's> Archiver<'a, 's> {
                 self.archive_scanned(ahead, &path)?
             } else {
                 let sub_parent =
-                    ParentTree::subtree(self.repo, parent, parent_verified, self.epoch);
-                self.archive_dir(&path, sub_parent, meta.dev())?
+                    ParentTree::subtree(self.repo, parent.as_ref(), parent_verified, self.epoch);
+                self.archive_dir(&path, sub_parent, stat.device)?
             };
             NodeKind::Dir { subtree }
         } else {
-            match special_kind(&path, &meta) {
+            match special_kind(&path, &stat) {
                 Ok(Some(kind)) => {
                     self.summary.other_entries += 1;
                     kind
@@ -380,7 +383,7 @@ impl<'a, 's> Archiver<'a, 's> {
                 }
             }
         };
-        let mut node = node_from_metadata(name, &meta, kind, xattrs, &mut self.owners);
+        let mut node = node_from_stat(name, &stat, kind, xattrs, &mut self.owners, parent);
         if let Some(size) = file_size {
             // what was stored, even if the file changed while being read
             node.size = size;
@@ -419,9 +422,18 @@ impl<'a, 's> Archiver<'a, 's> {
             self.warn(w);
         }
         let verified = parent.as_ref().is_some_and(|p| p.verified);
+        // The walk has let go of the parent tree (it is only cloned if not),
+        // so its nodes are taken apart for the new ones. Both lists are
+        // sorted by name: one pass pairs them.
+        let mut parent_nodes = parent
+            .map(|p| Arc::unwrap_or_clone(p).tree.nodes)
+            .unwrap_or_default()
+            .into_iter()
+            .peekable();
         let mut nodes = Vec::with_capacity(entries.len());
         for entry in entries {
-            let parent_node = parent.as_ref().and_then(|t| t.tree.find(&entry.name));
+            while parent_nodes.next_if(|n| n.name < entry.name).is_some() {}
+            let parent_node = parent_nodes.next_if(|n| n.name == entry.name);
             if let Some(node) = self.archive_entry(entry, parent_node, verified, Some(ahead))? {
                 nodes.push(node);
             }
@@ -436,20 +448,21 @@ impl<'a, 's> Archiver<'a, 's> {
     fn archive_file(
         &mut self,
         path: &Path,
-        meta: &Metadata,
+        stat: &Stat,
         prefetched: Option<Prefetched>,
-        parent: Option<&Node>,
+        parent: Option<&mut Node>,
         parent_verified: bool,
     ) -> Result<(Vec<Id>, u64)> {
-        if let Some(p) = parent.filter(|p| unchanged(self.detection, meta, p)) {
-            if let NodeKind::File { content } = &p.kind {
+        let had_parent = parent.is_some();
+        if let Some(p) = parent.filter(|p| unchanged(self.detection, stat, p)) {
+            if let NodeKind::File { content } = &mut p.kind {
                 if parent_verified || self.all_live(BlobKind::Data, content)? {
                     self.summary.files_unmodified += 1;
                     // processed, as restic counts it, though not read
                     self.summary.bytes_processed += p.size;
                     self.progress.file_done(p.size);
                     self.progress.file(FileOutcome::Unchanged, path);
-                    return Ok((content.clone(), p.size));
+                    return Ok((std::mem::take(content), p.size));
                 }
                 self.files_reread += 1;
             }
@@ -467,24 +480,21 @@ impl<'a, 's> Archiver<'a, 's> {
                 // that grew fails the size check below anyway. A size of 0
                 // may be a pseudo-file with content (procfs): that one is
                 // read to its end.
-                let (content, read) = match meta.len() {
+                let (content, read) = match stat.size {
                     0 => self.save_stream(&file)?,
                     size => self.save_stream((&file).take(size))?,
                 };
-                (content, read, file.metadata()?)
+                (content, read, Stat::from(&file.metadata()?))
             }
         };
-        if read != after.len()
-            || after.mtime() != meta.mtime()
-            || after.mtime_nsec() != meta.mtime_nsec()
-        {
+        if read != after.size || after.mtime_ns != stat.mtime_ns {
             self.warn(format!(
                 "{}: changed while being read (stored {read} bytes as read; back it up again for a consistent copy)",
                 path.display()
             ));
         }
         self.progress.file_done(0);
-        if parent.is_some() {
+        if had_parent {
             self.summary.files_changed += 1;
             self.progress.file(FileOutcome::Modified, path);
         } else {

@@ -6,8 +6,8 @@
 //! the ETA once it finishes (usually long before the backup).
 
 use crate::source::exclude::Excludes;
+use crate::source::stat::{lstat, Stat};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
@@ -154,19 +154,19 @@ pub fn scan(
     stop: &AtomicBool,
 ) {
     for root in paths {
-        let Ok(meta) = std::fs::symlink_metadata(root) else {
+        let Ok(stat) = lstat(root) else {
             continue;
         };
-        let mut stack = vec![(root.clone(), meta)];
-        let root_dev = stack[0].1.dev();
-        while let Some((path, meta)) = stack.pop() {
+        let mut stack = vec![(root.clone(), stat)];
+        let root_dev = stat.device;
+        while let Some((path, stat)) = stack.pop() {
             if stop.load(Relaxed) {
                 return;
             }
-            if meta.is_file() {
+            if stat.is_file() {
                 progress.total_files.fetch_add(1, Relaxed);
-                progress.total_bytes.fetch_add(meta.len(), Relaxed);
-            } else if meta.is_dir() && !(one_file_system && meta.dev() != root_dev) {
+                progress.total_bytes.fetch_add(stat.size, Relaxed);
+            } else if stat.is_dir() && !(one_file_system && stat.device != root_dev) {
                 push_children(&path, excludes, &mut stack);
             }
         }
@@ -174,7 +174,7 @@ pub fn scan(
     progress.scan_done.store(true, Relaxed);
 }
 
-fn push_children(dir: &Path, excludes: &Excludes, stack: &mut Vec<(PathBuf, std::fs::Metadata)>) {
+fn push_children(dir: &Path, excludes: &Excludes, stack: &mut Vec<(PathBuf, Stat)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -184,9 +184,9 @@ fn push_children(dir: &Path, excludes: &Excludes, stack: &mut Vec<(PathBuf, std:
             continue;
         }
         let path = e.path();
-        if let Ok(meta) = std::fs::symlink_metadata(&path) {
-            if !excludes.excludes(&path, &meta) {
-                stack.push((path, meta));
+        if let Ok(stat) = lstat(&path) {
+            if !excludes.excludes(&path, &stat) {
+                stack.push((path, stat));
             }
         }
     }

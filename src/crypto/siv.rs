@@ -221,7 +221,11 @@ impl BlockCipherEncClosure for CmacLanes<'_, '_> {
             }
             let active = &mut states[..lanes.len()];
             // Steps where every lane loads a plain block need no decisions.
-            let run = lanes.iter().map(|l| l.plain.saturating_sub(l.block)).min().unwrap_or(0);
+            let run = lanes
+                .iter()
+                .map(|l| l.plain.saturating_sub(l.block))
+                .min()
+                .unwrap_or(0);
             for step in 0..run {
                 for (lane, state) in lanes.iter().zip(active.iter_mut()) {
                     let start = (lane.block + step) * BLOCK;
@@ -348,7 +352,7 @@ impl<'a> Message<'a> {
     }
 
     fn last_block_complete(&self) -> bool {
-        !self.data.is_empty() && self.data.len() % BLOCK == 0
+        !self.data.is_empty() && self.data.len().is_multiple_of(BLOCK)
     }
 
     /// Block `i` as CMAC sees it, before the subkey of the last block.

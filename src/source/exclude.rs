@@ -16,10 +16,10 @@
 //!   is excluded is not read, so `!` cannot bring back something below it:
 //!   exclude `/data/*` and re-include `!/data/keep`.)
 
+use super::stat::Stat;
 use anyhow::{anyhow, Context, Result};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// `--exclude-caches`: a directory holding a `CACHEDIR.TAG` that starts with
@@ -189,13 +189,13 @@ impl Excludes {
 
     /// Whether the entry at `path` (absolute) with metadata `meta` (not
     /// following symlinks) is left out by a pattern or its size.
-    pub fn excludes(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
-        let is_dir = meta.is_dir();
+    pub fn excludes(&self, path: &Path, stat: &Stat) -> bool {
+        let is_dir = stat.is_dir();
         if self.patterns.matches(path, is_dir) || self.ipatterns.matches(path, is_dir) {
             return true;
         }
         self.larger_than
-            .is_some_and(|limit| meta.is_file() && meta.size() > limit)
+            .is_some_and(|limit| stat.is_file() && stat.size > limit)
     }
 
     /// The marker file `dir` holds, if any (`--exclude-if-present`,
@@ -325,7 +325,7 @@ mod tests {
         std::fs::write(plain.join("CACHEDIR.TAG"), "not a real tag").unwrap();
         std::fs::write(plain.join("big"), vec![0u8; 2000]).unwrap();
         std::fs::write(plain.join(".nobackup"), "").unwrap();
-        let meta = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+        let meta = |p: &Path| crate::source::stat::lstat(p).unwrap();
         let caches = Excludes::new(&ExcludeOptions {
             if_present: vec![CACHEDIR_TAG.into()],
             larger_than: Some(1000),

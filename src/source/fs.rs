@@ -1,11 +1,10 @@
 //! Reading file-system entries into tree nodes (metadata only; content is
 //! chunked by the backup).
 
+use super::stat::{EntryType, Stat};
 use crate::tree::{Node, NodeKind, Xattr};
 use std::collections::HashMap;
-use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// uid/gid → name lookups, cached (NSS lookups are slow).
@@ -16,63 +15,71 @@ pub struct OwnerNames {
 }
 
 impl OwnerNames {
-    pub fn user(&mut self, uid: u32) -> String {
-        self.users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-                    .unwrap_or_default()
-            })
-            .clone()
+    /// Makes `out` the name of user `uid` ("" if it has none), keeping its
+    /// allocation when it already is.
+    pub fn write_user(&mut self, uid: u32, out: &mut String) {
+        let name = self.users.entry(uid).or_insert_with(|| {
+            nix::unistd::User::from_uid(uid.into())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_default()
+        });
+        assign(out, name);
     }
 
-    pub fn group(&mut self, gid: u32) -> String {
-        self.groups
-            .entry(gid)
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(gid.into())
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name)
-                    .unwrap_or_default()
-            })
-            .clone()
+    /// Makes `out` the name of group `gid`, as `write_user` does.
+    pub fn write_group(&mut self, gid: u32, out: &mut String) {
+        let name = self.groups.entry(gid).or_insert_with(|| {
+            nix::unistd::Group::from_gid(gid.into())
+                .ok()
+                .flatten()
+                .map(|g| g.name)
+                .unwrap_or_default()
+        });
+        assign(out, name);
     }
 }
 
-pub fn ns(secs: i64, nanos: i64) -> i64 {
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+fn assign(out: &mut String, value: &str) {
+    if out != value {
+        out.clear();
+        out.push_str(value);
+    }
 }
 
 /// A node with the given kind and extended attributes; everything else
-/// comes from `meta` (an `lstat`).
-pub fn node_from_metadata(
+/// comes from `stat` (an `lstat`). `previous`, the parent snapshot's node
+/// for the entry, lends its owner names: they rarely change, and not
+/// allocating them again per file is measurable on an unchanged tree.
+pub fn node_from_stat(
     name: Vec<u8>,
-    meta: &Metadata,
+    stat: &Stat,
     kind: NodeKind,
     xattrs: Vec<Xattr>,
     owners: &mut OwnerNames,
+    previous: Option<Node>,
 ) -> Node {
+    let (mut user, mut group) = previous.map(|p| (p.user, p.group)).unwrap_or_default();
+    owners.write_user(stat.uid, &mut user);
+    owners.write_group(stat.gid, &mut group);
     Node {
         name,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        user: owners.user(meta.uid()),
-        group: owners.group(meta.gid()),
-        mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-        ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        mode: stat.permissions,
+        uid: stat.uid,
+        gid: stat.gid,
+        user,
+        group,
+        mtime_ns: stat.mtime_ns,
+        ctime_ns: stat.ctime_ns,
         size: if matches!(kind, NodeKind::File { .. }) {
-            meta.size()
+            stat.size
         } else {
             0
         },
-        inode: meta.ino(),
-        device: meta.dev(),
-        links: meta.nlink(),
+        inode: stat.inode,
+        device: stat.device,
+        links: stat.links,
         xattrs,
         kind,
     }
@@ -98,21 +105,15 @@ pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
 }
 
 /// The kind of a special (non-file, non-dir) entry, with what it carries.
-pub fn special_kind(path: &Path, meta: &Metadata) -> std::io::Result<Option<NodeKind>> {
-    let ft = meta.file_type();
-    Ok(Some(if ft.is_symlink() {
-        NodeKind::Symlink {
+pub fn special_kind(path: &Path, stat: &Stat) -> std::io::Result<Option<NodeKind>> {
+    Ok(Some(match stat.kind {
+        EntryType::Symlink => NodeKind::Symlink {
             target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
-        }
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice { rdev: meta.rdev() }
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice { rdev: meta.rdev() }
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_socket() {
-        NodeKind::Socket
-    } else {
-        return Ok(None);
+        },
+        EntryType::BlockDevice => NodeKind::BlockDevice { rdev: stat.rdev },
+        EntryType::CharDevice => NodeKind::CharDevice { rdev: stat.rdev },
+        EntryType::Fifo => NodeKind::Fifo,
+        EntryType::Socket => NodeKind::Socket,
+        EntryType::File | EntryType::Dir | EntryType::Other => return Ok(None),
     }))
 }

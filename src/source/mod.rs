@@ -7,3 +7,4 @@ pub mod exclude;
 pub mod fs;
 pub mod list_file;
 pub mod pipe;
+pub mod stat;
