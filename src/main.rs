@@ -17,6 +17,9 @@ fn main() {
     env_logger::Builder::from_env(
         env_logger::Env::new().filter_or("CAIRN_LOG", "cairn::server=info"),
     )
+    // The request signer's debug lines print the storage credentials
+    // (the secret key among them): a log must not hold them.
+    .filter_module("reqsign", log::LevelFilter::Warn)
     .format(|out, record| {
         use std::io::Write;
         let now = jiff::Timestamp::now();

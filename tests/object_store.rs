@@ -132,6 +132,31 @@ fn s3_and_swift_keep_files_exactly_and_report_their_requests() {
     }
 }
 
+/// CAIRN_LOG=debug shows every storage request, never the credentials
+/// (the request signer logs them at debug level).
+#[test]
+fn a_debug_log_holds_no_credentials() {
+    if server().is_none() {
+        return;
+    }
+    let env = s3_env();
+    env.init();
+    let src = env.path("src");
+    noise_files(&src, 2, 10_000, 9);
+    let out = env
+        .cairn()
+        .env("CAIRN_LOG", "debug")
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("list started"), "no request logged: {log}");
+    let secret = var("AWS_SECRET_ACCESS_KEY");
+    assert!(secret.len() >= 8, "a secret too short to look for");
+    assert!(!log.contains(&secret), "the secret key is in the log");
+}
+
 #[test]
 fn swift_v1_auth_from_restics_variables() {
     if server().is_none() {

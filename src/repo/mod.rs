@@ -263,11 +263,15 @@ impl std::ops::Deref for Repository {
 impl OpenedRepository {
     /// Unlocks the key with `password` and reads the config.
     pub fn open(storage: Storage, password: &[u8]) -> Result<OpenedRepository> {
-        if !storage.exists(layout::CONFIG)? {
-            return Err(Fail::RepoNotFound(storage.location().to_string()).into());
-        }
+        // Read, not checked for and read after the key: on a distant store
+        // that is one round trip fewer.
+        let sealed = match storage.read(layout::CONFIG, layout::max_size::CONFIG) {
+            Err(e) if crate::storage::is_not_found(&e) => {
+                return Err(Fail::RepoNotFound(storage.location().to_string()).into())
+            }
+            sealed => sealed?,
+        };
         let (key_id, keys) = unlock(&storage, password)?;
-        let sealed = storage.read(layout::CONFIG, layout::max_size::CONFIG)?;
         let plain = keys
             .cipher()
             .open("config", ad::CONFIG, &sealed)
