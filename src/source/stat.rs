@@ -1,11 +1,13 @@
 //! What `lstat` says of a file-system entry, in one type whether it came
 //! from a path, an open file, or a name relative to an open directory.
 //!
-//! The backup's walk stats entries with `fstatat` on their directory's
-//! descriptor: a full path makes the kernel look up every component again
-//! for every entry, which was a tenth of an unchanged backup's CPU time on a
-//! tree of 400k small files. std's `Metadata` cannot be built from that, so
-//! the walk carries this instead.
+//! The backup's walk stats entries with `fstatat` on the descriptor of the
+//! directory it listed, so what it stats is what it listed even if a
+//! directory on the way is renamed or replaced by a symlink meanwhile (it
+//! opens directories without following one). std's `Metadata` cannot be
+//! built from that, so the walk carries this instead. (It is not faster:
+//! on an unchanged tree of 400k small files the kernel's time goes to
+//! finding each entry's own name in the dentry cache, not to the path.)
 
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
