@@ -9,9 +9,10 @@
 //! `lstat`s its entries and reads their extended attributes (itself while
 //! the metadata is cached, through a pool of workers when the disk must be
 //! read), and hands the archiver the result with the parent snapshot's tree
-//! for the directory, which workers load a few subdirectories ahead. Small files the archiver will have to read (new or changed
-//! since the parent) are read into memory by the same pool, many at once,
-//! in the order the archiver consumes them. The archiver still makes every
+//! for the directory, which workers load a few subdirectories ahead. Small
+//! files the archiver will have to read (new or changed since the parent)
+//! are read into memory by the same pool, many at once, in the order the
+//! archiver consumes them. The archiver still makes every
 //! decision and builds every tree in the same order as before, so the same
 //! input gives the same snapshot.
 //!
@@ -355,7 +356,7 @@ enum UrgentJob {
 impl UrgentJob {
     fn run(self, rules: &WalkRules) {
         match self {
-            UrgentJob::Stat(job) => job.run(rules.excludes),
+            UrgentJob::Stat(job) => job.run(rules),
             UrgentJob::Tree(job) => job.run(rules),
         }
     }
@@ -394,7 +395,6 @@ struct StatJob {
     names: Vec<Vec<u8>>,
     dir: Arc<OpenDir>,
     parent: Option<Arc<ParentTree>>,
-    detection: ChangeDetection,
     reply: Sender<Vec<Stated>>,
 }
 
@@ -536,14 +536,8 @@ fn work(rules: &WalkRules, urgent: &Receiver<UrgentJob>, reads: &Receiver<ReadJo
 }
 
 impl StatJob {
-    fn run(self, excludes: &Excludes) {
-        let out = stat_batch(
-            excludes,
-            &self.dir,
-            self.names,
-            self.parent.as_deref(),
-            self.detection,
-        );
+    fn run(self, rules: &WalkRules) {
+        let out = stat_batch(rules, &self.dir, self.names, self.parent.as_deref());
         // The archiver takes the parent tree apart once it has the
         // directory; no worker may still hold it by then.
         drop(self.parent);
@@ -552,15 +546,14 @@ impl StatJob {
 }
 
 fn stat_batch(
-    excludes: &Excludes,
+    rules: &WalkRules,
     dir: &OpenDir,
     names: Vec<Vec<u8>>,
     parent: Option<&ParentTree>,
-    detection: ChangeDetection,
 ) -> Vec<Stated> {
     names
         .into_iter()
-        .map(|name| stat_entry(excludes, dir, name, parent, detection))
+        .map(|name| stat_entry(rules.excludes, dir, name, parent, rules.detection))
         .collect()
 }
 
@@ -787,24 +780,16 @@ impl Walker<'_> {
         names: Vec<Vec<u8>>,
         parent: Option<&Arc<ParentTree>>,
     ) -> Vec<Stated> {
-        let (excludes, detection) = (self.rules.excludes, self.rules.detection);
         let mut out = Vec::with_capacity(names.len());
-        let mut names = names.into_iter().peekable();
+        let mut names = names.into_iter();
         let mut batch_len = PROBE_BATCH;
-        while names.peek().is_some() {
+        while names.len() > 0 {
             let batch: Vec<Vec<u8>> = names.by_ref().take(batch_len).collect();
             let count = batch.len() as u32;
             let started = Instant::now();
-            out.extend(stat_batch(
-                excludes,
-                &dir,
-                batch,
-                parent.map(|p| &**p),
-                detection,
-            ));
+            out.extend(stat_batch(&self.rules, &dir, batch, parent.map(|p| &**p)));
             if started.elapsed() > self.cached_stat * count {
-                let replies = self.hand_out(&dir, &mut names, STAT_BATCH, parent);
-                self.collect(&dir, replies, &mut out);
+                self.spread(&dir, names, parent, &mut out);
                 break;
             }
             batch_len = STAT_BATCH;
@@ -812,23 +797,22 @@ impl Walker<'_> {
         out
     }
 
-    /// Sends the rest of `names` to the workers in batches of `batch`.
-    fn hand_out(
+    /// Has the workers stat `names` in batches, and adds what they found
+    /// to `out` in order.
+    fn spread(
         &self,
         dir: &Arc<OpenDir>,
-        names: &mut std::iter::Peekable<std::vec::IntoIter<Vec<u8>>>,
-        batch: usize,
+        mut names: std::vec::IntoIter<Vec<u8>>,
         parent: Option<&Arc<ParentTree>>,
-    ) -> Vec<Receiver<Vec<Stated>>> {
+        out: &mut Vec<Stated>,
+    ) {
         let mut replies = Vec::new();
-        while names.peek().is_some() {
-            let batch: Vec<Vec<u8>> = names.by_ref().take(batch).collect();
+        while names.len() > 0 {
             let (reply, rx) = bounded(1);
             let job = StatJob {
-                names: batch,
+                names: names.by_ref().take(STAT_BATCH).collect(),
                 dir: Arc::clone(dir),
                 parent: parent.cloned(),
-                detection: self.rules.detection,
                 reply,
             };
             // no worker left (none started): stat here
@@ -837,11 +821,6 @@ impl Walker<'_> {
             }
             replies.push(rx);
         }
-        replies
-    }
-
-    /// The workers' replies, in the order they were handed out.
-    fn collect(&self, dir: &OpenDir, replies: Vec<Receiver<Vec<Stated>>>, out: &mut Vec<Stated>) {
         for rx in replies {
             match rx.recv() {
                 Ok(batch) => out.extend(batch),

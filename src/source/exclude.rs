@@ -187,8 +187,8 @@ impl Excludes {
         })
     }
 
-    /// Whether the entry at `path` (absolute) with metadata `meta` (not
-    /// following symlinks) is left out by a pattern or its size.
+    /// Whether the entry at `path` (absolute), as `lstat` gives it, is left
+    /// out by a pattern or its size.
     pub fn excludes(&self, path: &Path, stat: &Stat) -> bool {
         let is_dir = stat.is_dir();
         if self.patterns.matches(path, is_dir) || self.ipatterns.matches(path, is_dir) {

@@ -19,11 +19,8 @@ impl OwnerNames {
     /// allocation when it already is.
     pub fn write_user(&mut self, uid: u32, out: &mut String) {
         let name = self.users.entry(uid).or_insert_with(|| {
-            nix::unistd::User::from_uid(uid.into())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-                .unwrap_or_default()
+            let user = nix::unistd::User::from_uid(uid.into());
+            user.ok().flatten().map(|u| u.name).unwrap_or_default()
         });
         assign(out, name);
     }
@@ -31,11 +28,8 @@ impl OwnerNames {
     /// Makes `out` the name of group `gid`, as `write_user` does.
     pub fn write_group(&mut self, gid: u32, out: &mut String) {
         let name = self.groups.entry(gid).or_insert_with(|| {
-            nix::unistd::Group::from_gid(gid.into())
-                .ok()
-                .flatten()
-                .map(|g| g.name)
-                .unwrap_or_default()
+            let group = nix::unistd::Group::from_gid(gid.into());
+            group.ok().flatten().map(|g| g.name).unwrap_or_default()
         });
         assign(out, name);
     }

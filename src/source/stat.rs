@@ -11,7 +11,7 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 
 /// The type of an entry, as the mode bits give it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,22 @@ pub enum EntryType {
     Socket,
     /// A type this system does not name; such entries are skipped.
     Other,
+}
+
+impl EntryType {
+    /// The type `st_mode`'s type bits name.
+    fn of_mode(mode: u32) -> EntryType {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => EntryType::File,
+            libc::S_IFDIR => EntryType::Dir,
+            libc::S_IFLNK => EntryType::Symlink,
+            libc::S_IFBLK => EntryType::BlockDevice,
+            libc::S_IFCHR => EntryType::CharDevice,
+            libc::S_IFIFO => EntryType::Fifo,
+            libc::S_IFSOCK => EntryType::Socket,
+            _ => EntryType::Other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +61,7 @@ pub struct Stat {
 }
 
 /// Nanoseconds since the epoch, saturating far beyond any real timestamp.
-pub fn ns(secs: i64, nanos: i64) -> i64 {
+fn ns(secs: i64, nanos: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
@@ -55,21 +71,11 @@ impl Stat {
     pub fn at(dir: impl AsFd, name: &[u8]) -> std::io::Result<Stat> {
         let name = std::ffi::OsStr::from_bytes(name);
         let st = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
-        let kind = match st.st_mode & libc::S_IFMT {
-            libc::S_IFREG => EntryType::File,
-            libc::S_IFDIR => EntryType::Dir,
-            libc::S_IFLNK => EntryType::Symlink,
-            libc::S_IFBLK => EntryType::BlockDevice,
-            libc::S_IFCHR => EntryType::CharDevice,
-            libc::S_IFIFO => EntryType::Fifo,
-            libc::S_IFSOCK => EntryType::Socket,
-            _ => EntryType::Other,
-        };
         // the casts only widen, or reinterpret a size the kernel never
         // reports negative; their types differ between architectures
         #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
         Ok(Stat {
-            kind,
+            kind: EntryType::of_mode(u32::from(st.st_mode)),
             permissions: u32::from(st.st_mode) & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
@@ -94,26 +100,8 @@ impl Stat {
 
 impl From<&std::fs::Metadata> for Stat {
     fn from(meta: &std::fs::Metadata) -> Stat {
-        let ft = meta.file_type();
-        let kind = if ft.is_file() {
-            EntryType::File
-        } else if ft.is_dir() {
-            EntryType::Dir
-        } else if ft.is_symlink() {
-            EntryType::Symlink
-        } else if ft.is_block_device() {
-            EntryType::BlockDevice
-        } else if ft.is_char_device() {
-            EntryType::CharDevice
-        } else if ft.is_fifo() {
-            EntryType::Fifo
-        } else if ft.is_socket() {
-            EntryType::Socket
-        } else {
-            EntryType::Other
-        };
         Stat {
-            kind,
+            kind: EntryType::of_mode(meta.mode()),
             permissions: meta.mode() & 0o7777,
             uid: meta.uid(),
             gid: meta.gid(),
