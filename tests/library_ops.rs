@@ -573,3 +573,121 @@ fn random_hostile_trees_never_panic_a_walk() {
         previous = Some(root);
     }
 }
+
+/// Snapshots are read in batches (many at once from a distant store): a
+/// listing of more than one batch comes back whole and in time order, a
+/// snapshot removed between listing and reading (a `forget` meanwhile) is
+/// skipped, and resolving while the index loads finds what resolving after
+/// it does.
+#[test]
+fn many_snapshots_come_back_whole_and_in_order() {
+    let repo = repository();
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    noise_files(&dir, 2, 1000, 5);
+    let first = back_up(&repo, &dir);
+    let template = repo.load_snapshot(&first).unwrap();
+    let mut made = vec![(template.time_ns, first)];
+    for i in 1..=40i64 {
+        let mut s = template.clone();
+        // out of listing order on purpose: ids are hashes, times go up and down
+        s.time_ns = template.time_ns + if i % 2 == 0 { i } else { 100 - i } * 1_000_000_000;
+        s.hostname = format!("host-{i}");
+        made.push((s.time_ns, repo.save_snapshot(&s).unwrap()));
+    }
+    made.sort();
+    let opened = OpenedRepository::open(repo.storage.clone(), PASSWORD).unwrap();
+    let listed = opened.listed_snapshots().unwrap();
+    // the newest and two others go after the listing
+    let gone = [made[40].1, made[0].1, made[17].1];
+    for id in &gone {
+        repo.storage
+            .delete(&cairn::repo::layout::snapshot(id))
+            .unwrap();
+    }
+    let read = listed.read_all().unwrap();
+    let expected: Vec<_> = made
+        .iter()
+        .map(|(_, id)| *id)
+        .filter(|id| !gone.contains(id))
+        .collect();
+    assert_eq!(read.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
+    let any = SnapshotFilter::default();
+    assert_eq!(listed.find("latest", &any).unwrap().0, made[39].1);
+
+    let (loaded, (latest, snap)) = OpenedRepository::open(repo.storage.clone(), PASSWORD)
+        .unwrap()
+        .load_index_picking(&CacheLocation::None, |listed| listed.find("latest", &any))
+        .unwrap();
+    assert_eq!(latest, made[39].1);
+    assert!(loaded
+        .index
+        .contains(cairn::filter::BlobKind::Tree, &snap.tree)
+        .unwrap());
+}
+
+/// Key files are read in batches: a password opens its key wherever the
+/// listing puts it (past the first batch too), junk under `keys/` is
+/// skipped, and a password no key takes is refused as a wrong password.
+#[test]
+fn every_password_opens_its_key_among_many() {
+    let storage = new_storage();
+    let opened = OpenedRepository::open(storage.clone(), PASSWORD).unwrap();
+    let cheap = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let mut keys = vec![(PASSWORD.to_vec(), opened.key_id)];
+    for i in 0..40 {
+        let password = format!("password number {i}").into_bytes();
+        let id = cairn::repo::keys::store_key(&storage, &opened.keys, &password, cheap).unwrap();
+        keys.push((password, id));
+    }
+    storage
+        .write(
+            &format!("keys/{}", "ab".repeat(32)),
+            b"not a key file".to_vec(),
+        )
+        .unwrap();
+    for (password, id) in &keys {
+        let opened = OpenedRepository::open(storage.clone(), password).unwrap();
+        assert_eq!(opened.key_id, *id);
+    }
+    let e = OpenedRepository::open(storage, b"nobody's password")
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            e.downcast_ref::<cairn::fail::Fail>(),
+            Some(cairn::fail::Fail::WrongPassword(_))
+        ),
+        "{e:#}"
+    );
+}
+
+/// Many objects read at once come back each in its place, a missing or
+/// oversized one failing alone with its own error.
+#[test]
+fn objects_read_at_once_each_land_in_their_place() {
+    let storage = Storage::open("memory://").unwrap();
+    let mut paths = Vec::new();
+    for i in 0..40 {
+        let path = format!("data/{i:02}");
+        storage.write(&path, vec![i as u8; i]).unwrap();
+        paths.push(path);
+    }
+    paths.insert(7, "data/missing".into());
+    let read = storage.read_each(&paths, 30);
+    assert_eq!(read.len(), 41);
+    for (path, result) in paths.iter().zip(&read) {
+        match path.strip_prefix("data/").unwrap().parse::<usize>() {
+            Ok(i) if i <= 30 => assert_eq!(result.as_ref().unwrap(), &vec![i as u8; i]),
+            Ok(_) => assert!(matches!(
+                result.as_ref().unwrap_err().downcast_ref(),
+                Some(cairn::storage::StorageError::TooLarge { .. })
+            )),
+            Err(_) => assert!(cairn::storage::is_not_found(result.as_ref().unwrap_err())),
+        }
+    }
+}

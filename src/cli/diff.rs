@@ -25,10 +25,9 @@ struct Statistics<'a> {
 }
 
 pub fn run(g: &GlobalArgs, a: &DiffArgs) -> Result<i32> {
-    let repo = g.open()?;
     let any = SnapshotFilter::default();
-    let (from_id, from) = repo.find_snapshot(&a.from, &any)?;
-    let (to_id, to) = repo.find_snapshot(&a.to, &any)?;
+    let (repo, ((from_id, from), (to_id, to))) =
+        g.open_picking(|listed| Ok((listed.find(&a.from, &any)?, listed.find(&a.to, &any)?)))?;
     if !g.json && !g.quiet {
         println!(
             "comparing snapshot {} to {}:\n",

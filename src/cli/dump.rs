@@ -18,8 +18,8 @@ pub struct DumpArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: &DumpArgs) -> Result<i32> {
-    let repo = g.open()?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
+    let (repo, (_, snap)) =
+        g.open_picking(|listed| listed.find(&a.snapshot, &a.filter.filter()))?;
     let stdout = std::io::stdout();
     write_dump(&repo, &snap, &a.path, &mut stdout.lock())?;
     Ok(0)

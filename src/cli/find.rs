@@ -39,9 +39,9 @@ pub fn run(g: &GlobalArgs, a: &FindArgs) -> Result<i32> {
     let patterns = NamePatterns::new(&a.patterns, a.ignore_case)?;
     let oldest = a.oldest.as_deref().map(parse_time).transpose()?;
     let newest = a.newest.as_deref().map(parse_time).transpose()?;
-    let repo = g.open()?;
     let filter = a.filter.filter();
-    let snapshots = repo.named_or_selected(&a.snapshots, &filter)?;
+    let (repo, snapshots) =
+        g.open_picking(|listed| listed.named_or_selected(&a.snapshots, &filter))?;
     let mut memo = FindMemo::default();
     let mut all = Vec::new();
     for (id, snap) in &snapshots {

@@ -19,8 +19,8 @@ pub struct LsArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: &LsArgs) -> Result<i32> {
-    let repo = g.open()?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
+    let (repo, (_, snap)) =
+        g.open_picking(|listed| listed.find(&a.snapshot, &a.filter.filter()))?;
     let base = a
         .path
         .as_deref()

@@ -31,7 +31,7 @@ mod unlock;
 use anyhow::{anyhow, Result};
 use cairn::fail::Fail;
 use cairn::repo::lock::{LockKind, LockOptions};
-use cairn::repo::snapshots::SnapshotFilter;
+use cairn::repo::snapshots::{ListedSnapshots, SnapshotFilter};
 use cairn::repo::{CacheLocation, OpenedRepository, Repository};
 use cairn::storage::{Storage, StorageOptions};
 use clap::{Args, Parser, Subcommand};
@@ -224,13 +224,23 @@ impl GlobalArgs {
         self.open_without_index()?.load_index(&self.cache())
     }
 
+    /// [`Self::open`], with `pick` resolving snapshots meanwhile (see
+    /// [`OpenedRepository::load_index_picking`]).
+    pub fn open_picking<T: Send>(
+        &self,
+        pick: impl FnOnce(&ListedSnapshots) -> Result<T> + Send,
+    ) -> Result<(Repository, T)> {
+        self.open_without_index()?
+            .load_index_picking(&self.cache(), pick)
+    }
+
     /// The key unlocked, the index not loaded (listing snapshots).
     pub fn open_without_index(&self) -> Result<OpenedRepository> {
-        let storage =
-            cairn::repo::access::open_storage(self.repo_url()?, &self.storage_options()?)?;
+        let found =
+            cairn::repo::access::find_repository(self.repo_url()?, &self.storage_options()?)?;
         // (asked only now: "no repository" comes before a password prompt)
         let password = password::read(self, false)?;
-        OpenedRepository::open(storage, password.as_bytes())
+        found.unlock(password.as_bytes())
     }
 
     /// Opens the repository and takes the lock `command` needs (unless
@@ -293,9 +303,10 @@ impl FromRepoArgs {
         if !self.from_options.is_empty() {
             storage.options = self.from_options.clone();
         }
-        let storage = cairn::repo::access::open_storage(url, &storage)?;
+        let found = cairn::repo::access::find_repository(url, &storage)?;
         let password = password::read_source(self)?;
-        OpenedRepository::open(storage, password.as_bytes())
+        found
+            .unlock(password.as_bytes())
             .map_err(|e| e.context(format!("opening the source repository {url}")))
     }
 }

@@ -101,12 +101,11 @@ pub fn run(g: &GlobalArgs, a: &RestoreArgs) -> Result<i32> {
     if let Some((config, source)) = a.service.config.as_ref().zip(a.service.source.as_ref()) {
         return run_service(g, a, config, source);
     }
-    let repo = g.open()?;
     let (spec, subpath) = match a.snapshot.split_once(':') {
         Some((s, p)) => (s, Some(p.to_string())),
         None => (a.snapshot.as_str(), None),
     };
-    let (id, snap) = repo.find_snapshot(spec, &a.filter.filter())?;
+    let (repo, (id, snap)) = g.open_picking(|listed| listed.find(spec, &a.filter.filter()))?;
     let Some(target) = &a.target else {
         let path = subpath.ok_or_else(|| {
             anyhow!(
@@ -187,14 +186,13 @@ fn run_service(g: &GlobalArgs, a: &RestoreArgs, config: &Path, name: &str) -> Re
         )
     })?;
     let g = &super::backup::with_repository_of(g, &settings, source)?;
-    let repo = g.open()?;
     let given = a.filter.filter();
     let filter = if given.hosts.is_empty() && given.tags.is_empty() && given.paths.is_empty() {
         cairn::ops::source_filter(source)
     } else {
         given
     };
-    let (id, snap) = repo.find_snapshot(&a.snapshot, &filter)?;
+    let (repo, (id, snap)) = g.open_picking(|listed| listed.find(&a.snapshot, &filter))?;
     let s = &a.service;
     let opts = ServiceRestoreOptions {
         database: s.database.clone(),

@@ -2,8 +2,7 @@
 //! password comes from. The CLI and `serve` (from the settings file) both
 //! open through these, so the rules are the same.
 
-use super::OpenedRepository;
-use crate::fail::Fail;
+use super::{FoundRepository, OpenedRepository};
 use crate::settings::RepositorySettings;
 use crate::storage::{Storage, StorageOptions};
 use anyhow::{anyhow, Context, Result};
@@ -86,15 +85,10 @@ pub struct RepoAccess {
     pub password: PasswordSource,
 }
 
-/// Opens the storage at `url`; "no repository" (exit 10) when it holds
+/// Finds the repository at `url`; "no repository" (exit 10) when there is
 /// none, said before anyone is asked for a password it could not use.
-pub fn open_storage(url: &str, opts: &StorageOptions) -> Result<Storage> {
-    let storage = Storage::open_with(url, opts)?;
-    if !storage.exists(super::layout::CONFIG)? {
-        storage.probe_container()?;
-        return Err(Fail::RepoNotFound(storage.location().to_string()).into());
-    }
-    Ok(storage)
+pub fn find_repository(url: &str, opts: &StorageOptions) -> Result<FoundRepository> {
+    FoundRepository::find(Storage::open_with(url, opts)?)
 }
 
 impl RepoAccess {
@@ -123,7 +117,6 @@ impl RepoAccess {
 
     /// The key unlocked, the index not loaded: enough for snapshots.
     pub fn open_without_index(&self) -> Result<OpenedRepository> {
-        let storage = open_storage(&self.url, &self.storage)?;
-        OpenedRepository::open(storage, self.password.read()?.as_bytes())
+        find_repository(&self.url, &self.storage)?.unlock(self.password.read()?.as_bytes())
     }
 }

@@ -37,6 +37,14 @@ use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+/// Small objects (index files, snapshots) read at once by
+/// [`OpenedRepository::read_objects`]: enough to fill the storage's requests
+/// in flight; each is at most its kind's `layout::max_size`.
+const OBJECTS_READ_AT_ONCE: usize = 16;
+
+/// What [`OpenedRepository::read_objects`] needs to know of index files.
+const INDEX_OBJECT: (&str, &[u8], u64) = ("index file", ad::INDEX, layout::max_size::INDEX);
+
 /// How often a reader lists the index again when files vanish under it
 /// (with a growing pause: a prune deleting many old files takes a while).
 const INDEX_RELIST_ATTEMPTS: u32 = 10;
@@ -213,12 +221,112 @@ pub fn init(storage: &Storage, password: &[u8], opts: &InitOptions) -> Result<Co
     Ok(config)
 }
 
-/// Finds the key file the password opens. A file under `keys/` that is not
-/// a key file (damaged, foreign, hostile parameters) is skipped with a
-/// warning naming it: one junk file must not lock everyone out.
-pub fn unlock(storage: &Storage, password: &[u8]) -> Result<(Id, MasterKeys)> {
-    let key_files = storage.list(layout::KEYS_DIR)?;
-    for obj in &key_files {
+/// A repository found on storage: what opening it reads before anyone is
+/// asked for a password (so "no repository" comes before a prompt). The
+/// config and the key files are read at the same time: on a distant store
+/// that is two round trips, not four.
+pub struct FoundRepository {
+    storage: Storage,
+    sealed_config: Vec<u8>,
+    /// The files under `keys/` that may be key files, in listing order.
+    key_paths: Vec<(String, Id)>,
+    /// The first [`OBJECTS_READ_AT_ONCE`] of them, read (the rest are read
+    /// only if none of these opens: a junk-filled `keys/` may not decide how
+    /// much memory opening takes).
+    first_keys: Vec<Result<Vec<u8>>>,
+}
+
+impl FoundRepository {
+    /// Reads the config and the key files; "no repository" (exit 10) when
+    /// there is no config.
+    pub fn find(storage: Storage) -> Result<FoundRepository> {
+        let (config, keys) = std::thread::scope(|s| {
+            let keys = s.spawn(|| -> Result<_> {
+                let paths = list_key_files(&storage)?;
+                let first =
+                    read_key_files(&storage, &paths[..paths.len().min(OBJECTS_READ_AT_ONCE)]);
+                Ok((paths, first))
+            });
+            let config = storage.read(layout::CONFIG, layout::max_size::CONFIG);
+            let keys = keys
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("reading the key files panicked")));
+            (config, keys)
+        });
+        let sealed_config = match config {
+            Ok(sealed) => sealed,
+            // (the key listing's error, if any, only echoes this one)
+            Err(e) => {
+                // a missing bucket is said plainly, not as the service's
+                // error for reading from it
+                storage.probe_container()?;
+                if crate::storage::is_not_found(&e) {
+                    return Err(Fail::RepoNotFound(storage.location().to_string()).into());
+                }
+                return Err(e);
+            }
+        };
+        let (key_paths, first_keys) = keys?;
+        Ok(FoundRepository {
+            storage,
+            sealed_config,
+            key_paths,
+            first_keys,
+        })
+    }
+
+    /// Unlocks a key with `password` and opens the config. A file under
+    /// `keys/` that is not a key file (damaged, foreign, hostile parameters)
+    /// is skipped with a warning naming it: one junk file must not lock
+    /// everyone out.
+    pub fn unlock(self, password: &[u8]) -> Result<OpenedRepository> {
+        let mut read = Some(self.first_keys);
+        let mut unlocked = None;
+        'batches: for batch in self.key_paths.chunks(OBJECTS_READ_AT_ONCE) {
+            let files = read
+                .take()
+                .unwrap_or_else(|| read_key_files(&self.storage, batch));
+            for ((path, id), bytes) in batch.iter().zip(files) {
+                let bytes = match bytes {
+                    Ok(bytes) => bytes,
+                    Err(e) if crate::storage::is_not_found(&e) => continue, // removed meanwhile
+                    Err(e) => return Err(e),
+                };
+                let key = match KeyFile::decode(&bytes) {
+                    Ok(key) => key,
+                    Err(e) => {
+                        eprintln!("warning: {path} is not a usable key file ({e}): skipped");
+                        continue;
+                    }
+                };
+                if let Ok(keys) = key.unlock(password) {
+                    unlocked = Some((*id, keys));
+                    break 'batches;
+                }
+            }
+        }
+        let Some((key_id, keys)) = unlocked else {
+            return Err(Fail::WrongPassword(self.storage.location().to_string()).into());
+        };
+        let plain = keys
+            .cipher()
+            .open("config", ad::CONFIG, &self.sealed_config)
+            .context("repository config")?;
+        let config = Config::decode(&plain).context("repository config")?;
+        Ok(OpenedRepository {
+            storage: self.storage,
+            keys,
+            key_id,
+            config,
+            snapshots: Default::default(),
+        })
+    }
+}
+
+/// The files under `keys/` that could be key files.
+fn list_key_files(storage: &Storage) -> Result<Vec<(String, Id)>> {
+    let mut listed = Vec::new();
+    for obj in storage.list(layout::KEYS_DIR)? {
         let Some(id) = layout::id_of(&obj.path) else {
             continue;
         };
@@ -230,26 +338,14 @@ pub fn unlock(storage: &Storage, password: &[u8]) -> Result<(Id, MasterKeys)> {
             );
             continue;
         }
-        let bytes = match storage.read(&obj.path, layout::max_size::KEY) {
-            Ok(b) => b,
-            Err(e) if crate::storage::is_not_found(&e) => continue, // removed meanwhile
-            Err(e) => return Err(e),
-        };
-        let key = match KeyFile::decode(&bytes) {
-            Ok(key) => key,
-            Err(e) => {
-                eprintln!(
-                    "warning: {} is not a usable key file ({e}): skipped",
-                    obj.path
-                );
-                continue;
-            }
-        };
-        if let Ok(keys) = key.unlock(password) {
-            return Ok((id, keys));
-        }
+        listed.push((obj.path, id));
     }
-    Err(Fail::WrongPassword(storage.location().to_string()).into())
+    Ok(listed)
+}
+
+fn read_key_files(storage: &Storage, listed: &[(String, Id)]) -> Vec<Result<Vec<u8>>> {
+    let paths: Vec<String> = listed.iter().map(|(path, _)| path.clone()).collect();
+    storage.read_each(&paths, layout::max_size::KEY)
 }
 
 impl std::ops::Deref for Repository {
@@ -261,29 +357,9 @@ impl std::ops::Deref for Repository {
 }
 
 impl OpenedRepository {
-    /// Unlocks the key with `password` and reads the config.
+    /// Finds the repository on `storage` and unlocks it with `password`.
     pub fn open(storage: Storage, password: &[u8]) -> Result<OpenedRepository> {
-        // Read, not checked for and read after the key: on a distant store
-        // that is one round trip fewer.
-        let sealed = match storage.read(layout::CONFIG, layout::max_size::CONFIG) {
-            Err(e) if crate::storage::is_not_found(&e) => {
-                return Err(Fail::RepoNotFound(storage.location().to_string()).into())
-            }
-            sealed => sealed?,
-        };
-        let (key_id, keys) = unlock(&storage, password)?;
-        let plain = keys
-            .cipher()
-            .open("config", ad::CONFIG, &sealed)
-            .context("repository config")?;
-        let config = Config::decode(&plain).context("repository config")?;
-        Ok(OpenedRepository {
-            storage,
-            keys,
-            key_id,
-            config,
-            snapshots: Default::default(),
-        })
+        FoundRepository::find(storage)?.unlock(password)
     }
 
     /// Opens the index cache in `cache` and brings it up to date.
@@ -345,14 +421,53 @@ impl OpenedRepository {
         max_size: u64,
     ) -> Result<Vec<u8>> {
         let sealed = self.storage.read(path, max_size)?;
-        if Id::of_stored_bytes(&sealed) != *id {
+        self.open_object(path, id, what, ad, &sealed)
+    }
+
+    /// Reads objects of one kind, [`OBJECTS_READ_AT_ONCE`] at a time, and
+    /// decodes each: from a distant store a round trip per batch, not per
+    /// object, and never more than one batch of stored bytes in memory.
+    /// Each result in its id's place.
+    pub fn read_objects<T: Send>(
+        &self,
+        ids: &[Id],
+        path_of: fn(&Id) -> String,
+        (what, ad, max_size): (&'static str, &[u8], u64),
+        decode: impl Fn(&[u8]) -> Result<T> + Sync,
+    ) -> Vec<Result<T>> {
+        let mut all = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(OBJECTS_READ_AT_ONCE) {
+            let paths: Vec<String> = batch.iter().map(path_of).collect();
+            let sealed = self.storage.read_each(&paths, max_size);
+            let decoded: Vec<Result<T>> = (batch, &paths, sealed)
+                .into_par_iter()
+                .map(|(id, path, sealed)| {
+                    let plain = self.open_object(path, id, what, ad, &sealed?)?;
+                    decode(&plain).with_context(|| path.clone())
+                })
+                .collect();
+            all.extend(decoded);
+        }
+        all
+    }
+
+    /// Checks an object's bytes against its name, then opens them.
+    fn open_object(
+        &self,
+        path: &str,
+        id: &Id,
+        what: &'static str,
+        ad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        if Id::of_stored_bytes(sealed) != *id {
             return Err(anyhow!(
                 "{path}: content does not match its name: the {what} is damaged"
             ));
         }
         self.keys
             .cipher()
-            .open(what, ad, &sealed)
+            .open(what, ad, sealed)
             .with_context(|| path.to_string())
     }
 
@@ -497,12 +612,12 @@ impl Repository {
                 .filter(|(id, _)| seen.insert(*id))
                 .copied()
                 .collect();
-            let results: Vec<(Id, Option<i64>, Result<IndexFile>)> = todo
-                .par_iter()
-                .map(|(id, written)| (*id, *written, self.read_index_file(id)))
-                .collect();
+            let ids: Vec<Id> = todo.iter().map(|(id, _)| *id).collect();
+            let files = self.read_objects(&ids, layout::index, INDEX_OBJECT, |plain| {
+                Ok(IndexFile::decode(plain)?)
+            });
             let mut vanished = false;
-            for (id, written, file) in results {
+            for ((id, written), file) in todo.into_iter().zip(files) {
                 match file {
                     Err(e) if crate::storage::is_not_found(&e) => vanished = true,
                     file => read.push((id, written, file)),
@@ -563,9 +678,9 @@ impl Repository {
     }
 
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let (what, ad, max_size) = INDEX_OBJECT;
         let path = layout::index(id);
-        let plain =
-            self.read_object(&path, id, "index file", ad::INDEX, layout::max_size::INDEX)?;
+        let plain = self.read_object(&path, id, what, ad, max_size)?;
         IndexFile::decode(&plain).with_context(|| path)
     }
 

@@ -1,11 +1,11 @@
 //! Reading, writing and naming snapshots.
 
-use super::{layout, OpenedRepository, Repository};
+use super::{layout, CacheLocation, OpenedRepository, Repository};
 use crate::crypto::ad;
 use crate::id::Id;
 use crate::tree::snapshot::Snapshot;
 use anyhow::{Context, Result};
-use rayon::prelude::*;
+use std::sync::Arc;
 
 /// A snapshot as listings show it (`snapshots --json`, the REST API):
 /// restic's field names where restic has them.
@@ -146,20 +146,18 @@ impl Repository {
     }
 }
 
+/// What [`OpenedRepository::read_objects`] needs to know of snapshots.
+const SNAPSHOT_OBJECT: (&str, &[u8], u64) = ("snapshot", ad::SNAPSHOT, layout::max_size::SNAPSHOT);
+
 impl OpenedRepository {
     /// Reads a snapshot (once: snapshots never change).
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         if let Some(s) = self.known_snapshots().get(id) {
             return Ok(s.clone());
         }
+        let (what, ad, max_size) = SNAPSHOT_OBJECT;
         let path = layout::snapshot(id);
-        let plain = self.read_object(
-            &path,
-            id,
-            "snapshot",
-            ad::SNAPSHOT,
-            layout::max_size::SNAPSHOT,
-        )?;
+        let plain = self.read_object(&path, id, what, ad, max_size)?;
         let snapshot = Snapshot::decode(&plain).with_context(|| path)?;
         self.known_snapshots().insert(*id, snapshot.clone());
         Ok(snapshot)
@@ -175,28 +173,125 @@ impl OpenedRepository {
         self.list_ids(layout::SNAPSHOTS_DIR)
     }
 
+    /// The snapshots on storage now, listed (not read yet).
+    pub fn listed_snapshots(&self) -> Result<ListedSnapshots<'_>> {
+        Ok(ListedSnapshots {
+            repo: self,
+            ids: self.snapshot_ids()?,
+        })
+    }
+
     /// All snapshots, oldest first.
-    /// A snapshot that vanishes between listing and reading was removed by
-    /// a `forget` running meanwhile (readers take no lock): it is skipped.
     pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let ids = self.snapshot_ids()?;
-        let mut all = ids
-            .par_iter()
-            .filter_map(|id| match self.load_snapshot(id) {
-                Ok(s) => Some(Ok((*id, s))),
-                Err(e) if crate::storage::is_not_found(&e) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        self.listed_snapshots()?.read_all()
+    }
+
+    /// See [`ListedSnapshots::named_or_selected`].
+    pub fn named_or_selected(
+        &self,
+        specs: &[String],
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<(Id, Snapshot)>> {
+        self.listed_snapshots()?.named_or_selected(specs, filter)
+    }
+
+    /// See [`ListedSnapshots::select`].
+    pub fn select_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+        latest: Option<usize>,
+    ) -> Result<Vec<(Id, Snapshot)>> {
+        self.listed_snapshots()?.select(filter, latest)
+    }
+
+    /// See [`ListedSnapshots::find`].
+    pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
+        self.listed_snapshots()?.find(spec, filter)
+    }
+}
+
+impl OpenedRepository {
+    /// [`Self::load_index`] while `pick` resolves snapshots from a listing
+    /// taken just before: on a distant store reading the snapshots overlaps
+    /// reading the index instead of following it.
+    pub fn load_index_picking<T: Send>(
+        self,
+        cache: &CacheLocation,
+        pick: impl FnOnce(&ListedSnapshots) -> Result<T> + Send,
+    ) -> Result<(Repository, T)> {
+        // Listed before the index is: a backup indexes its blobs before it
+        // writes its snapshot, so the index read after this listing covers
+        // every snapshot the listing shows.
+        let listed_ids = self.snapshot_ids()?;
+        let index = Arc::new(self.open_index_cache(cache)?);
+        let opened = Arc::new(self);
+        let (repo, picked) = std::thread::scope(|s| {
+            let picked = s.spawn(|| {
+                pick(&ListedSnapshots {
+                    repo: &opened,
+                    ids: listed_ids,
+                })
+            });
+            let repo = Repository::with_index(Arc::clone(&opened), index);
+            (repo, picked.join())
+        });
+        let picked = picked.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        Ok((repo?, picked))
+    }
+}
+
+/// The snapshots one listing of storage showed: what `latest`, id prefixes
+/// and filters resolve against.
+pub struct ListedSnapshots<'r> {
+    repo: &'r OpenedRepository,
+    ids: Vec<Id>,
+}
+
+impl ListedSnapshots<'_> {
+    /// All of them, oldest first; those not read before are read
+    /// [`OBJECTS_READ_AT_ONCE`](super::OBJECTS_READ_AT_ONCE) at a time. A
+    /// snapshot that vanishes between listing and reading was removed by a
+    /// `forget` running meanwhile (readers take no lock): it is skipped.
+    pub fn read_all(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let repo = self.repo;
+        let unread: Vec<Id> = {
+            let known = repo.known_snapshots();
+            self.ids
+                .iter()
+                .filter(|id| !known.contains_key(id))
+                .copied()
+                .collect()
+        };
+        let read = repo.read_objects(&unread, layout::snapshot, SNAPSHOT_OBJECT, |plain| {
+            Ok(Snapshot::decode(plain)?)
+        });
+        {
+            let mut known = repo.known_snapshots();
+            for (id, snapshot) in unread.iter().zip(read) {
+                match snapshot {
+                    Ok(s) => {
+                        known.insert(*id, s);
+                    }
+                    Err(e) if crate::storage::is_not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // forgotten ones need not stay in memory
+            let listed: std::collections::HashSet<&Id> = self.ids.iter().collect();
+            known.retain(|id, _| listed.contains(id));
+        }
+        let known = repo.known_snapshots();
+        let mut all: Vec<(Id, Snapshot)> = self
+            .ids
+            .iter()
+            .filter_map(|id| Some((*id, known.get(id)?.clone())))
+            .collect();
         all.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
-        // forgotten ones need not stay in memory
-        let listed: std::collections::HashSet<Id> = ids.into_iter().collect();
-        self.known_snapshots().retain(|id, _| listed.contains(id));
         Ok(all)
     }
 
     /// The snapshots `specs` name (ids, prefixes, `latest`, by the rules of
-    /// [`Self::find_snapshot`]), or with none named every snapshot `filter`
+    /// [`Self::find`]), or with none named every snapshot `filter`
     /// selects: what `find`, `tag` and `stats` work on.
     pub fn named_or_selected(
         &self,
@@ -204,23 +299,20 @@ impl OpenedRepository {
         filter: &SnapshotFilter,
     ) -> Result<Vec<(Id, Snapshot)>> {
         if specs.is_empty() {
-            return self.select_snapshots(filter, None);
+            return self.select(filter, None);
         }
-        specs
-            .iter()
-            .map(|spec| self.find_snapshot(spec, filter))
-            .collect()
+        specs.iter().map(|spec| self.find(spec, filter)).collect()
     }
 
     /// The snapshots that match `filter`, oldest first; with `latest`, only
     /// the newest N of each host and path set (`snapshots --latest N`).
-    pub fn select_snapshots(
+    pub fn select(
         &self,
         filter: &SnapshotFilter,
         latest: Option<usize>,
     ) -> Result<Vec<(Id, Snapshot)>> {
         let mut list: Vec<(Id, Snapshot)> = self
-            .list_snapshots()?
+            .read_all()?
             .into_iter()
             .filter(|(_, s)| filter.matches(s))
             .collect();
@@ -244,10 +336,10 @@ impl OpenedRepository {
     }
 
     /// Resolves `latest`, a full id, or a unique id prefix.
-    pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
+    pub fn find(&self, spec: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
             return Ok(self
-                .list_snapshots()?
+                .read_all()?
                 .into_iter()
                 .rfind(|(_, s)| filter.matches(s))
                 .ok_or(SnapshotLookupError::NoLatest)?);
@@ -256,13 +348,13 @@ impl OpenedRepository {
             return Err(SnapshotLookupError::NotAnId(spec.to_string()).into());
         }
         let spec = spec.to_ascii_lowercase();
-        let matches: Vec<Id> = self
-            .snapshot_ids()?
-            .into_iter()
+        let matches: Vec<&Id> = self
+            .ids
+            .iter()
             .filter(|id| id.to_hex().starts_with(&spec))
             .collect();
         match matches.as_slice() {
-            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [id] => Ok((**id, self.repo.load_snapshot(id)?)),
             [] => Err(SnapshotLookupError::NotFound(spec).into()),
             many => Err(SnapshotLookupError::Ambiguous(spec, many.len()).into()),
         }

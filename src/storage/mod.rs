@@ -240,22 +240,53 @@ impl Storage {
     /// come from storage others can write, and none may decide how much
     /// memory a command takes (the limits per kind: `repo::layout::max_size`).
     pub fn read(&self, path: &str, max_size: u64) -> Result<Vec<u8>> {
+        let out = self.runtime.block_on(self.read_whole(path, max_size));
+        self.finish_read(path, max_size, out)
+    }
+
+    /// [`Self::read`] of every path, [`MAX_CONCURRENT_REQUESTS`] at a time,
+    /// each result in its path's place. Many small objects (index files,
+    /// snapshots, keys) from a distant store then wait about one round trip,
+    /// not one each; callers hand over as many paths as they can hold.
+    pub fn read_each(&self, paths: &[String], max_size: u64) -> Vec<Result<Vec<u8>>> {
+        use futures_util::StreamExt;
+        let reads = futures_util::stream::iter(paths)
+            .map(|path| self.read_whole(path, max_size))
+            .buffered(MAX_CONCURRENT_REQUESTS);
+        let read: Vec<_> = self.runtime.block_on(reads.collect());
+        paths
+            .iter()
+            .zip(read)
+            .map(|(path, out)| self.finish_read(path, max_size, out))
+            .collect()
+    }
+
+    /// One whole object; `None` once it exceeds `max_size`.
+    async fn read_whole(
+        &self,
+        path: &str,
+        max_size: u64,
+    ) -> std::result::Result<Option<Vec<u8>>, opendal::Error> {
         use futures_util::TryStreamExt;
         self.shared.requests.get.fetch_add(1, Relaxed);
-        let read = async {
-            let mut stream = self.op.reader(path).await?.into_stream(..).await?;
-            let mut out = Vec::new();
-            while let Some(buf) = stream.try_next().await? {
-                if (out.len() + buf.len()) as u64 > max_size {
-                    return Ok(None);
-                }
-                buf.into_iter().for_each(|b| out.extend_from_slice(&b));
+        let mut stream = self.op.reader(path).await?.into_stream(..).await?;
+        let mut out = Vec::new();
+        while let Some(buf) = stream.try_next().await? {
+            if (out.len() + buf.len()) as u64 > max_size {
+                return Ok(None);
             }
-            Ok(Some(out))
-        };
-        let out = self
-            .runtime
-            .block_on(read)
+            buf.into_iter().for_each(|b| out.extend_from_slice(&b));
+        }
+        Ok(Some(out))
+    }
+
+    fn finish_read(
+        &self,
+        path: &str,
+        max_size: u64,
+        out: std::result::Result<Option<Vec<u8>>, opendal::Error>,
+    ) -> Result<Vec<u8>> {
+        let out = out
             .map_err(|e| self.describe(e, "reading", path))?
             .ok_or_else(|| StorageError::TooLarge {
                 path: path.to_string(),
