@@ -42,7 +42,8 @@ pub fn run(g: &GlobalArgs, a: &FindArgs) -> Result<i32> {
     let filter = a.filter.filter();
     let (repo, snapshots) =
         g.open_picking(|listed| listed.named_or_selected(&a.snapshots, &filter))?;
-    let mut memo = FindMemo::default();
+    let roots: Vec<_> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    let mut memo = FindMemo::for_roots(&repo, &roots);
     let mut all = Vec::new();
     for (id, snap) in &snapshots {
         let mut matches = repo.find_entries(snap.tree, &patterns, &mut memo)?;

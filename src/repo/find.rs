@@ -61,6 +61,17 @@ pub struct FindMemo {
     prefetched: HashSet<Id>,
 }
 
+impl FindMemo {
+    /// A memo for a search of the snapshots at `roots`, whose trees are
+    /// fetched first, all together: from a distant store, a search taking
+    /// one snapshot after another would wait for each one's trees in turn.
+    pub fn for_roots(repo: &Repository, roots: &[Id]) -> FindMemo {
+        let mut memo = FindMemo::default();
+        repo.prefetch_new_trees(roots, &mut memo.prefetched);
+        memo
+    }
+}
+
 impl Repository {
     /// The entries below `root` that `patterns` match, in path order.
     pub fn find_entries(

@@ -151,13 +151,15 @@ pub async fn find(
     let repos = Arc::clone(&state.repos);
     let answer = blocking(move || {
         let repo = repos.with_index(&name)?;
-        let mut memo = FindMemo::default();
+        let snapshots = repo.select_snapshots(&filter, None)?;
+        let roots: Vec<_> = snapshots.iter().map(|(_, s)| s.tree).collect();
+        let mut memo = FindMemo::for_roots(&repo, &roots);
         let mut answer = FindAnswer {
             snapshots: Vec::new(),
             truncated: false,
         };
         let mut found = 0;
-        for (id, snap) in repo.select_snapshots(&filter, None)? {
+        for (id, snap) in snapshots {
             let mut matches = repo.find_entries(snap.tree, &patterns, &mut memo)?;
             if matches.is_empty() {
                 continue;
