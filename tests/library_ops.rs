@@ -615,9 +615,12 @@ fn many_snapshots_come_back_whole_and_in_order() {
     let any = SnapshotFilter::default();
     assert_eq!(listed.find("latest", &any).unwrap().0, made[39].1);
 
-    let (loaded, (latest, snap)) = OpenedRepository::open(repo.storage.clone(), PASSWORD)
-        .unwrap()
-        .load_index_picking(&CacheLocation::None, |listed| listed.find("latest", &any))
+    let opened = OpenedRepository::open(repo.storage.clone(), PASSWORD).unwrap();
+    let listed = opened.snapshot_ids().unwrap();
+    let (loaded, (latest, snap)) = opened
+        .load_index_picking(listed, &CacheLocation::None, |listed| {
+            listed.find("latest", &any)
+        })
         .unwrap();
     assert_eq!(latest, made[39].1);
     assert!(loaded

@@ -32,7 +32,7 @@ use anyhow::{anyhow, Result};
 use cairn::fail::Fail;
 use cairn::repo::lock::{LockKind, LockOptions};
 use cairn::repo::snapshots::{ListedSnapshots, SnapshotFilter};
-use cairn::repo::{CacheLocation, OpenedRepository, Repository};
+use cairn::repo::{CacheLocation, FoundRepository, OpenedRepository, Repository};
 use cairn::storage::{Storage, StorageOptions};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -230,17 +230,23 @@ impl GlobalArgs {
         &self,
         pick: impl FnOnce(&ListedSnapshots) -> Result<T> + Send,
     ) -> Result<(Repository, T)> {
-        self.open_without_index()?
-            .load_index_picking(&self.cache(), pick)
+        let (found, password) = self.find_then_ask_password()?;
+        let (opened, listed) = found.unlock_listing_snapshots(password.as_bytes())?;
+        opened.load_index_picking(listed, &self.cache(), pick)
     }
 
     /// The key unlocked, the index not loaded (listing snapshots).
     pub fn open_without_index(&self) -> Result<OpenedRepository> {
+        let (found, password) = self.find_then_ask_password()?;
+        found.unlock(password.as_bytes())
+    }
+
+    /// The repository, then its password: "no repository" comes before a
+    /// password prompt.
+    fn find_then_ask_password(&self) -> Result<(FoundRepository, String)> {
         let found =
             cairn::repo::access::find_repository(self.repo_url()?, &self.storage_options()?)?;
-        // (asked only now: "no repository" comes before a password prompt)
-        let password = password::read(self, false)?;
-        found.unlock(password.as_bytes())
+        Ok((found, password::read(self, false)?))
     }
 
     /// Opens the repository and takes the lock `command` needs (unless

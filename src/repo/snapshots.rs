@@ -211,18 +211,21 @@ impl OpenedRepository {
 }
 
 impl OpenedRepository {
-    /// [`Self::load_index`] while `pick` resolves snapshots from a listing
-    /// taken just before: on a distant store reading the snapshots overlaps
-    /// reading the index instead of following it.
+    /// [`Self::load_index`] while `pick` resolves snapshots from
+    /// `listed_ids`, a listing of snapshots taken before this call (by
+    /// [`Self::snapshot_ids`] or
+    /// [`FoundRepository::unlock_listing_snapshots`](super::FoundRepository::unlock_listing_snapshots)):
+    /// on a distant store reading the snapshots overlaps reading the index
+    /// instead of following it.
     pub fn load_index_picking<T: Send>(
         self,
+        listed_ids: Vec<Id>,
         cache: &CacheLocation,
         pick: impl FnOnce(&ListedSnapshots) -> Result<T> + Send,
     ) -> Result<(Repository, T)> {
-        // Listed before the index is: a backup indexes its blobs before it
-        // writes its snapshot, so the index read after this listing covers
-        // every snapshot the listing shows.
-        let listed_ids = self.snapshot_ids()?;
+        // The listing must come before the index's: a backup indexes its
+        // blobs before it writes its snapshot, so the index read after the
+        // listing covers every snapshot the listing shows.
         let index = Arc::new(self.open_index_cache(cache)?);
         let opened = Arc::new(self);
         let (repo, picked) = std::thread::scope(|s| {
