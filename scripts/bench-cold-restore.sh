@@ -3,17 +3,20 @@
 # the test S3 server behind a proxy that adds ONE_WAY_MS of latency each way
 # (scripts/lib/latency-proxy.py), no local cache. Times cairn against restic
 # in one run: the first backup, a full restore, `ls latest` (every entry)
-# and `find`.
+# and `find`; then, once EXTRA_SNAPSHOTS small backups more are in both
+# repositories (a host backing up often), `ls latest` and `find` again:
+# those wait on reading every snapshot and index file.
 #
-#   bench-cold-restore.sh CAIRN_BINARY [DATA_DIR] [ONE_WAY_MS]
+#   bench-cold-restore.sh CAIRN_BINARY [DATA_DIR] [ONE_WAY_MS] [EXTRA_SNAPSHOTS]
 #
 # DATA_DIR defaults to the bench `tree`'s usr-share (43k files, 3.2k
-# directories); ONE_WAY_MS to 20.
+# directories); ONE_WAY_MS to 20; EXTRA_SNAPSHOTS to 40 (0: none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "$1")
 data=${2:-/tmp/bench/data/tree/usr-share}
 delay=${3:-20}
+extra=${4:-40}
 command -v restic >/dev/null || { echo "needs restic" >&2; exit 1; }
 work=$(mktemp -d /tmp/cairn-bench-cold.XXXXXX)
 proxy=
@@ -70,6 +73,21 @@ echo "| ls latest (every entry) | $c s | $r s | $(ratio "$c" "$r") |"
 c=$(time_of cairn_cold find '*.txt')
 r=$(time_of restic_cold find '*.txt')
 echo "| find '*.txt' | $c s | $r s | $(ratio "$c" "$r") |"
+if [ "$extra" -gt 0 ]; then
+  echo "== $extra small backups more in each repository (straight to the store)" >&2
+  mkdir -p "$work/often"
+  for i in $(seq "$extra"); do
+    echo "$i" >"$work/often/counter"
+    AWS_ENDPOINT_URL=$direct "$bin" -r "$cairn_repo" --cache-dir "$work/cache-direct" backup -q "$work/often" >/dev/null
+    restic -q -r "$restic_repo" --cache-dir "$work/rcache-direct" backup "$work/often" >/dev/null
+  done
+  c=$(time_of cairn_cold ls latest --path "$data")
+  r=$(time_of restic_cold ls latest --path "$data")
+  echo "| ls latest, $((extra + 1)) snapshots | $c s | $r s | $(ratio "$c" "$r") |"
+  c=$(time_of cairn_cold find '*.txt')
+  r=$(time_of restic_cold find '*.txt')
+  echo "| find '*.txt', $((extra + 1)) snapshots | $c s | $r s | $(ratio "$c" "$r") |"
+fi
 if diff -r --no-dereference "$data" "$out/r-cairn$data" >/dev/null; then
   echo "(cairn's restore equals the data)"
 else
