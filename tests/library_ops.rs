@@ -21,6 +21,12 @@ use common::{assert_same_tree, noise_files};
 use std::sync::atomic::AtomicBool;
 
 const PASSWORD: &[u8] = b"library";
+/// A key derivation that costs nothing (tests make many keys).
+const CHEAP_KDF: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
 
 /// A fresh in-memory repository, opened in two steps (key, then index) and
 /// holding the maintenance lock, so every operation may run.
@@ -42,11 +48,7 @@ fn repository() -> Repository {
 fn new_storage() -> Storage {
     let storage = Storage::open("memory://").unwrap();
     let opts = InitOptions {
-        kdf: KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
+        kdf: CHEAP_KDF,
         ..Default::default()
     };
     init(&storage, PASSWORD, &opts).unwrap();
@@ -636,15 +638,11 @@ fn many_snapshots_come_back_whole_and_in_order() {
 fn every_password_opens_its_key_among_many() {
     let storage = new_storage();
     let opened = OpenedRepository::open(storage.clone(), PASSWORD).unwrap();
-    let cheap = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
     let mut keys = vec![(PASSWORD.to_vec(), opened.key_id)];
     for i in 0..40 {
         let password = format!("password number {i}").into_bytes();
-        let id = cairn::repo::keys::store_key(&storage, &opened.keys, &password, cheap).unwrap();
+        let id =
+            cairn::repo::keys::store_key(&storage, &opened.keys, &password, CHEAP_KDF).unwrap();
         keys.push((password, id));
     }
     storage

@@ -208,9 +208,7 @@ impl OpenedRepository {
     pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
         self.listed_snapshots()?.find(spec, filter)
     }
-}
 
-impl OpenedRepository {
     /// [`Self::load_index`] while `pick` resolves snapshots from
     /// `listed_ids`, a listing of snapshots taken before this call (by
     /// [`Self::snapshot_ids`] or
