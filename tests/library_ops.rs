@@ -668,27 +668,43 @@ fn every_password_opens_its_key_among_many() {
 }
 
 /// Many objects read at once come back each in its place, a missing or
-/// oversized one failing alone with its own error.
+/// oversized one failing alone with its own error: in memory, and from a
+/// local directory (read there without OpenDAL, see `read_local_whole`).
 #[test]
 fn objects_read_at_once_each_land_in_their_place() {
-    let storage = Storage::open("memory://").unwrap();
-    let mut paths = Vec::new();
-    for i in 0..40 {
-        let path = format!("data/{i:02}");
-        storage.write(&path, vec![i as u8; i]).unwrap();
-        paths.push(path);
-    }
-    paths.insert(7, "data/missing".into());
-    let read = storage.read_each(&paths, 30);
-    assert_eq!(read.len(), 41);
-    for (path, result) in paths.iter().zip(&read) {
-        match path.strip_prefix("data/").unwrap().parse::<usize>() {
-            Ok(i) if i <= 30 => assert_eq!(result.as_ref().unwrap(), &vec![i as u8; i]),
-            Ok(_) => assert!(matches!(
-                result.as_ref().unwrap_err().downcast_ref(),
-                Some(cairn::storage::StorageError::TooLarge { .. })
-            )),
-            Err(_) => assert!(cairn::storage::is_not_found(result.as_ref().unwrap_err())),
+    let dir = tempfile::tempdir().unwrap();
+    for location in ["memory://", dir.path().to_str().unwrap()] {
+        let storage = Storage::open(location).unwrap();
+        let mut paths = Vec::new();
+        for i in 0..40 {
+            let path = format!("data/{i:02}");
+            storage.write(&path, vec![i as u8; i]).unwrap();
+            paths.push(path);
         }
+        paths.insert(7, "data/missing".into());
+        let read = storage.read_each(&paths, 30);
+        assert_eq!(read.len(), 41);
+        for (path, result) in paths.iter().zip(&read) {
+            match path.strip_prefix("data/").unwrap().parse::<usize>() {
+                Ok(i) if i <= 30 => assert_eq!(
+                    result.as_ref().unwrap(),
+                    &vec![i as u8; i],
+                    "{location} {path}"
+                ),
+                Ok(_) => assert!(
+                    matches!(
+                        result.as_ref().unwrap_err().downcast_ref(),
+                        Some(cairn::storage::StorageError::TooLarge { .. })
+                    ),
+                    "{location} {path}"
+                ),
+                Err(_) => assert!(
+                    cairn::storage::is_not_found(result.as_ref().unwrap_err()),
+                    "{location} {path}"
+                ),
+            }
+        }
+        assert_eq!(storage.read("data/30", 30).unwrap(), vec![30u8; 30]);
+        assert!(storage.read("data/31", 30).is_err(), "{location}");
     }
 }

@@ -70,7 +70,7 @@ impl PathTrie {
 }
 
 /// The most of the chunker's read window carried from one file to the next.
-/// A window grows to up to 16 MiB for a large file; shrunk back to this
+/// A window grows to up to 9 MiB for a large file; shrunk back to this
 /// after it, the next large file starts with pages already in place.
 const KEPT_READ_WINDOW: usize = 2 << 20;
 

@@ -15,7 +15,7 @@ use crate::crash_point::crash_point;
 use crate::filter::{BlobEncoder, BlobKind, EncodedBlob, Payload};
 use crate::id::Id;
 use crate::index::file::{IndexFile, IndexedPack};
-use crate::pack::{FinishedPack, PackBuilder, TARGET_PACK_SIZE};
+use crate::pack::{FinishedPack, PackBuilder};
 use crate::repo::{layout, Repository, UNINDEXED_MIN_AGE_NS};
 use anyhow::{anyhow, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -136,8 +136,10 @@ impl<'scope> BlobSaver<'scope> {
         let encoders = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let (raw_tx, raw_rx) = bounded::<Vec<RawBlob>>(2 * encoders);
-        let (enc_tx, enc_rx) = bounded::<Vec<EncodedBlob>>(2 * encoders);
+        // One batch waiting per encoder is enough to keep them busy; every
+        // batch more is up to a maximum chunk (8 MiB) held for nothing.
+        let (raw_tx, raw_rx) = bounded::<Vec<RawBlob>>(encoders);
+        let (enc_tx, enc_rx) = bounded::<Vec<EncodedBlob>>(encoders);
         // A rendezvous: a finished pack waits in the packer, not in a queue.
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let mut threads = Vec::new();
@@ -252,7 +254,7 @@ fn run_packer(
             BlobKind::Tree => &mut tree_pack,
         };
         pack.push(blob);
-        if pack.size() >= TARGET_PACK_SIZE {
+        if pack.is_full() {
             let full = std::mem::replace(pack, PackBuilder::new(pack.kind()));
             tx.send(full.finish(&cipher)).map_err(|_| stopped())?;
         }

@@ -205,8 +205,10 @@ impl<R: Read> ChunkStream<'_, R> {
         // Pending bytes always fit (a full maximum chunk would have been cut).
         // Grow, from 64 KiB, while they take a quarter of the window or more:
         // most files are small, and the tail moved to the front below stays
-        // small next to each read.
-        let limit = 2 * self.chunker.max;
+        // small next to each read. Pending bytes are less than a maximum
+        // chunk, so an eighth more leaves every read at least that much room
+        // (twice the maximum, as before, kept 16 MiB resident for no gain).
+        let limit = self.chunker.max + self.chunker.max / 8;
         if self.buf.len() < limit && pending * 4 >= self.buf.len() {
             let grow_to = (self.buf.len().max(32 * 1024) * 2).min(limit);
             self.buf.resize(grow_to, 0);

@@ -14,8 +14,14 @@ pub const PACK_MAGIC: &[u8; 7] = b"CAIRNPK";
 pub const PACK_VERSION: u8 = 1;
 /// header length (u32 little-endian) ‖ "CAIRNPK" ‖ version
 pub const TRAILER_LEN: usize = 12;
-/// Writers close a pack once its blobs reach this size.
+/// Writers close a data pack once its blobs reach this size.
 pub const TARGET_PACK_SIZE: usize = 8 * 1024 * 1024;
+/// ... and a tree pack at this size. Tree blobs trickle in all through a
+/// backup (one per directory, the root last), so the open tree pack is held
+/// in memory for most of the run: 8 MiB of trees would be resident at the
+/// end of a backup of a few hundred thousand files, when every other buffer
+/// is too.
+pub const TARGET_TREE_PACK_SIZE: usize = 2 * 1024 * 1024;
 /// Readers refuse headers above this size (a pack of tiny blobs has ~100 bytes per blob).
 pub const MAX_HEADER_LEN: u32 = 64 * 1024 * 1024;
 
@@ -116,6 +122,16 @@ impl PackBuilder {
 
     pub fn size(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Whether its blobs reached the target size of its kind (writers then
+    /// close it).
+    pub fn is_full(&self) -> bool {
+        let target = match self.kind {
+            BlobKind::Data => TARGET_PACK_SIZE,
+            BlobKind::Tree => TARGET_TREE_PACK_SIZE,
+        };
+        self.bytes.len() >= target
     }
 
     pub fn push(&mut self, blob: EncodedBlob) {

@@ -27,7 +27,7 @@ use crate::crash_point::crash_point;
 use crate::filter::{decode_blob, BlobKind, EncodedBlob};
 use crate::id::Id;
 use crate::index::file::{CondemnedPack, IndexFile, IndexedPack};
-use crate::pack::{PackBuilder, PackedBlob, TARGET_PACK_SIZE};
+use crate::pack::{PackBuilder, PackedBlob};
 use crate::repo::lock::LockKind;
 use crate::repo::{layout, Repository, UNINDEXED_MIN_AGE_NS};
 use crate::tree::NodeKind;
@@ -620,7 +620,7 @@ fn repack(repo: &Repository, packs: &[Repack], progress: &Progress) -> Result<Ve
                 .entry(blob.kind)
                 .or_insert_with(|| PackBuilder::new(blob.kind));
             builder.push(blob);
-            if builder.size() >= TARGET_PACK_SIZE {
+            if builder.is_full() {
                 let kind = builder.kind();
                 let full = std::mem::replace(builder, PackBuilder::new(kind));
                 upload(full, &mut out)?;
