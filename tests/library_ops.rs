@@ -11,7 +11,7 @@ use cairn::check::{check_with_progress, ReadData};
 use cairn::crypto::keyfile::KdfParams;
 use cairn::repo::lock::{LockKind, LockOptions};
 use cairn::repo::snapshots::{SnapshotFilter, SnapshotLookupError};
-use cairn::repo::{init, CacheLocation, InitOptions, OpenedRepository, Repository};
+use cairn::repo::{init, CacheLocation, InitOptions, Listings, OpenedRepository, Repository};
 use cairn::restore::{restore, RestoreOptions};
 use cairn::retention::forget::{execute_forget, plan_forget, ForgetOptions};
 use cairn::retention::policy::KeepPolicy;
@@ -618,7 +618,7 @@ fn many_snapshots_come_back_whole_and_in_order() {
     assert_eq!(listed.find("latest", &any).unwrap().0, made[39].1);
 
     let opened = OpenedRepository::open(repo.storage.clone(), PASSWORD).unwrap();
-    let listed = opened.snapshot_ids().unwrap();
+    let listed = Listings::take(&opened.storage).unwrap();
     let (loaded, (latest, snap)) = opened
         .load_index_picking(listed, &CacheLocation::None, |listed| {
             listed.find("latest", &any)
@@ -665,6 +665,36 @@ fn every_password_opens_its_key_among_many() {
         ),
         "{e:#}"
     );
+}
+
+/// Ranged reads into one reused buffer: each leaves exactly its range in
+/// it, whatever the buffer held before, and a range past the object's end
+/// is an error naming the object. Through OpenDAL (memory)
+/// and straight from a local directory.
+#[test]
+fn ranged_reads_into_one_buffer_replace_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    for location in ["memory://", dir.path().to_str().unwrap()] {
+        let storage = Storage::open(location).unwrap();
+        let object: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        storage.write("data/ab/pack", object.clone()).unwrap();
+        let mut bytes = vec![0xee; 500_000];
+        for range in [0..300_000u64, 10..20, 299_999..300_000, 5..5, 1000..250_000] {
+            storage
+                .read_range_into("data/ab/pack", range.clone(), &mut bytes)
+                .unwrap();
+            assert_eq!(
+                bytes,
+                &object[range.start as usize..range.end as usize],
+                "{location} {range:?}"
+            );
+        }
+        let e = storage
+            .read_range_into("data/ab/pack", 299_000..300_001, &mut bytes)
+            .unwrap_err();
+        // (each service words it its own way; it names the object)
+        assert!(format!("{e:#}").contains("data/ab/pack"), "{location}: {e:#}");
+    }
 }
 
 /// Many objects read at once come back each in its place, a missing or
