@@ -231,7 +231,7 @@ impl GlobalArgs {
         pick: impl FnOnce(&ListedSnapshots) -> Result<T> + Send,
     ) -> Result<(Repository, T)> {
         let (found, password) = self.find_then_ask_password()?;
-        let (opened, listed) = found.unlock_listing_snapshots(password.as_bytes())?;
+        let (opened, listed) = found.unlock_listing(password.as_bytes())?;
         opened.load_index_picking(listed, &self.cache(), pick)
     }
 

@@ -11,6 +11,24 @@ use crate::id::Id;
 use crate::storage::Storage;
 use anyhow::{anyhow, Context, Result};
 
+/// What [`FoundRepository::unlock_listing`] lists while the key is derived.
+pub struct Listings {
+    pub snapshots: Vec<Id>,
+    /// The index files, with their storage modification times.
+    pub index: Vec<(Id, Option<i64>)>,
+}
+
+impl Listings {
+    pub fn take(storage: &Storage) -> Result<Listings> {
+        // in this order: a backup indexes its blobs before it writes its
+        // snapshot, so an index listed after the snapshots covers every
+        // snapshot that listing shows
+        let snapshots = list_ids(storage, layout::SNAPSHOTS_DIR)?;
+        let index = super::list_index_files(storage)?;
+        Ok(Listings { snapshots, index })
+    }
+}
+
 /// A repository found on storage: what opening it reads before anyone is
 /// asked for a password (so "no repository" comes before a prompt). The
 /// config and the key files are read at the same time: on a distant store
@@ -65,13 +83,14 @@ impl FoundRepository {
         })
     }
 
-    /// [`Self::unlock`] while the snapshots are listed (a listing needs no
-    /// key): what [`OpenedRepository::load_index_picking`] starts from, one
-    /// round trip sooner than listing after the key derivation.
-    pub fn unlock_listing_snapshots(self, password: &[u8]) -> Result<(OpenedRepository, Vec<Id>)> {
+    /// [`Self::unlock`] while the snapshots, then the index files, are
+    /// listed (a listing needs no key): what
+    /// [`OpenedRepository::load_index_picking`] starts from, two round trips
+    /// sooner than listing after the key derivation.
+    pub fn unlock_listing(self, password: &[u8]) -> Result<(OpenedRepository, Listings)> {
         let storage = self.storage.clone();
         let (opened, listed) = std::thread::scope(|s| {
-            let listed = s.spawn(|| list_ids(&storage, layout::SNAPSHOTS_DIR));
+            let listed = s.spawn(|| Listings::take(&storage));
             let opened = self.unlock(password);
             let listed = listed
                 .join()

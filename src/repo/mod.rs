@@ -18,7 +18,7 @@ pub mod stats;
 pub mod tags;
 
 pub use commit_check::{revival_allowed, CommitWindow, UNINDEXED_MIN_AGE_NS};
-pub use found::FoundRepository;
+pub use found::{FoundRepository, Listings};
 pub use rewrite_index::IndexRewrite;
 
 use crate::chunker::{Chunker, ChunkerParams};
@@ -58,6 +58,15 @@ pub struct ListedIndexFiles {
     /// Each file read, or why it could not be; files that vanished between
     /// LIST and GET are left out.
     pub read: Vec<(Id, Option<i64>, Result<IndexFile>)>,
+}
+
+/// Every index file on `storage`, with its storage modification time.
+fn list_index_files(storage: &Storage) -> Result<Vec<(Id, Option<i64>)>> {
+    Ok(storage
+        .list(layout::INDEX_DIR)?
+        .iter()
+        .filter_map(|o| Some((layout::id_of(&o.path)?, o.modified_ns)))
+        .collect())
 }
 
 /// The files read, or the first failure.
@@ -365,12 +374,22 @@ impl Repository {
     /// A repository on `opened` working with `index` (which others may be
     /// using at the same time), brought up to date.
     pub fn with_index(opened: Arc<OpenedRepository>, index: Arc<IndexCache>) -> Result<Repository> {
+        Self::with_index_listed(opened, index, None)
+    }
+
+    /// [`Self::with_index`], from `index_listing` if it is given (a listing
+    /// of the index files taken just before).
+    pub fn with_index_listed(
+        opened: Arc<OpenedRepository>,
+        index: Arc<IndexCache>,
+        index_listing: Option<Vec<(Id, Option<i64>)>>,
+    ) -> Result<Repository> {
         let repo = Repository {
             opened,
             index,
             held_lock: OnceLock::new(),
         };
-        repo.sync_index()?;
+        repo.sync_index_from(index_listing)?;
         Ok(repo)
     }
 
@@ -444,9 +463,14 @@ impl Repository {
     /// vanishes between listing and reading was superseded by a prune that
     /// is finishing: the listing is taken again.
     pub fn sync_index(&self) -> Result<()> {
+        self.sync_index_from(None)
+    }
+
+    /// [`Self::sync_index`], starting from `listing` if it is given.
+    fn sync_index_from(&self, listing: Option<Vec<(Id, Option<i64>)>>) -> Result<()> {
         let _syncing = self.index.sync_guard();
         let (ingested, mut superseded) = self.index.ingested_index_files()?;
-        let listed = self.read_listed_index_files(&ingested)?;
+        let listed = self.read_index_files_listed(&ingested, listing)?;
         let present: std::collections::HashSet<Id> = listed.present.iter().map(|f| f.0).collect();
         let files = all_read(listed.read)?;
         superseded.extend(
@@ -481,11 +505,24 @@ impl Repository {
         &self,
         skip: &std::collections::HashSet<Id>,
     ) -> Result<ListedIndexFiles> {
+        self.read_index_files_listed(skip, None)
+    }
+
+    /// [`Self::read_listed_index_files`], from `listing` (if given) the
+    /// first time.
+    fn read_index_files_listed(
+        &self,
+        skip: &std::collections::HashSet<Id>,
+        mut listing: Option<Vec<(Id, Option<i64>)>>,
+    ) -> Result<ListedIndexFiles> {
         let mut seen = skip.clone();
         let mut read = Vec::new();
         let mut attempt = 0;
         loop {
-            let present = self.list_index_files()?;
+            let present = match listing.take() {
+                Some(listed) => listed,
+                None => self.list_index_files()?,
+            };
             let todo: Vec<(Id, Option<i64>)> = present
                 .iter()
                 .filter(|(id, _)| seen.insert(*id))
@@ -519,12 +556,7 @@ impl Repository {
 
     /// Every index file on storage, with its storage modification time.
     pub fn list_index_files(&self) -> Result<Vec<(Id, Option<i64>)>> {
-        Ok(self
-            .storage
-            .list(layout::INDEX_DIR)?
-            .iter()
-            .filter_map(|o| Some((layout::id_of(&o.path)?, o.modified_ns)))
-            .collect())
+        list_index_files(&self.storage)
     }
 
     /// Ingests `files`, leaving out those superseded by one of them or

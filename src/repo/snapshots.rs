@@ -1,6 +1,6 @@
 //! Reading, writing and naming snapshots.
 
-use super::{layout, CacheLocation, OpenedRepository, Repository};
+use super::{layout, CacheLocation, Listings, OpenedRepository, Repository};
 use crate::crypto::ad;
 use crate::id::Id;
 use crate::tree::snapshot::Snapshot;
@@ -210,30 +210,27 @@ impl OpenedRepository {
     }
 
     /// [`Self::load_index`] while `pick` resolves snapshots from
-    /// `listed_ids`, a listing of snapshots taken before this call (by
-    /// [`Self::snapshot_ids`] or
-    /// [`FoundRepository::unlock_listing_snapshots`](super::FoundRepository::unlock_listing_snapshots)):
+    /// `listed`, listings taken before this call (by [`Listings::take`] or
+    /// [`FoundRepository::unlock_listing`](super::FoundRepository::unlock_listing)):
     /// on a distant store reading the snapshots overlaps reading the index
     /// instead of following it.
     pub fn load_index_picking<T: Send>(
         self,
-        listed_ids: Vec<Id>,
+        listed: Listings,
         cache: &CacheLocation,
         pick: impl FnOnce(&ListedSnapshots) -> Result<T> + Send,
     ) -> Result<(Repository, T)> {
-        // The listing must come before the index's: a backup indexes its
-        // blobs before it writes its snapshot, so the index read after the
-        // listing covers every snapshot the listing shows.
         let index = Arc::new(self.open_index_cache(cache)?);
         let opened = Arc::new(self);
         let (repo, picked) = std::thread::scope(|s| {
             let picked = s.spawn(|| {
                 pick(&ListedSnapshots {
                     repo: &opened,
-                    ids: listed_ids,
+                    ids: listed.snapshots,
                 })
             });
-            let repo = Repository::with_index(Arc::clone(&opened), index);
+            let repo =
+                Repository::with_index_listed(Arc::clone(&opened), index, Some(listed.index));
             (repo, picked.join())
         });
         let picked = picked.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;

@@ -213,33 +213,42 @@ fn locate_content(repo: &Repository, plan: &mut Plan) -> Result<()> {
     };
     let dirs = &plan.dirs;
     let target = &plan.target;
-    plan.files.par_iter_mut().try_for_each(|f| -> Result<()> {
-        f.stored = f
-            .content
-            .iter()
-            .map(|id| {
-                Ok(repo
-                    .index
-                    .lookup_any(BlobKind::Data, id)?
-                    .map(|loc| StoredBlob {
-                        pack: number(loc.pack),
-                        offset: loc.blob.offset,
-                        length: loc.blob.length,
-                        raw_length: loc.blob.raw_length,
-                        compression: loc.blob.compression,
-                    }))
-            })
-            .collect::<Result<_>>()?;
-        let total: u64 = f.lengths().map(u64::from).sum();
-        if total != f.node.size && f.stored.iter().all(Option::is_some) {
-            return Err(anyhow!(
-                "{}: stored content is {total} bytes but the node says {}",
-                file_path_in(target, dirs, f).display(),
-                f.node.size
-            ));
-        }
-        Ok(())
-    })?;
+    plan.files
+        .par_chunks_mut(FILES_LOOKED_UP_TOGETHER)
+        .try_for_each(|files| -> Result<()> {
+            let ids: Vec<Id> = files
+                .iter()
+                .flat_map(|f| f.content.iter().copied())
+                .collect();
+            let mut found = repo
+                .index
+                .lookup_any_many(BlobKind::Data, &ids)?
+                .into_iter();
+            for f in files {
+                f.stored = found
+                    .by_ref()
+                    .take(f.content.len())
+                    .map(|location| {
+                        location.map(|loc| StoredBlob {
+                            pack: number(loc.pack),
+                            offset: loc.blob.offset,
+                            length: loc.blob.length,
+                            raw_length: loc.blob.raw_length,
+                            compression: loc.blob.compression,
+                        })
+                    })
+                    .collect();
+                let total: u64 = f.lengths().map(u64::from).sum();
+                if total != f.node.size && f.stored.iter().all(Option::is_some) {
+                    return Err(anyhow!(
+                        "{}: stored content is {total} bytes but the node says {}",
+                        file_path_in(target, dirs, f).display(),
+                        f.node.size
+                    ));
+                }
+            }
+            Ok(())
+        })?;
     let mut numbered: Vec<(Id, u32)> = packs
         .into_inner()
         .expect("packs lock")
@@ -249,6 +258,9 @@ fn locate_content(repo: &Repository, plan: &mut Plan) -> Result<()> {
     plan.packs = numbered.into_iter().map(|(id, _)| id).collect();
     Ok(())
 }
+
+/// Files whose content [`locate_content`] looks up in one batch.
+const FILES_LOOKED_UP_TOGETHER: usize = 256;
 
 fn has_glob(p: &str) -> bool {
     p.contains(['*', '?', '[', '{'])
