@@ -693,7 +693,10 @@ fn ranged_reads_into_one_buffer_replace_its_bytes() {
             .read_range_into("data/ab/pack", 299_000..300_001, &mut bytes)
             .unwrap_err();
         // (each service words it its own way; it names the object)
-        assert!(format!("{e:#}").contains("data/ab/pack"), "{location}: {e:#}");
+        assert!(
+            format!("{e:#}").contains("data/ab/pack"),
+            "{location}: {e:#}"
+        );
     }
 }
 
