@@ -103,7 +103,7 @@ fn restore_skips_files_that_already_match_and_repairs_others() {
         target.to_str().unwrap(),
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let v = last_json(&out);
     assert!(v["files_skipped"].as_u64().unwrap() >= 10, "{v}");
     assert_same_tree(&src, &restored);
 }
@@ -175,7 +175,7 @@ fn unchanged_second_backup_adds_under_one_percent() {
     let (env, src) = backed_up_env();
     let before = env.repo_bytes();
     let out = env.ok(&["backup", src.to_str().unwrap(), "--json"]);
-    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let v = last_json(&out);
     assert_eq!(v["message_type"], "summary");
     assert_eq!(v["files_new"], 0, "{v}");
     assert_eq!(v["files_changed"], 0, "{v}");
@@ -399,7 +399,7 @@ fn dry_run_stores_nothing() {
     std::fs::write(src.join("f"), noise(100_000, 3)).unwrap();
     let before = env.repo_bytes();
     let out = env.ok(&["backup", src.to_str().unwrap(), "--dry-run", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let v = last_json(&out);
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["data_added"].as_u64().unwrap() >= 100_000, true, "{v}");
     assert_eq!(env.repo_bytes(), before);

@@ -375,7 +375,7 @@ fn with_json_a_failure_ends_with_an_exit_error_object() {
     let out = env.cairn().args(["--json", "snapshots"]).output().unwrap();
     assert_eq!(out.status.code(), Some(10));
     let err = String::from_utf8_lossy(&out.stderr);
-    let last: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    let last = last_json(&err);
     assert_eq!(last["message_type"], "exit_error", "{err}");
     assert_eq!(last["code"], 10, "{err}");
     assert!(
@@ -464,7 +464,7 @@ fn a_snapshot_dated_in_the_future_is_not_the_automatic_parent() {
     noise_files(&src, 2, 10_000, 5);
     let s = src.to_str().unwrap();
     let first = env.ok(&["--json", "backup", s]);
-    let first: serde_json::Value = serde_json::from_str(first.lines().last().unwrap()).unwrap();
+    let first = last_json(&first);
     env.ok(&["backup", "--time", "2099-01-01 00:00:00", s]);
     let out = env.cairn().args(["--json", "backup", s]).output().unwrap();
     assert_success(&out);
@@ -473,8 +473,7 @@ fn a_snapshot_dated_in_the_future_is_not_the_automatic_parent() {
         err.contains("in the future: not used as the parent"),
         "{err}"
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let summary: serde_json::Value = last_json(&String::from_utf8_lossy(&out.stdout));
     let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
     let new = list
         .as_array()

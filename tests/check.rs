@@ -151,7 +151,7 @@ fn repair_keeps_what_the_old_index_said_of_a_pack_the_storage_failed_to_deliver(
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let v = last_json(&stdout);
     let kept = v["report"]["kept_from_old_index"].as_array().unwrap();
     let name = refused.file_name().unwrap().to_str().unwrap();
     assert_eq!(kept.len(), 1, "{v}");

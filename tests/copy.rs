@@ -33,8 +33,7 @@ fn copy(
 fn summary(out: &std::process::Output) -> serde_json::Value {
     assert_success(out);
     let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().expect("a summary line");
-    serde_json::from_str(last).unwrap()
+    last_json(&text)
 }
 
 /// `cairn ARGS` on the local repository `dir` (same password and cache).
@@ -187,11 +186,7 @@ fn a_destination_with_the_sources_chunker_shares_its_ids_and_deduplicates() {
     // a backup of the same files at the destination finds every chunk
     // there: it adds what the same backup adds at the source (the awkward
     // tree's entries that change by being read), not the files again
-    let added = |out: String| -> serde_json::Value {
-        serde_json::from_str::<serde_json::Value>(out.lines().last().unwrap()).unwrap()
-            ["data_added"]
-            .clone()
-    };
+    let added = |out: String| -> serde_json::Value { last_json(&out)["data_added"].clone() };
     let here = added(env.ok(&["backup", src.to_str().unwrap(), "--json", "--force"]));
     let there = added(local(
         &env,

@@ -41,7 +41,7 @@ fn scenario() -> Scenario {
 
 fn backup_json(env: &Env, dir: &std::path::Path) -> serde_json::Value {
     let out = env.ok(&["backup", "--json", dir.to_str().unwrap()]);
-    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    last_json(&out)
 }
 
 /// What must hold after any crash. Returns the bytes the next backup added.

@@ -66,7 +66,7 @@ fn diff_names_every_change_and_counts_them() {
         .any(|c| c.ends_with("/d/y") && c.starts_with('U')));
 
     let out = env.ok(&["diff", "--json", &ids[0], &ids[1]]);
-    let stats: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let stats = last_json(&out);
     assert_eq!(stats["message_type"], "statistics");
     assert_eq!(stats["source_snapshot"], ids[0].as_str());
     assert_eq!(stats["changed_files"], 1, "{stats}");

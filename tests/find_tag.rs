@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 fn json(env: &Env, args: &[&str]) -> Value {
     let out = env.ok(args);
-    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    last_json(&out)
 }
 
 #[test]

@@ -138,8 +138,7 @@ fn a_backup_relying_on_data_a_prune_condemns_commits_a_whole_snapshot() {
         }
         let (code, stdout, stderr) = backup.finish(tail);
         assert_eq!(code, Some(0), "{offset}: {stderr}");
-        let summary: serde_json::Value =
-            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let summary: serde_json::Value = last_json(&stdout);
         assert_eq!(
             summary["requests"]["delete"], 0,
             "{offset}: a backup deleted"
@@ -230,8 +229,7 @@ fn race_round(seed: u64, stop: bool, prunes: usize) {
     let (code, stdout, stderr) = backup.finish(tail);
     match code {
         Some(0) => {
-            let summary: serde_json::Value =
-                serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+            let summary: serde_json::Value = last_json(&stdout);
             let id = summary["snapshot_id"].as_str().unwrap().to_string();
             assert_eq!(dump(&env, &id, "/s.bin"), data, "seed {seed}");
         }
@@ -328,14 +326,14 @@ fn a_lost_pack_does_not_spread_into_the_next_snapshot() {
     env.ok(&["repair", "index"]);
     // unchanged files whose content went with the pack are read again
     let out = env.ok(&["--json", "backup", s]);
-    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let summary = last_json(&out);
     assert!(summary["files_reread"].as_u64().unwrap() > 0, "{out}");
     assert_eq!(summary["requests"]["delete"], 0);
     let healed = env.snapshot_ids().pop().unwrap();
     env.assert_restores(&healed, &src, &src);
     // the next backup trusts what it verified: nothing is read again
     let out = env.ok(&["--json", "backup", s]);
-    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let summary = last_json(&out);
     assert_eq!(summary["files_reread"], 0, "{out}");
     assert_eq!(summary["files_unmodified"], 10, "{out}");
     // once the damaged snapshot is gone, the repository is whole again
@@ -371,7 +369,7 @@ fn condemned_packs_wait_their_grace_and_young_leftovers_stay() {
     // phase one: a's packs are condemned for 10 s, nothing is deleted, and
     // the pack no index lists is too young to be anyone's leftover
     let plan = env.ok(&["--json", "prune", "--keep-delete", "10s"]);
-    let plan: serde_json::Value = serde_json::from_str(plan.lines().next().unwrap()).unwrap();
+    let plan = json_message(&plan, "prune_plan");
     assert!(
         plan["plan"]["packs_unused"].as_u64().unwrap() >= 1,
         "{plan}"
@@ -388,7 +386,7 @@ fn condemned_packs_wait_their_grace_and_young_leftovers_stay() {
     // still within their grace, even for a prune that asks for none
     set_mtime(&stray_path, 1_000_000_000, 0);
     let plan = env.ok(&["--json", "prune", "--keep-delete", "0s"]);
-    let plan: serde_json::Value = serde_json::from_str(plan.lines().next().unwrap()).unwrap();
+    let plan = json_message(&plan, "prune_plan");
     assert!(
         plan["plan"]["packs_waiting"].as_u64().unwrap() >= 1,
         "{plan}"
@@ -406,7 +404,7 @@ fn condemned_packs_wait_their_grace_and_young_leftovers_stay() {
     // once the grace is over, they go
     std::thread::sleep(Duration::from_secs(11));
     let plan = env.ok(&["--json", "prune", "--keep-delete", "10s"]);
-    let plan: serde_json::Value = serde_json::from_str(plan.lines().next().unwrap()).unwrap();
+    let plan = json_message(&plan, "prune_plan");
     assert_eq!(plan["plan"]["packs_waiting"], 0, "{plan}");
     assert!(
         plan["plan"]["packs_expired"].as_u64().unwrap() >= 1,
@@ -424,7 +422,7 @@ fn append_only_host_works(env: &Env, src: &std::path::Path) {
     let s = src.to_str().unwrap();
     std::fs::write(src.join("f0"), noise(1_000_000, 99)).unwrap();
     let out = env.ok(&["--json", "backup", s]);
-    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let summary = last_json(&out);
     assert_eq!(summary["requests"]["delete"], 0, "{out}");
     let id = env.snapshot_ids().pop().unwrap();
     env.assert_restores(&id, src, src);
@@ -752,7 +750,7 @@ fn a_snapshot_committed_as_a_prune_condemns_its_packs_restores_and_is_revived() 
     env.assert_restores(&id, &src, &src);
     // the next prune sees the snapshot and revives what it needs
     let out = env.ok(&["--json", "prune", "--keep-delete", "0s"]);
-    let plan: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let plan = json_message(&out, "prune_plan");
     assert!(
         plan["plan"]["packs_revived"].as_u64().unwrap() >= 1,
         "{plan}"

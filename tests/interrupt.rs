@@ -46,7 +46,7 @@ fn ctrl_c_stops_cleanly_and_indexes_what_was_uploaded() {
     assert!(packs_before >= 2);
 
     let out = env.ok(&["backup", "--json", big.to_str().unwrap()]);
-    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let summary = last_json(&out);
     let added = summary["data_added"].as_u64().unwrap();
     assert!(
         added < 60_000_000 - 15_000_000,

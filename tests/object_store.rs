@@ -96,10 +96,6 @@ fn assert_restores(src: &std::path::Path, target: &std::path::Path) {
     assert_same_tree(src, &target.join(src.strip_prefix("/").unwrap()));
 }
 
-fn summary(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.lines().last().unwrap()).unwrap()
-}
-
 #[test]
 fn s3_and_swift_keep_files_exactly_and_report_their_requests() {
     if server().is_none() {
@@ -109,7 +105,7 @@ fn s3_and_swift_keep_files_exactly_and_report_their_requests() {
         env.init();
         let src = env.path("src");
         awkward_tree(&src);
-        let first = summary(&env.ok(&["backup", "--json", src.to_str().unwrap()]));
+        let first = last_json(&env.ok(&["backup", "--json", src.to_str().unwrap()]));
         let put = first["requests"]["put"].as_u64().unwrap();
         assert!(
             put >= 4,
@@ -118,7 +114,7 @@ fn s3_and_swift_keep_files_exactly_and_report_their_requests() {
         // a normal backup never lists data/: its LISTs are keys, locks,
         // index and snapshots
         assert!(first["requests"]["list"].as_u64().unwrap() <= 8, "{first}");
-        let again = summary(&env.ok(&["backup", "--json", src.to_str().unwrap()]));
+        let again = last_json(&env.ok(&["backup", "--json", src.to_str().unwrap()]));
         assert_eq!(again["files_new"], 0, "{again}");
         assert!(
             again["requests"]["put"].as_u64().unwrap() <= 4,
@@ -393,7 +389,7 @@ fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
     assert!(ok(&["snapshots", "--json"]).trim() == "[]");
     // check passes; at most it notes the packs the failed run uploaded but
     // could not index
-    let check: serde_json::Value = serde_json::from_str(&ok(&["check", "--json"])).unwrap();
+    let check = last_json(&ok(&["check", "--json"]));
     let notes = check["notes"]
         .as_array()
         .map(Vec::clone)
@@ -404,14 +400,13 @@ fn a_server_gone_mid_backup_fails_clearly_and_the_next_backup_completes() {
             .all(|n| n.as_str().unwrap().contains("in no index")),
         "{check}"
     );
-    let done = summary(&ok(&["backup", "--json", src.to_str().unwrap()]));
+    let done = last_json(&ok(&["backup", "--json", src.to_str().unwrap()]));
     assert_eq!(done["message_type"], "summary");
     let target = env.path("out");
     ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_restores(&src, &target);
     ok(&["prune"]);
-    let check: serde_json::Value =
-        serde_json::from_str(&ok(&["check", "--read-data", "--json"])).unwrap();
+    let check: serde_json::Value = last_json(&ok(&["check", "--read-data", "--json"]));
     assert!(
         check["errors"].as_array().is_none_or(Vec::is_empty),
         "{check}"
@@ -539,7 +534,7 @@ fn a_store_that_stalls_mid_restore_fails_clearly_and_a_rerun_completes() {
     assert!(err.contains(&stalled), "the error names the pack: {err}");
     assert!(err.contains("timeout"), "{err}");
 
-    let rerun = summary(&env.ok(&[
+    let rerun = last_json(&env.ok(&[
         "restore",
         "latest",
         "--json",

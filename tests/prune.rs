@@ -70,7 +70,7 @@ fn prune_after_replacing_half_the_data_returns_to_a_fresh_backups_size() {
     env.assert_restores(&id, &src, &src);
     // a second prune has nothing left to do
     let again = env.ok(&["prune", "--json", "--keep-delete", "0s"]);
-    let plan: serde_json::Value = serde_json::from_str(again.lines().next().unwrap()).unwrap();
+    let plan = json_message(&again, "prune_plan");
     assert_eq!(plan["plan"]["packs_repack"], 0, "{again}");
     assert_eq!(plan["plan"]["packs_unused"], 0, "{again}");
 }

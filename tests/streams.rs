@@ -3,13 +3,8 @@
 
 mod common;
 
-use common::{noise, Env};
+use common::{last_json, noise, Env};
 use std::path::Path;
-
-fn json_summary(stdout: &str) -> serde_json::Value {
-    let last = stdout.lines().last().expect("a summary line");
-    serde_json::from_str(last).unwrap()
-}
 
 /// `sh -c SCRIPT` as the command after `--`.
 fn backup_command(env: &Env, name: &str, script: &str) -> std::process::Output {
@@ -108,7 +103,7 @@ fn a_failing_command_saves_no_snapshot_and_its_data_is_reused() {
     // What the failed run uploaded was indexed: the next run adds (almost) nothing.
     let out = backup_command(&env, "dump.bin", &cat);
     common::assert_success(&out);
-    let summary = json_summary(&String::from_utf8_lossy(&out.stdout));
+    let summary = last_json(&String::from_utf8_lossy(&out.stdout));
     let added = summary["data_added"].as_u64().unwrap();
     assert!(added < (1 << 20), "{added} bytes added again of 8 MiB");
     assert_eq!(dump(&env, "dump.bin"), std::fs::read(&blob).unwrap());

@@ -536,6 +536,23 @@ pub fn two_backups_with_new_data_packs(env: &Env) -> (PathBuf, Vec<PathBuf>) {
     (src, packs)
 }
 
+/// The last line of a command's `--json` output: its summary or report.
+/// Long work prints status lines before it (one a second), so the whole
+/// output is only one JSON value when the command was quick.
+pub fn last_json(out: &str) -> serde_json::Value {
+    let last = out.lines().last().expect("a JSON line");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
+}
+
+/// The `--json` line whose `message_type` is `kind` (e.g. prune's
+/// `prune_plan`), wherever status lines put it.
+pub fn json_message(out: &str, kind: &str) -> serde_json::Value {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} line in:\n{out}"))
+}
+
 /// Writes `count` files of `size` incompressible bytes, `f0`, `f1`, ...,
 /// seeded from `seed` (the same arguments give the same files).
 pub fn noise_files(dir: &Path, count: usize, size: usize, seed: u64) {
@@ -562,7 +579,7 @@ impl Env {
             "check failed:\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let v = last_json(&stdout);
         v["notes"]
             .as_array()
             .unwrap()
