@@ -470,7 +470,7 @@ impl Repository {
     fn sync_index_from(&self, listing: Option<Vec<(Id, Option<i64>)>>) -> Result<()> {
         let _syncing = self.index.sync_guard();
         let (ingested, mut superseded) = self.index.ingested_index_files()?;
-        let listed = self.read_index_files_listed(&ingested, listing)?;
+        let listed = self.read_listed_index_files_from(&ingested, listing)?;
         let present: std::collections::HashSet<Id> = listed.present.iter().map(|f| f.0).collect();
         let files = all_read(listed.read)?;
         superseded.extend(
@@ -505,12 +505,12 @@ impl Repository {
         &self,
         skip: &std::collections::HashSet<Id>,
     ) -> Result<ListedIndexFiles> {
-        self.read_index_files_listed(skip, None)
+        self.read_listed_index_files_from(skip, None)
     }
 
     /// [`Self::read_listed_index_files`], from `listing` (if given) the
     /// first time.
-    fn read_index_files_listed(
+    fn read_listed_index_files_from(
         &self,
         skip: &std::collections::HashSet<Id>,
         mut listing: Option<Vec<(Id, Option<i64>)>>,
