@@ -36,10 +36,10 @@ fn main() {
 /// threshold keeps them in their own mappings, returned to the system on
 /// free (page faults cost some CPU, less than the RSS they save). At 1 MiB
 /// the backup of the bench's tree peaked at ~78 MB (151 MB with the dynamic
-/// threshold; restore 177 → ~146 MB); at 256 KiB, which also takes chunks
-/// and compressed blobs of a quarter to one MiB out of the arenas, at ~74 MB
-/// with no measurable cost in time, while small files (≤ 30 KB) still come
-/// from the arenas. Arenas are capped at 8: with the backup's readers (up to
+/// threshold; restore 177 → ~146 MB); 256 KiB, which also takes chunks and
+/// compressed blobs of a quarter to one MiB out of the arenas, lowered that
+/// peak by about 3 MB (CPU +2%, within noise), while small files (≤ 30 KB)
+/// still come from the arenas. Arenas are capped at 8: with the backup's readers (up to
 /// 16 threads) on 2 arenas, contention cost 10% of the wall time of a
 /// 400k-small-file backup; 8 cost 10 MiB of peak on the tree dataset.
 fn tune_allocator() {
