@@ -38,17 +38,18 @@ export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 tree_bytes=$(du -sb "$tree" | cut -f1)
 image_bytes=$((tree_bytes * 2 + (1 << 30)))
 
-# repo TOOL: its repository holding one snapshot of $tree
+# with TOOL: sets `run` to tool a (cairn) or b (the other) on its own
+# repository and cache; restic and cairn take the same options here
+with() {
+  local exe=$bin; [ "$1" = b ] && exe=$other
+  run=("$exe" -r "$work/repo-$1" --cache-dir "$work/cache-$1")
+}
+
 for tool in a b; do
   echo "== backing up $tree for tool $tool" >&2
-  if [ $tool = b ] && [ "$other" = restic ]; then
-    restic -q -r "$work/repo-b" --cache-dir "$work/cache-b" init >/dev/null
-    restic -q -r "$work/repo-b" --cache-dir "$work/cache-b" backup "$tree" >/dev/null
-  else
-    b=$bin; [ $tool = b ] && b=$other
-    "$b" -r "$work/repo-$tool" --cache-dir "$work/cache-$tool" init -q >/dev/null
-    "$b" -r "$work/repo-$tool" --cache-dir "$work/cache-$tool" backup -q "$tree" >/dev/null
-  fi
+  with $tool
+  "${run[@]}" init -q >/dev/null
+  "${run[@]}" backup -q "$tree" >/dev/null
 done
 
 # restore TOOL: one full restore onto a new file system; prints "seconds peak_kib"
@@ -58,14 +59,8 @@ restore() {
   mkfs.ext4 -q -F "$work/fs.img"
   mount -o loop "$work/fs.img" "$mnt"
   sync
-  if [ "$tool" = b ] && [ "$other" = restic ]; then
-    /usr/bin/time -f "%e %M" -o "$stats" restic -q -r "$work/repo-b" --cache-dir "$work/cache-b" \
-      restore latest --target "$mnt" >/dev/null
-  else
-    local b=$bin; [ "$tool" = b ] && b=$other
-    /usr/bin/time -f "%e %M" -o "$stats" "$b" -r "$work/repo-$tool" --cache-dir "$work/cache-$tool" \
-      restore -q latest --target "$mnt" >/dev/null
-  fi
+  with "$tool"
+  /usr/bin/time -f "%e %M" -o "$stats" "${run[@]}" restore -q latest --target "$mnt" >/dev/null
   # the first round checks what was restored; later rounds only time
   if [ "$round" = 1 ] && ! diff -r --no-dereference "$tree" "$mnt$tree" >/dev/null; then
     echo "tool $tool restored a tree that differs from $tree" >&2
