@@ -15,7 +15,7 @@ use crate::crash_point::crash_point;
 use crate::filter::{BlobEncoder, BlobKind, EncodedBlob, Payload};
 use crate::id::Id;
 use crate::index::file::{IndexFile, IndexedPack};
-use crate::pack::{FinishedPack, PackBuilder};
+use crate::pack::{FinishedPack, PackBuilder, TARGET_PACK_SIZE};
 use crate::repo::{layout, Repository, UNINDEXED_MIN_AGE_NS};
 use anyhow::{anyhow, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -246,8 +246,12 @@ fn run_packer(
     tx: Sender<FinishedPack>,
 ) -> Result<()> {
     let cipher = repo.keys.cipher();
-    let mut data_pack = PackBuilder::new(BlobKind::Data);
-    let mut tree_pack = PackBuilder::new(BlobKind::Tree);
+    let new_pack = |kind| match kind {
+        BlobKind::Data => PackBuilder::with_buffer(kind, data_pack_buffer()),
+        BlobKind::Tree => PackBuilder::new(kind),
+    };
+    let mut data_pack = new_pack(BlobKind::Data);
+    let mut tree_pack = new_pack(BlobKind::Tree);
     for blob in rx.into_iter().flatten() {
         let pack = match blob.kind {
             BlobKind::Data => &mut data_pack,
@@ -255,7 +259,7 @@ fn run_packer(
         };
         pack.push(blob);
         if pack.is_full() {
-            let full = std::mem::replace(pack, PackBuilder::new(pack.kind()));
+            let full = std::mem::replace(pack, new_pack(pack.kind()));
             tx.send(full.finish(&cipher)).map_err(|_| stopped())?;
         }
     }
@@ -265,6 +269,36 @@ fn run_packer(
         }
     }
     Ok(())
+}
+
+/// A data pack's buffer, asking the kernel for transparent huge pages. A
+/// pack buffer is above the allocator's mmap threshold, so each pack is
+/// mapped anew and faults in its pages as it fills: 4 KiB at a time that
+/// was three quarters of the page faults of a first backup of many small
+/// files (about 2,300 per pack, ~5 µs each on the project's test machine).
+/// Only the 2 MiB pages that lie wholly within the first
+/// `TARGET_PACK_SIZE` bytes, which every pack but a backup's last fills,
+/// are advised: a huge page is resident whole once touched, so one past
+/// what a pack fills would add to the peak RSS (advising the whole buffer
+/// added about 5 MiB, this about 2: the first page of a new pack).
+/// Refilling written packs' buffers avoided the faults too, but kept every
+/// buffer resident at its full size: 10 MiB more. Where the kernel has no
+/// huge pages for us the advice is ignored.
+fn data_pack_buffer() -> Vec<u8> {
+    const HUGE_PAGE: usize = 2 << 20;
+    // (room for the blob that takes a pack past its target)
+    let buffer = Vec::<u8>::with_capacity(TARGET_PACK_SIZE + HUGE_PAGE);
+    let start = buffer.as_ptr() as usize;
+    let begin = start.next_multiple_of(HUGE_PAGE);
+    let end = (start + TARGET_PACK_SIZE) / HUGE_PAGE * HUGE_PAGE;
+    if end > begin {
+        // SAFETY: advice on whole pages inside this allocation; it changes
+        // no contents, and fails harmlessly where unsupported.
+        unsafe {
+            libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_HUGEPAGE);
+        }
+    }
+    buffer
 }
 
 fn run_uploader(
@@ -350,4 +384,40 @@ fn check_indexed_in_time(repo: &Repository, index: &Id, packs: &[IndexedPack]) -
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel records the advice as the "hg" flag of the buffer's
+    /// mapping (a flag, whether or not huge pages are enabled).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_data_pack_buffer_asks_for_huge_pages() {
+        let buffer = data_pack_buffer();
+        let inside = buffer.as_ptr() as usize + TARGET_PACK_SIZE / 2;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut in_mapping = false;
+        let mut flags = None;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) =
+                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                    {
+                        in_mapping = (lo..hi).contains(&inside);
+                        continue;
+                    }
+                }
+            }
+            if in_mapping {
+                if let Some(f) = line.strip_prefix("VmFlags:") {
+                    flags = Some(f.split_whitespace().map(String::from).collect::<Vec<_>>());
+                }
+            }
+        }
+        let flags = flags.expect("the buffer's mapping in /proc/self/smaps");
+        assert!(flags.iter().any(|f| f == "hg"), "{flags:?}");
+    }
 }

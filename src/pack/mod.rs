@@ -109,9 +109,16 @@ pub struct FinishedPack {
 
 impl PackBuilder {
     pub fn new(kind: BlobKind) -> PackBuilder {
+        PackBuilder::with_buffer(kind, Vec::new())
+    }
+
+    /// Collects the pack's bytes in `buffer` (emptied first), whose
+    /// capacity the caller chose.
+    pub fn with_buffer(kind: BlobKind, mut buffer: Vec<u8>) -> PackBuilder {
+        buffer.clear();
         PackBuilder {
             kind,
-            bytes: Vec::new(),
+            bytes: buffer,
             blobs: Vec::new(),
         }
     }
