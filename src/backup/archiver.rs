@@ -15,7 +15,7 @@ use crate::source::exclude::Excludes;
 use crate::source::fs::{node_from_stat, read_xattrs, special_kind, OwnerNames};
 use crate::source::stat::{lstat, EntryType, Stat};
 use crate::tree::snapshot::BackupSummary;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{Node, NodeKind, Tree, Xattr};
 use anyhow::{Context, Result};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -342,13 +342,21 @@ impl<'a, 's> Archiver<'a, 's> {
             name,
             path,
             stat,
-            xattrs,
+            mut xattrs,
             other_fs,
             content,
         } = entry;
         let mut file_size = None;
         let kind = if stat.kind == EntryType::File {
-            match self.archive_file(&path, &stat, content, parent.as_mut(), parent_verified) {
+            let parent_file = parent.as_mut();
+            match self.archive_file(
+                &path,
+                &stat,
+                content,
+                &mut xattrs,
+                parent_file,
+                parent_verified,
+            ) {
                 Ok((content, size)) => {
                     file_size = Some(size);
                     NodeKind::File { content }
@@ -444,12 +452,14 @@ impl<'a, 's> Archiver<'a, 's> {
     /// The file's content ids and size, reused from the parent when
     /// unchanged and the index still holds the content (`parent_verified`:
     /// known without asking). A file whose content the repository lost is
-    /// read again, and counted.
+    /// read again, and counted. A file read ahead comes with its extended
+    /// attributes: they replace `xattrs`.
     fn archive_file(
         &mut self,
         path: &Path,
         stat: &Stat,
         prefetched: Option<Prefetched>,
+        xattrs: &mut Vec<Xattr>,
         parent: Option<&mut Node>,
         parent_verified: bool,
     ) -> Result<(Vec<Id>, u64)> {
@@ -469,9 +479,10 @@ impl<'a, 's> Archiver<'a, 's> {
         }
         let (content, read, after) = match prefetched {
             Some(ahead) => {
-                let (data, after) = ahead.wait()?;
-                let (content, read) = self.save_buffer(data)?;
-                (content, read, after)
+                let file = ahead.wait()?;
+                *xattrs = file.xattrs;
+                let (content, read) = self.save_buffer(file.data)?;
+                (content, read, file.stat)
             }
             None => {
                 let file = File::open(path)?;

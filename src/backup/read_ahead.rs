@@ -19,8 +19,9 @@
 //! Memory is bounded: at most `AHEAD_DIRS` listed directories wait for the
 //! archiver, and at most `AHEAD_BYTES` of file content (one file beyond that
 //! when nothing else is held, so a file larger than the budget still moves).
-//! Open descriptors are bounded by the number of workers, chosen from
-//! RLIMIT_NOFILE.
+//! Open descriptors are bounded too, both numbers chosen from RLIMIT_NOFILE:
+//! the files the workers have open, and the directories read jobs keep
+//! open to open their files relative to (see `DirLeases`).
 
 use super::archiver::ChangeDetection;
 use crate::id::Id;
@@ -34,6 +35,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
@@ -59,6 +61,10 @@ const CACHED_STAT: Duration = Duration::from_micros(20);
 /// The most workers: 8 to 32 readers keep that disk about equally busy (see
 /// the module comment), and every thread more costs wake-ups and memory.
 const MAX_WORKERS: usize = 16;
+/// The most directories kept open for read jobs: the walker is at most
+/// `AHEAD_DIRS` directories ahead of the archiver, plus the directories
+/// above the two of them, so this covers any tree a few dozen levels deep.
+const MAX_READ_DIRS: usize = 96;
 
 /// A tree of the parent snapshot, and whether every blob below it was found
 /// live in the cache's current epoch (then its unchanged files need no
@@ -133,6 +139,8 @@ pub struct Entry {
     pub name: Vec<u8>,
     pub path: PathBuf,
     pub stat: Stat,
+    /// Empty for a file read ahead: its attributes come with its content
+    /// (`ReadFile`), read from the open file.
     pub xattrs: Vec<Xattr>,
     /// A directory on another file system, under --one-file-system: its
     /// contents are not walked.
@@ -162,9 +170,15 @@ impl Entry {
     }
 }
 
-/// A file's content as read ahead, with its metadata right after reading
-/// (to tell whether it changed meanwhile).
-pub type ReadResult = std::io::Result<(Vec<u8>, Stat)>;
+/// A file as read ahead.
+pub struct ReadFile {
+    pub data: Vec<u8>,
+    /// Its metadata right after reading (to tell whether it changed meanwhile).
+    pub stat: Stat,
+    pub xattrs: Vec<Xattr>,
+}
+
+pub type ReadResult = std::io::Result<ReadFile>;
 
 /// The archiver's claim on one file of a batch being read ahead.
 pub struct Prefetched {
@@ -216,16 +230,20 @@ const BATCH_BYTES: u64 = 256 << 10;
 /// a read nobody will do.
 struct ReadJob {
     files: Vec<(PathBuf, u64)>,
+    /// The files' directory, when a lease on keeping it open was free:
+    /// opening a file relative to it looks up one name, not the whole path.
+    dir: Option<Arc<LeasedDir>>,
     batch: Arc<Batch>,
     done: bool,
 }
 
 impl ReadJob {
     fn run(mut self) {
+        let dir = self.dir.as_ref().map(|d| &d.dir.fd);
         let results = self
             .files
             .iter()
-            .map(|(path, size)| Some(read_whole(path, *size)))
+            .map(|(path, size)| Some(read_whole(dir, path, *size)))
             .collect();
         self.fill(results);
     }
@@ -252,13 +270,77 @@ impl Drop for ReadJob {
 }
 
 /// Reads no further than the size stat reported (a file that grew is caught
-/// by comparing the metadata after reading), then stats the open file.
-fn read_whole(path: &Path, size: u64) -> ReadResult {
-    let file = File::open(path)?;
+/// by comparing the metadata after reading), then stats the open file and
+/// reads its extended attributes. `dir`: the open directory of `path`.
+fn read_whole(dir: Option<&OwnedFd>, path: &Path, size: u64) -> ReadResult {
+    let file = match (dir, path.file_name()) {
+        (Some(dir), Some(name)) => {
+            use nix::fcntl::OFlag;
+            let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+            File::from(nix::fcntl::openat(
+                dir,
+                name,
+                flags,
+                nix::sys::stat::Mode::empty(),
+            )?)
+        }
+        _ => File::open(path)?,
+    };
     let mut data = Vec::with_capacity(size as usize);
     (&file).take(size).read_to_end(&mut data)?;
-    let after = Stat::from(&file.metadata()?);
-    Ok((data, after))
+    let stat = Stat::from(&file.metadata()?);
+    let xattrs = crate::source::fs::read_xattrs_of(&file);
+    Ok(ReadFile { data, stat, xattrs })
+}
+
+/// Leases on keeping a directory open for its read jobs, at most `max` at
+/// a time: the walk can be thousands of levels deep, and every level may
+/// still have files to read once its subdirectories are walked. A job
+/// without a lease opens its files by their paths.
+struct DirLeases {
+    held: AtomicUsize,
+    max: usize,
+    /// The most held at once, for the tests to check the bound.
+    #[cfg(test)]
+    peak: AtomicUsize,
+}
+
+impl DirLeases {
+    fn new(max: usize) -> Arc<DirLeases> {
+        Arc::new(DirLeases {
+            held: AtomicUsize::new(0),
+            max,
+            #[cfg(test)]
+            peak: AtomicUsize::new(0),
+        })
+    }
+
+    fn lease(self: &Arc<Self>, dir: Arc<OpenDir>) -> Option<Arc<LeasedDir>> {
+        let held = self.held.fetch_add(1, Ordering::Relaxed) + 1;
+        if held > self.max {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        #[cfg(test)]
+        self.peak.fetch_max(held, Ordering::Relaxed);
+        Some(Arc::new(LeasedDir {
+            dir,
+            leases: Arc::clone(self),
+        }))
+    }
+}
+
+/// A directory kept open under a lease, given back when the last read job
+/// holding it is done.
+struct LeasedDir {
+    dir: Arc<OpenDir>,
+    leases: Arc<DirLeases>,
+}
+
+impl Drop for LeasedDir {
+    fn drop(&mut self) {
+        self.leases.held.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Bytes of content read ahead and not yet consumed.
@@ -409,6 +491,8 @@ enum Stated {
 pub struct ReadAhead {
     scans: Receiver<Scan>,
     budget: Arc<Budget>,
+    #[cfg(test)]
+    read_dirs: Arc<DirLeases>,
 }
 
 impl ReadAhead {
@@ -421,18 +505,17 @@ impl ReadAhead {
         parent: Option<ParentTree>,
         root_dev: u64,
     ) -> ReadAhead {
-        ReadAhead::start_with(scope, rules, root, parent, root_dev, CACHED_STAT)
+        ReadAhead::start_with(scope, rules, root, parent, root_dev, Limits::from_rlimit())
     }
 
-    /// `start`, taking a stat slower than `cached_stat` for a read from
-    /// the disk (tests set the extremes).
+    /// `start` within `limits` (tests set the extremes).
     fn start_with<'scope, 'env: 'scope>(
         scope: &'scope Scope<'scope, 'env>,
         rules: WalkRules<'env>,
         root: PathBuf,
         parent: Option<ParentTree>,
         root_dev: u64,
-        cached_stat: Duration,
+        limits: Limits,
     ) -> ReadAhead {
         let (scan_tx, scans) = bounded(AHEAD_DIRS);
         let (stat_tx, stat_rx) = unbounded::<UrgentJob>();
@@ -441,7 +524,7 @@ impl ReadAhead {
             state: Mutex::new((0, false)),
             freed: Condvar::new(),
         });
-        for _ in 0..workers() {
+        for _ in 0..limits.workers {
             let (stat_rx, read_rx) = (stat_rx.clone(), read_rx.clone());
             let worker = std::thread::Builder::new()
                 .name("cairn-read".into())
@@ -452,14 +535,16 @@ impl ReadAhead {
             }
         }
         drop((stat_rx, read_rx));
+        let read_dirs = DirLeases::new(limits.read_dirs);
         let walker = Walker {
             rules,
             scans: scan_tx,
             urgent: stat_tx,
             reads: read_tx,
             budget: Arc::clone(&budget),
+            read_dirs: Arc::clone(&read_dirs),
             root_dev,
-            cached_stat,
+            cached_stat: limits.cached_stat,
         };
         // depth is bounded by the 4096-byte path limit (tree::MAX_DEPTH
         // levels at most): a main thread's stack covers that recursion
@@ -471,7 +556,12 @@ impl ReadAhead {
             // the scan channel is closed with it: next_scan reports this
             eprintln!("warning: cannot start the read-ahead: {e}");
         }
-        ReadAhead { scans, budget }
+        ReadAhead {
+            scans,
+            budget,
+            #[cfg(test)]
+            read_dirs,
+        }
     }
 
     /// The next directory, which must be `dir`: the archiver and the walker
@@ -499,18 +589,34 @@ impl Drop for ReadAhead {
     }
 }
 
-/// Workers: enough requests in flight to keep a disk busy, and no more than
-/// a quarter of the descriptors still free (the index cache and the upload
-/// pipeline need theirs).
-fn workers() -> usize {
-    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft)
-        .unwrap_or(1024);
-    let open = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count() as u64)
-        .unwrap_or(64);
-    let free = limit.saturating_sub(open);
-    ((free / 4) as usize).clamp(1, MAX_WORKERS)
+/// How far the read-ahead goes.
+struct Limits {
+    /// Workers: files open at once.
+    workers: usize,
+    /// Directories kept open for their read jobs (see `DirLeases`).
+    read_dirs: usize,
+    /// A stat slower than this was a read from the disk (see `CACHED_STAT`).
+    cached_stat: Duration,
+}
+
+impl Limits {
+    /// Enough workers to keep a disk busy; workers and leased directories
+    /// each take no more than a quarter of the descriptors still free (the
+    /// index cache and the upload pipeline need theirs).
+    fn from_rlimit() -> Limits {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024);
+        let open = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as u64)
+            .unwrap_or(64);
+        let quarter = (limit.saturating_sub(open) / 4) as usize;
+        Limits {
+            workers: quarter.clamp(1, MAX_WORKERS),
+            read_dirs: quarter.min(MAX_READ_DIRS),
+            cached_stat: CACHED_STAT,
+        }
+    }
 }
 
 /// A worker: what the walker waits on comes first, reads after.
@@ -582,9 +688,18 @@ fn stat_entry(
         Some(node) if !detection.ignore_ctime && unchanged(detection, &stat, node) => {
             node.xattrs.clone()
         }
+        _ if read_ahead(detection, &stat, parent_node) => Vec::new(),
         _ => crate::source::fs::read_xattrs(&path),
     };
     Stated::Entry(Entry::stated(name, path, stat, xattrs))
+}
+
+/// Whether the walk reads the file ahead: a small regular file the
+/// archiver will read, new or changed since `parent`.
+fn read_ahead(detection: ChangeDetection, stat: &Stat, parent: Option<&Node>) -> bool {
+    stat.kind == EntryType::File
+        && (1..=SMALL_FILE).contains(&stat.size)
+        && !parent.is_some_and(|p| unchanged(detection, stat, p))
 }
 
 struct Walker<'a> {
@@ -593,6 +708,7 @@ struct Walker<'a> {
     urgent: Sender<UrgentJob>,
     reads: Sender<ReadJob>,
     budget: Arc<Budget>,
+    read_dirs: Arc<DirLeases>,
     root_dev: u64,
     /// See `CACHED_STAT`.
     cached_stat: Duration,
@@ -669,6 +785,7 @@ impl Walker<'_> {
         let parent = parent.map(Arc::new);
         let mut warnings = Vec::new();
         let mut entries = Vec::new();
+        let mut read_dir = None;
         match OpenDir::list(dir.clone()) {
             Ok(Listing {
                 dir: open,
@@ -682,7 +799,9 @@ impl Walker<'_> {
                 let marker = self.rules.excludes.marker_in(&dir);
                 names.retain(|n| !Excludes::left_out_beside(marker.as_deref(), n));
                 entries.reserve_exact(names.len());
-                for stated in self.stat_all(Arc::new(open), names, parent.as_ref()) {
+                let open = Arc::new(open);
+                read_dir = self.read_dirs.lease(Arc::clone(&open));
+                for stated in self.stat_all(open, names, parent.as_ref()) {
                     match stated {
                         Stated::Entry(e) => entries.push(e),
                         Stated::Skipped => {}
@@ -706,18 +825,15 @@ impl Walker<'_> {
                     // a batch never spans a subdirectory: the archiver
                     // consumes the subdirectory's files in between, and
                     // budget must be granted in the order files are consumed
-                    self.close_batch(&mut batch, &mut next);
+                    self.close_batch(&mut batch, &mut next, read_dir.as_ref());
                     let subtree = parent_node.and_then(Node::subtree);
                     next.push(Next::Descend(entry.path.clone(), subtree, verified));
                 }
-            } else if entry.stat.kind == EntryType::File
-                && (1..=SMALL_FILE).contains(&entry.stat.size)
-                && !parent_node.is_some_and(|p| unchanged(self.rules.detection, &entry.stat, p))
-            {
+            } else if read_ahead(self.rules.detection, &entry.stat, parent_node) {
                 batch.push(entry);
             }
         }
-        self.close_batch(&mut batch, &mut next);
+        self.close_batch(&mut batch, &mut next, read_dir.as_ref());
         let scan = Scan {
             dir,
             parent,
@@ -728,8 +844,13 @@ impl Walker<'_> {
     }
 
     /// Has the files of `batch` read ahead together, in batches of at most
-    /// BATCH_FILES files or BATCH_BYTES.
-    fn close_batch(&self, batch: &mut Vec<&mut Entry>, next: &mut Vec<Next>) {
+    /// BATCH_FILES files or BATCH_BYTES, relative to `dir` when leased.
+    fn close_batch(
+        &self,
+        batch: &mut Vec<&mut Entry>,
+        next: &mut Vec<Next>,
+        dir: Option<&Arc<LeasedDir>>,
+    ) {
         let mut rest = std::mem::take(batch);
         while !rest.is_empty() {
             let mut take = 0;
@@ -760,6 +881,7 @@ impl Walker<'_> {
                 .collect();
             next.push(Next::Read(ReadJob {
                 files,
+                dir: dir.cloned(),
                 batch: shared,
                 done: false,
             }));
@@ -860,13 +982,35 @@ mod tests {
         opened.load_index(&CacheLocation::None).unwrap()
     }
 
-    /// Every entry below `dir` as the walk hands it over, in the archiver's
-    /// order: (path, size, content read ahead).
-    fn walk_all(
-        repo: &Repository,
-        root: &Path,
-        cached_stat: Duration,
-    ) -> Vec<(PathBuf, u64, Option<Vec<u8>>)> {
+    fn limits(cached_stat: Duration, read_dirs: usize) -> Limits {
+        Limits {
+            workers: 4,
+            read_dirs,
+            cached_stat,
+        }
+    }
+
+    /// An entry as the walk hands it over: path, size, content and extended
+    /// attributes of a file read ahead.
+    type Walked = (PathBuf, u64, Option<(Vec<u8>, Vec<Xattr>)>);
+
+    /// Every entry below `root` as the walk hands it over, in the
+    /// archiver's order (a subdirectory's entries before the files after
+    /// it), and the most directories leased at once.
+    fn walk_all(repo: &Repository, root: &Path, limits: Limits) -> (Vec<Walked>, usize) {
+        fn consume(ahead: &ReadAhead, dir: &Path, out: &mut Vec<Walked>) {
+            let scan = ahead.next_scan(dir).unwrap();
+            assert!(scan.warnings.is_empty(), "{:?}", scan.warnings);
+            for entry in scan.entries {
+                let read = entry.content.map(|c| c.wait().unwrap());
+                let read = read.map(|r| (r.data, r.xattrs));
+                let is_dir = entry.stat.is_dir();
+                out.push((entry.path.clone(), entry.stat.size, read));
+                if is_dir {
+                    consume(ahead, &entry.path, out);
+                }
+            }
+        }
         let excludes = Excludes::new(&Default::default()).unwrap();
         let rules = WalkRules {
             repo,
@@ -876,25 +1020,13 @@ mod tests {
             epoch: 0,
         };
         let mut out = Vec::new();
+        let mut peak = 0;
         std::thread::scope(|scope| {
-            let ahead = ReadAhead::start_with(scope, rules, root.into(), None, 0, cached_stat);
-            let mut dirs = vec![root.to_path_buf()];
-            while let Some(dir) = dirs.pop() {
-                let scan = ahead.next_scan(&dir).unwrap();
-                assert!(scan.warnings.is_empty(), "{:?}", scan.warnings);
-                let mut subdirs = Vec::new();
-                for entry in scan.entries {
-                    let content = entry.content.map(|c| c.wait().unwrap().0);
-                    if entry.stat.is_dir() {
-                        subdirs.push(entry.path.clone());
-                    }
-                    out.push((entry.path, entry.stat.size, content));
-                }
-                // depth first, in name order: the first subdirectory next
-                dirs.extend(subdirs.into_iter().rev());
-            }
+            let ahead = ReadAhead::start_with(scope, rules, root.into(), None, 0, limits);
+            consume(&ahead, root, &mut out);
+            peak = ahead.read_dirs.peak.load(Ordering::Relaxed);
         });
-        out
+        (out, peak)
     }
 
     /// Whether the walker stats a directory alone (its metadata cached) or
@@ -912,16 +1044,57 @@ mod tests {
             }
         }
         let repo = repository();
-        let alone = walk_all(&repo, dir.path(), Duration::from_secs(3600));
-        let spread = walk_all(&repo, dir.path(), Duration::ZERO);
+        let (alone, _) = walk_all(&repo, dir.path(), limits(Duration::from_secs(3600), 8));
+        let (spread, _) = walk_all(&repo, dir.path(), limits(Duration::ZERO, 8));
         assert_eq!(alone, spread);
         assert_eq!(alone.len(), 3 + 3 * 150);
-        for (path, size, content) in alone {
+        for (path, size, read) in alone {
             if path.is_file() {
                 let data = std::fs::read(&path).unwrap();
                 assert_eq!(size, data.len() as u64);
+                let content = read.map(|(data, _)| data);
                 let expected = (size > 0).then_some(&data[..]);
                 assert_eq!(content.as_deref(), expected, "{}", path.display());
+            }
+        }
+    }
+
+    /// Every level of a deep tree still has files to read after its
+    /// subdirectory: no more directories stay open for them than the
+    /// limit, and files read by path (no lease left) or relative to their
+    /// directory come out the same, with their extended attributes.
+    #[test]
+    fn read_jobs_keep_no_more_directories_open_than_leased() {
+        let root = tempfile::tempdir().unwrap();
+        let mut dir = root.path().to_path_buf();
+        let mut tagged = 0;
+        for level in 0..40 {
+            dir.push("a");
+            std::fs::create_dir(&dir).unwrap();
+            let file = dir.join("b");
+            std::fs::write(&file, format!("level {level}")).unwrap();
+            tagged +=
+                xattr::set(&file, "user.level", level.to_string().as_bytes()).is_ok() as usize;
+        }
+        let repo = repository();
+        let (few, peak) = walk_all(&repo, root.path(), limits(Duration::ZERO, 3));
+        assert!(peak <= 3, "{peak} directories held open");
+        let (many, peak) = walk_all(&repo, root.path(), limits(Duration::ZERO, 100));
+        assert!(
+            peak > 3,
+            "the deep walk held only {peak} directories: it tests nothing"
+        );
+        assert_eq!(few, many);
+        assert_eq!(few.len(), 80);
+        // the deepest file comes first: each level's file after its subdirectory
+        let files = few.iter().filter(|(path, ..)| path.ends_with("b")).rev();
+        for (level, (_, _, read)) in files.enumerate() {
+            let (data, xattrs) = read.as_ref().expect("read ahead");
+            assert_eq!(data, format!("level {level}").as_bytes());
+            // tmpfs before Linux 6.6 keeps no user attributes: then none
+            if tagged == 40 {
+                assert_eq!(xattrs.len(), 1);
+                assert_eq!(xattrs[0].value, level.to_string().as_bytes());
             }
         }
     }
